@@ -1,0 +1,28 @@
+"""Run Nen workflow runs from Celery workers, reliably."""
+
+from .api import RunConflict, RunHandle, get_run, start_run
+from .config import ConfigurationError, Settings, get_settings
+from .errors import NenAPIError, NenError, NenProtocolError, NenTransportError
+from .models import Run
+from .params import InvalidParams, register_workflow, unregister_workflow
+from .status import Status
+
+__all__ = [
+    "ConfigurationError",
+    "InvalidParams",
+    "NenAPIError",
+    "NenError",
+    "NenProtocolError",
+    "NenTransportError",
+    "Run",
+    "RunConflict",
+    "RunHandle",
+    "Settings",
+    "Status",
+    "get_run",
+    "get_settings",
+    "register_workflow",
+    "start_run",
+    "unregister_workflow",
+]
+__version__ = "0.1.0"

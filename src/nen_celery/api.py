@@ -1,0 +1,116 @@
+"""The public entry points: start_run, get_run, RunHandle. They only touch Redis and the broker,
+so calling them from a web request never waits on Nen."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from celery.canvas import Signature
+
+from .config import ConfigurationError
+from .context import get_context
+from .models import Run
+from .params import validate_params
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class RunConflict(ValueError):
+    """start_run was given an existing run_id with a different workflow or params."""
+
+
+def _signature_dict(name: str, sig: object) -> dict[str, Any] | None:
+    if sig is None:
+        return None
+    if not isinstance(sig, Signature):
+        raise TypeError(f"{name} must be a Celery signature (e.g. my_task.s()), got {type(sig).__name__}")
+    data = dict(sig)
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be JSON-serialisable to travel through the broker: {exc}") from None
+    return data
+
+
+class RunHandle:
+    """A reference to one run; cheap to create from a stored run_id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id!r})"
+
+    def get(self) -> Run | None:
+        return get_run(self.run_id)
+
+    def wait(self, timeout: float = 60.0, interval: float = 0.05) -> Run:
+        """Block until the run is terminal; TimeoutError naming its last status otherwise."""
+        deadline = time.monotonic() + timeout
+        delay = interval
+        while True:
+            run = self.get()
+            if run is not None and run.terminal:
+                return run
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                status = run.status if run else "missing"
+                raise TimeoutError(f"run {self.run_id} not finished after {timeout}s (status {status})")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 1.0)
+
+
+def start_run(
+    workflow_id: str,
+    params: dict[str, Any] | None = None,
+    *,
+    secure_params: dict[str, str] | None = None,
+    on_complete: Signature | None = None,
+    on_failure: Signature | None = None,
+    run_id: str | None = None,
+) -> RunHandle:
+    """Validate, record and queue a Nen workflow run; returns at once.
+
+    Raises InvalidParams (nothing recorded or queued) for bad params, TypeError for bad
+    callbacks, ConfigurationError when secure params cannot be encrypted, RunConflict when
+    ``run_id`` exists with other inputs. The same run_id with the same inputs is idempotent.
+    """
+    from .tasks import enqueue_submit  # the Celery app is only needed once inputs are valid
+
+    wid, clean_params, clean_secure = validate_params(workflow_id, params, secure_params)
+    complete_sig = _signature_dict("on_complete", on_complete)
+    failure_sig = _signature_dict("on_failure", on_failure)
+    if run_id is None:
+        run_id = str(uuid.uuid4())
+    elif not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise ValueError(f"run_id {run_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+
+    ctx = get_context()
+    sealed: str | None = None
+    if clean_secure:
+        if not ctx.sealer.enabled:
+            raise ConfigurationError(
+                "secure_params need NEN_SECRETS_KEY (they are encrypted before leaving this process)"
+            )
+        sealed = ctx.sealer.seal(json.dumps(clean_secure).encode())
+
+    if not ctx.store.create(run_id, wid, clean_params, sealed, complete_sig, failure_sig):
+        existing = ctx.store.raw(run_id)
+        if existing.get("workflow_id") == wid and json.loads(existing.get("params") or "{}") == clean_params:
+            return RunHandle(run_id)
+        raise RunConflict(f"run_id {run_id!r} already exists with a different workflow or params")
+    try:
+        enqueue_submit(run_id, wid)
+    except Exception:
+        ctx.store.delete(run_id)  # nothing was queued: leave no orphan record behind
+        raise
+    return RunHandle(run_id)
+
+
+def get_run(run_id: str) -> Run | None:
+    """The run's record (never its secure params), or None if unknown or expired."""
+    return get_context().store.get(run_id)

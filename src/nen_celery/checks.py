@@ -1,0 +1,52 @@
+"""Configuration checks run at worker start (and by ``nen-celery config check`` later).
+
+Pure: settings in, problems out. Never echoes a secret's value.
+"""
+
+from __future__ import annotations
+
+from .config import Settings
+
+ERROR = "error"
+WARNING = "warning"
+
+
+def config_problems(settings: Settings) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if settings.api_key is None:
+        problems.append((ERROR, "NEN_API_KEY is not set: submit_run cannot call Nen"))
+    if settings.signing_key is None:
+        problems.append((WARNING, "NEN_SIGNING_KEY is not set: runs with secure params will fail"))
+    if not settings.secrets_keys:
+        problems.append(
+            (
+                WARNING,
+                "NEN_SECRETS_KEY is not set: secure params are refused and webhook "
+                "payloads (presigned URLs) are stored unencrypted",
+            )
+        )
+    if settings.webhook_url is None:
+        problems.append((WARNING, "NEN_WEBHOOK_URL is not set: no-webhook mode, results are polled"))
+    elif not settings.webhook_secrets:
+        problems.append(
+            (
+                ERROR,
+                "NEN_WEBHOOK_URL is set but NEN_WEBHOOK_SECRET is not: "
+                "the receiver will refuse every webhook",
+            )
+        )
+    if (
+        settings.webhook_url
+        and settings.webhook_url.startswith("http://")
+        and not any(host in settings.webhook_url for host in ("://127.", "://localhost", "://[::1]"))
+    ):
+        problems.append((WARNING, "NEN_WEBHOOK_URL is plain http: use https in production"))
+    if settings.retry_read_timeout:
+        problems.append(
+            (
+                WARNING,
+                "NEN_RETRY_READ_TIMEOUT=true: a POST whose answer was lost is resent; "
+                "Nen may start that workflow twice",
+            )
+        )
+    return problems

@@ -1,0 +1,208 @@
+"""The ``nen-celery`` command.
+
+Exit codes: 0 ok; 1 the run ended failed/rejected/submit_failed (``start --wait``) or a
+wait timed out; 2 bad input or configuration; 3 run not found.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigurationError
+from .models import Run
+
+console = Console()
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _kv(pairs: tuple[str, ...], label: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=label)
+        key, value = pair.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _print_run(run: Run, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(run.to_dict(), indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in [
+        ("run_id", run.run_id),
+        ("workflow_id", run.workflow_id),
+        ("status", run.status),
+        ("message_id", run.message_id or "-"),
+        ("created", _ts(run.created_at)),
+        ("finished", _ts(run.finished_at)),
+        ("attempts", str(run.attempts)),
+        ("history", " -> ".join(h["status"] for h in run.history)),
+        ("error", json.dumps(run.error) if run.error else "-"),
+    ]:
+        table.add_row(f"[bold]{key}[/]", value)
+    console.print(table)
+
+
+@click.group()
+def main() -> None:
+    """Run Nen workflows from Celery: start runs, inspect them, run the local simulator."""
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--param", "params", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--secure-param", "secure", multiple=True, help="KEY=VALUE, encrypted at rest")
+@click.option("--wait/--no-wait", default=False, help="Wait until the run is finished")
+@click.option("--timeout", default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def start(
+    workflow_id: str,
+    params: tuple[str, ...],
+    secure: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Start a run of WORKFLOW_ID (values are sent as strings)."""
+    from .api import start_run
+    from .params import InvalidParams
+
+    try:
+        handle = start_run(
+            workflow_id, _kv(params, "--param"), secure_params=_kv(secure, "--secure-param") or None
+        )
+    except (InvalidParams, ConfigurationError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not wait:
+        click.echo(json.dumps({"run_id": handle.run_id}) if as_json else handle.run_id)
+        return
+    try:
+        with console.status(f"waiting for run {handle.run_id}", spinner="dots"):
+            run = handle.wait(timeout=timeout)
+    except TimeoutError as exc:
+        console.print(f"[red]{exc}[/]")
+        sys.exit(1)
+    _print_run(run, as_json)
+    sys.exit(0 if run.status == "success" else 1)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(run_id: str, as_json: bool) -> None:
+    """Show one run."""
+    from .api import get_run
+
+    run = get_run(run_id)
+    if run is None:
+        console.print(f"[red]run {run_id} not found[/]")
+        sys.exit(3)
+    _print_run(run, as_json)
+
+
+@main.command(name="list")
+@click.option("--status", "status_", default=None)
+@click.option("--workflow", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_runs(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    from .context import get_context
+
+    runs = get_context().store.list(limit=limit, status=status_, workflow_id=workflow)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    table = Table("run_id", "workflow_id", "status", "message_id", "created", "finished")
+    for r in runs:
+        table.add_row(
+            r.run_id, r.workflow_id, r.status, r.message_id or "-", _ts(r.created_at), _ts(r.finished_at)
+        )
+    console.print(table)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8700, show_default=True, envvar="NEN_SIM_PORT")
+@click.option("--api-key", envvar="NEN_API_KEY", default="sim-api-key")
+@click.option("--signing-key", envvar="NEN_SIGNING_KEY", default="sim-signing-key")
+@click.option("--webhook-secret", envvar="NEN_WEBHOOK_SECRET", default="sim-webhook-secret")
+@click.option("--processing-delay", default=0.05, show_default=True)
+@click.option("--terminal-delay", default=0.1, show_default=True)
+@click.option("--fail-workflow", "fail_workflows", multiple=True)
+def simulate(
+    host: str,
+    port: int,
+    api_key: str,
+    signing_key: str,
+    webhook_secret: str,
+    processing_delay: float,
+    terminal_delay: float,
+    fail_workflows: tuple[str, ...],
+) -> None:
+    """Run the local Nen API simulator."""
+    from .simulator import SimulatorConfig, serve
+
+    secret = webhook_secret.split(",")[0].strip()
+    config = SimulatorConfig(
+        api_key=api_key,
+        signing_key=signing_key,
+        webhook_secret=secret,
+        processing_delay=processing_delay,
+        terminal_delay=terminal_delay,
+        fail_workflows=set(fail_workflows),
+    )
+    serve(config, host=host, port=port)
+
+
+@main.command()
+@click.option("--runs", default=20, show_default=True)
+@click.option("--timeout", default=120.0, show_default=True)
+def demo(runs: int, timeout: float) -> None:
+    """Start simulator, worker and receiver locally and push runs through them."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(runs=runs, timeout=timeout))
+
+
+@main.group(name="webhook-secret")
+def webhook_secret() -> None:
+    """Webhook secret helpers."""
+
+
+@webhook_secret.command(name="generate")
+def webhook_secret_generate() -> None:
+    """Print a new random webhook secret (32 bytes, hex) to give to Nen."""
+    click.echo(_secrets.token_hex(32))
+
+
+@main.group(name="secrets-key")
+def secrets_key() -> None:
+    """NEN_SECRETS_KEY helpers."""
+
+
+@secrets_key.command(name="generate")
+def secrets_key_generate() -> None:
+    """Print a new Fernet key for NEN_SECRETS_KEY."""
+    from .crypto import generate_key
+
+    click.echo(generate_key())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,16 @@
+-- KEYS: run hash, secure key.  ARGV: message_id, now, accepted body (json)
+-- Binds Nen's messageId to the run and drops the secure params (Nen has them now).
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
+local bound = redis.call('HGET', key, 'message_id')
+if bound and bound ~= '' and bound ~= ARGV[1] then return {'conflict', bound} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', key, 'message_id', ARGV[1], 'post_inflight', 0, 'accepted', ARGV[3],
+           'submit_lease_until', 0)
+local status = redis.call('HGET', key, 'status')
+if can_transition(status, 'submitted') then
+  redis.call('HSET', key, 'status', 'submitted', 'submitted_at', ARGV[2], 'updated_at', ARGV[2])
+  push_history(key, 'submitted', ARGV[2], 'nen:202')
+  status = 'submitted'
+end
+return {'bound', status}

@@ -1,0 +1,16 @@
+-- KEYS: run hash.  ARGV: now, lease seconds, retry_ambiguous ('1' or '0'), task id
+-- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing
+-- The same task id (a redelivery of the holder's own message) may take the lease back at once.
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
+local now = tonumber(ARGV[1])
+local status = redis.call('HGET', key, 'status')
+if status ~= 'queued' then return {'done', status} end
+local lease = tonumber(redis.call('HGET', key, 'submit_lease_until') or '0') or 0
+local holder = redis.call('HGET', key, 'submit_holder') or ''
+if lease > now and holder ~= ARGV[4] then return {'busy', tostring(lease - now)} end
+if redis.call('HGET', key, 'post_inflight') == '1' and ARGV[3] ~= '1' then
+  return {'ambiguous', ''}
+end
+redis.call('HSET', key, 'submit_lease_until', now + tonumber(ARGV[2]), 'submit_holder', ARGV[4])
+return {'ok', ''}

@@ -1,0 +1,5 @@
+-- KEYS: run hash.  ARGV: now, callback task id ('' = no callback)
+if redis.call('HGET', KEYS[1], 'completion') ~= 'sending' then return 0 end
+redis.call('HSET', KEYS[1], 'completion', 'sent', 'completed_at', ARGV[1],
+           'callback_task_id', ARGV[2], 'completion_lease_until', 0)
+return 1

@@ -1,0 +1,238 @@
+"""RunStore: run records, the messageId index and every state change, over Redis.
+
+Each state change is one Lua script touching one hash slot (keys share a ``{...}`` hash tag),
+so changes are atomic and the layout works on Redis Cluster. Key layout (prefix ``NEN_KEY_PREFIX``):
+
+- ``<p>:run:{<run_id>}``          hash: the record (expires ``retention`` after it finishes)
+- ``<p>:run:{<run_id>}:secure``   sealed secure params, deleted once Nen accepted/refused them
+- ``<p>:msg:{<message_id>}``      run_id bound to Nen's messageId (O(1) webhook lookup)
+- ``<p>:parked:{<message_id>}``   webhooks that arrived before their messageId was bound
+- ``<p>:runs``                    zset run_id by creation time (listing)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+
+from .config import Settings
+from .crypto import Sealer
+from .models import Run
+
+_SCRIPTS = (
+    "create",
+    "claim_submit",
+    "begin_post",
+    "bind",
+    "index",
+    "park",
+    "apply",
+    "claim_completion",
+    "finish_completion",
+    "release_completion",
+)
+PARKED_MAX = 20
+
+
+@cache
+def _source(name: str) -> str:
+    lua = resources.files("nen_celery") / "lua"
+    return (lua / "_ranks.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class RunStore:
+    def __init__(self, client: redis.Redis, settings: Settings, sealer: Sealer) -> None:
+        self.redis = client
+        self.settings = settings
+        self.sealer = sealer
+        self.prefix = settings.key_prefix
+        self._scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
+
+    # -- keys -------------------------------------------------------------------------------
+    def run_key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{{{run_id}}}"
+
+    def secure_key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{{{run_id}}}:secure"
+
+    def msg_key(self, message_id: str) -> str:
+        return f"{self.prefix}:msg:{{{message_id}}}"
+
+    def parked_key(self, message_id: str) -> str:
+        return f"{self.prefix}:parked:{{{message_id}}}"
+
+    @property
+    def runs_key(self) -> str:
+        return f"{self.prefix}:runs"
+
+    def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def create(
+        self,
+        run_id: str,
+        workflow_id: str,
+        params: dict[str, Any],
+        sealed_secure: str | None,
+        on_complete: dict[str, Any] | None,
+        on_failure: dict[str, Any] | None,
+    ) -> bool:
+        """Write the queued record (and sealed secure params); False if run_id already exists."""
+        fields: dict[str, str] = {
+            "run_id": run_id,
+            "workflow_id": workflow_id,
+            "params": json.dumps(params),
+            "on_complete": json.dumps(on_complete) if on_complete else "",
+            "on_failure": json.dumps(on_failure) if on_failure else "",
+        }
+        args: list[Any] = [run_id, time.time(), sealed_secure or "", self.settings.retention_seconds]
+        for k, v in fields.items():
+            args += [k, v]
+        keys = [self.run_key(run_id), self.runs_key, self.secure_key(run_id)]
+        return bool(self._call("create", keys, args))
+
+    def delete(self, run_id: str) -> None:
+        """Undo a create whose task could not be queued."""
+        self.redis.delete(self.run_key(run_id), self.secure_key(run_id))
+        self.redis.zrem(self.runs_key, run_id)
+
+    def claim_submit(self, run_id: str, lease: float, holder: str) -> tuple[str, str]:
+        retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
+        res = self._call(
+            "claim_submit", [self.run_key(run_id)], [time.time(), lease, retry_ambiguous, holder]
+        )
+        return str(res[0]), str(res[1])
+
+    def begin_post(self, run_id: str) -> int:
+        """Mark a POST as possibly sent; returns the attempt number (-1: no longer queued)."""
+        return int(self._call("begin_post", [self.run_key(run_id)], [time.time()]))
+
+    def post_not_sent(self, run_id: str) -> None:
+        """The last POST surely never reached Nen (connect error): a resend is safe."""
+        self.redis.hset(self.run_key(run_id), "post_inflight", 0)
+
+    def release_submit(self, run_id: str) -> None:
+        self.redis.hset(self.run_key(run_id), "submit_lease_until", 0)
+
+    def secure_params(self, run_id: str) -> dict[str, str] | None:
+        token = self.redis.get(self.secure_key(run_id))
+        if token is None:
+            return None
+        result: dict[str, str] = json.loads(self.sealer.open(str(token)))
+        return result
+
+    def bind(self, run_id: str, message_id: str, accepted: dict[str, Any]) -> tuple[str, list[str]]:
+        """Bind Nen's messageId; return (status, webhooks parked for it before the binding)."""
+        verdict, status = self._call(
+            "bind",
+            [self.run_key(run_id), self.secure_key(run_id)],
+            [message_id, time.time(), json.dumps(accepted)],
+        )
+        if verdict == "conflict":
+            raise RuntimeError(f"run {run_id} is already bound to messageId {status}")
+        ttl = 2 * self.settings.retention_seconds
+        parked = self._call("index", [self.msg_key(message_id), self.parked_key(message_id)], [run_id, ttl])
+        return str(status), [str(p) for p in parked]
+
+    def drop_parked(self, message_id: str) -> None:
+        self.redis.delete(self.parked_key(message_id))
+
+    def find_or_park(self, message_id: str, sealed_body: str) -> str | None:
+        """run_id bound to message_id, or None after parking the webhook for the binding."""
+        keys = [self.msg_key(message_id), self.parked_key(message_id)]
+        res = self._call("park", keys, [sealed_body, self.settings.retention_seconds, PARKED_MAX])
+        return str(res) if res else None
+
+    def run_for_message(self, message_id: str) -> str | None:
+        value = self.redis.get(self.msg_key(message_id))
+        return str(value) if value is not None else None
+
+    def apply(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        source: str,
+        payload: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> tuple[str, str, str]:
+        """Move the run forward; returns (verdict, status now, completion state)."""
+        sealed = self.sealer.seal_if_enabled(json.dumps(payload).encode()) if payload is not None else ""
+        res = self._call(
+            "apply",
+            [self.run_key(run_id), self.secure_key(run_id)],
+            [
+                status,
+                time.time(),
+                sealed,
+                source,
+                self.settings.retention_seconds,
+                json.dumps(error) if error else "",
+            ],
+        )
+        return str(res[0]), str(res[1]), str(res[2])
+
+    def claim_completion(self, run_id: str, holder: str) -> tuple[str, str]:
+        res = self._call(
+            "claim_completion", [self.run_key(run_id)], [time.time(), self.settings.completion_lease, holder]
+        )
+        return str(res[0]), str(res[1])
+
+    def release_completion(self, run_id: str, holder: str) -> bool:
+        return bool(self._call("release_completion", [self.run_key(run_id)], [holder]))
+
+    def finish_completion(self, run_id: str, callback_task_id: str) -> bool:
+        return bool(self._call("finish_completion", [self.run_key(run_id)], [time.time(), callback_task_id]))
+
+    # -- reads ------------------------------------------------------------------------------
+    def raw(self, run_id: str) -> dict[str, str]:
+        data: dict[str, str] = self.redis.hgetall(self.run_key(run_id))  # type: ignore[assignment]
+        return data
+
+    def get(self, run_id: str) -> Run | None:
+        data = self.raw(run_id)
+        if not data:
+            return None
+        return self._to_run(data)
+
+    def _to_run(self, data: dict[str, str]) -> Run:
+        payload = json.loads(self.sealer.open(data["payload"])) if data.get("payload") else None
+        return Run.from_hash(data, payload)
+
+    def callbacks(self, run_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        on_complete, on_failure = self.redis.hmget(self.run_key(run_id), ["on_complete", "on_failure"])
+        return (
+            json.loads(on_complete) if on_complete else None,
+            json.loads(on_failure) if on_failure else None,
+        )
+
+    def list(self, limit: int = 100, status: str | None = None, workflow_id: str | None = None) -> list[Run]:
+        """Newest first; filters applied after the fetch (issue: listing indexes come later)."""
+        runs: list[Run] = []
+        offset = 0
+        batch = max(limit, 100)
+        while len(runs) < limit:
+            ids = self.redis.zrevrange(self.runs_key, offset, offset + batch - 1)
+            if not ids:
+                break
+            offset += batch
+            pipe = self.redis.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hgetall(self.run_key(str(rid)))
+            for data in pipe.execute():
+                if not data:
+                    continue
+                if status and data.get("status") != status:
+                    continue
+                if workflow_id and data.get("workflow_id") != workflow_id:
+                    continue
+                runs.append(self._to_run(data))
+                if len(runs) >= limit:
+                    break
+        return runs

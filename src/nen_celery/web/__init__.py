@@ -1,0 +1,1 @@
+"""Webhook receivers: ASGI (Starlette) now; Flask and Django adapters build on ``receive``."""

@@ -1,0 +1,144 @@
+"""Test stack: real Redis (a dedicated DB), the simulator and the receiver over real HTTP,
+and an in-process Celery worker (celery.contrib.testing) on the real broker."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+TEST_REDIS_URL = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+PREFIX = f"nentest{uuid.uuid4().hex[:8]}"
+SIM_API_KEY = "test-api-key-0f3a"
+SIM_SIGNING_KEY = "test-signing-key-77c1"
+SIM_WEBHOOK_SECRET = "test-webhook-secret-5e2b"
+
+BASE_ENV = {
+    "NEN_REDIS_URL": TEST_REDIS_URL,
+    "NEN_BROKER_URL": TEST_REDIS_URL,
+    "NEN_KEY_PREFIX": PREFIX,
+    "NEN_API_KEY": SIM_API_KEY,
+    "NEN_SIGNING_KEY": SIM_SIGNING_KEY,
+    "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET,
+    "NEN_SECRETS_KEY": "",  # filled below
+    "NEN_SUBMIT_DEADLINE": "2",
+    "NEN_BACKOFF_INITIAL": "0.05",
+    "NEN_BACKOFF_MAX": "0.2",
+    "NEN_RESCHEDULE_DELAY": "0.2",
+    "NEN_SUBMIT_RESCHEDULES": "1",
+    "NEN_CONNECT_TIMEOUT": "1",
+    "NEN_READ_TIMEOUT": "3",
+    "NEN_POLL_INTERVAL": "0.1",
+    "NEN_COMPLETION_LEASE": "5",
+}
+os.environ.pop("NEN_WEBHOOK_URL", None)
+os.environ.pop("NEN_API_URL", None)
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+BASE_ENV["NEN_SECRETS_KEY"] = Fernet.generate_key().decode()
+os.environ.update(BASE_ENV)
+
+try:
+    redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2).ping()
+except redis.RedisError as exc:  # pragma: no cover - environment problem
+    raise pytest.UsageError(
+        f"no Redis answers at {TEST_REDIS_URL} ({exc}); run `make test` (it starts one) "
+        "or set NEN_TEST_REDIS_URL"
+    ) from None
+# The test DB is dedicated to the suite: start from nothing (broker queues included).
+redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+
+from nen_celery.config import reset_settings  # noqa: E402
+from nen_celery.context import get_context, reset_context  # noqa: E402
+from nen_celery.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
+from nen_celery.web.asgi import create_app  # noqa: E402
+from nen_celery.worker import app as celery_app  # noqa: E402
+from tests import callbacks  # noqa: E402,F401  (registers tests.record on the app)
+from tests.helpers import TaskCounter, serve_in_thread  # noqa: E402
+
+# Set up signal counters before any worker starts.
+COUNTER = TaskCounter()
+
+
+def reload_settings() -> None:
+    reset_settings()
+    reset_context()
+
+
+@contextmanager
+def env(**values: str | None) -> Iterator[None]:
+    """Temporarily change NEN_* settings for this process (worker threads included)."""
+    saved = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reload_settings()
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        reload_settings()
+
+
+@dataclass
+class Stack:
+    sim: Any
+    receiver_url: str
+    counter: TaskCounter
+    redis: redis.Redis
+
+    @property
+    def webhook_url(self) -> str:
+        return self.receiver_url + "/webhooks/nen"
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_client: redis.Redis) -> Iterator[Stack]:
+    from celery.contrib.testing.worker import start_worker
+
+    config = SimulatorConfig(
+        api_key=SIM_API_KEY,
+        signing_key=SIM_SIGNING_KEY,
+        webhook_secret=SIM_WEBHOOK_SECRET,
+        processing_delay=0.02,
+        terminal_delay=0.02,
+    )
+    with SimulatorServer(config) as sim, serve_in_thread(create_app()) as receiver_url:
+        os.environ["NEN_API_URL"] = sim.url
+        os.environ["NEN_WEBHOOK_URL"] = receiver_url + "/webhooks/nen"
+        reload_settings()
+        with start_worker(
+            celery_app,
+            pool="threads",
+            concurrency=4,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30,
+        ):
+            yield Stack(sim, receiver_url, COUNTER, redis_client)
+        os.environ.pop("NEN_API_URL", None)
+        os.environ.pop("NEN_WEBHOOK_URL", None)
+        reload_settings()
+
+
+@pytest.fixture
+def store() -> Any:
+    return get_context().store

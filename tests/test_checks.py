@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Any
+
+from nen_celery.checks import ERROR, WARNING, config_problems
+from nen_celery.config import Settings
+
+FULL: dict[str, Any] = dict(
+    api_key="k-secret-1",
+    signing_key="s-secret-2",
+    webhook_secret="w-secret-3",
+    webhook_url="https://me.example/hook",
+    secrets_key="ZmFrZWZha2VmYWtlZmFrZWZha2VmYWtlZmFrZWZha2U=",
+)
+
+
+def test_complete_configuration_has_no_problems() -> None:
+    assert config_problems(Settings(**FULL)) == []
+
+
+def test_each_missing_setting_is_named_without_echoing_secrets() -> None:
+    cases = {
+        "api_key": (ERROR, "NEN_API_KEY"),
+        "signing_key": (WARNING, "NEN_SIGNING_KEY"),
+        "secrets_key": (WARNING, "NEN_SECRETS_KEY"),
+        "webhook_secret": (ERROR, "NEN_WEBHOOK_SECRET"),
+        "webhook_url": (WARNING, "NEN_WEBHOOK_URL"),
+    }
+    for name, (level, setting) in cases.items():
+        problems = config_problems(Settings(**{**FULL, name: None}))
+        assert [(lvl, setting in msg) for lvl, msg in problems] == [(level, True)], name
+        assert not any(v in msg for _, msg in problems for v in ("k-secret-1", "s-secret-2", "w-secret-3"))
+
+
+def test_risky_choices_are_warned() -> None:
+    problems = config_problems(
+        Settings(**{**FULL, "webhook_url": "http://public.example/h", "retry_read_timeout": True})
+    )
+    assert [lvl for lvl, _ in problems] == [WARNING, WARNING]

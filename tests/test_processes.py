@@ -1,0 +1,225 @@
+"""The deployed shape: separate processes, started with the documented commands.
+
+Simulator (`nen-celery simulate`), worker (`celery -A nen_celery.worker worker`), receiver
+(`uvicorn nen_celery.web.asgi:app`) and the CLI (`nen-celery start --wait`) each run as their
+own process on a broker DB of their own, so the in-process test worker cannot help them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from nen_celery.signing import webhook_signature
+from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+WF = "12345678-1234-1234-1234-123456789abc"
+FAIL_WF = "87654321-4321-4321-4321-cba987654321"
+
+
+def _db_url(db: int) -> str:
+    base = TEST_REDIS_URL.rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+class Procs:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs.append((proc, log))
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for _, log in self.procs
+        )
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    url = _db_url(14)
+    redis.Redis.from_url(url).flushdb()
+    sim_port, receiver_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NEN_REDIS_URL": url,
+        "NEN_BROKER_URL": url,
+        "NEN_KEY_PREFIX": "nenproc",
+        "NEN_API_URL": f"http://127.0.0.1:{sim_port}",
+        "NEN_WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/webhooks/nen",
+        "NEN_API_KEY": SIM_API_KEY,
+        "NEN_SIGNING_KEY": SIM_SIGNING_KEY,
+        "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET,
+    }
+    procs = Procs(tmp_path_factory.mktemp("procs"))
+    try:
+        procs.spawn(
+            "simulator",
+            [
+                str(BIN / "nen-celery"),
+                "simulate",
+                "--port",
+                str(sim_port),
+                "--processing-delay",
+                "0.02",
+                "--terminal-delay",
+                "0.02",
+                "--fail-workflow",
+                FAIL_WF,
+            ],
+            env,
+        )
+        procs.spawn(
+            "worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "nen_celery.worker",
+                "worker",
+                "-c",
+                "2",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"proc-{os.getpid()}@%h",
+            ],
+            env,
+        )
+        procs.spawn(
+            "receiver",
+            [
+                str(BIN / "uvicorn"),
+                "nen_celery.web.asgi:app",
+                "--port",
+                str(receiver_port),
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
+        wait_for(lambda: healthy(f"http://127.0.0.1:{sim_port}/healthz"), 30, "simulator process")
+        wait_for(lambda: healthy(f"http://127.0.0.1:{receiver_port}/healthz"), 30, "receiver process")
+        yield env
+    except BaseException:
+        print(procs.logs())
+        raise
+    finally:
+        procs.stop()
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "nen-celery"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_start_wait_through_real_worker_and_receiver_processes(deployed: dict[str, str]) -> None:
+    env = deployed  # the same NEN_SECRETS_KEY as worker and receiver
+    done = cli(
+        env,
+        "start",
+        WF,
+        "--param",
+        "PATIENT_NAME=Jane Doe",
+        "--secure-param",
+        "password=pw-proc-marker",
+        "--wait",
+        "--timeout",
+        "60",
+        "--json",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads(done.stdout)
+    assert run["status"] == "success" and run["message_id"]
+    assert [h["status"] for h in run["history"]] == ["queued", "submitted", "processing", "success"]
+    assert "pw-proc-marker" not in done.stdout
+
+    status = cli(env, "status", run["run_id"], "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "success"
+    listed = json.loads(cli(env, "list", "--status", "success", "--json").stdout)
+    assert run["run_id"] in [r["run_id"] for r in listed]
+
+
+def test_cli_exit_codes(deployed: dict[str, str]) -> None:
+    failed = cli(deployed, "start", FAIL_WF, "--wait", "--timeout", "60", "--json")
+    assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
+    assert cli(deployed, "status", "no-such-run").returncode == 3
+    bad = cli(deployed, "start", "not-a-uuid")
+    assert bad.returncode != 0 and "workflow_id" in bad.stderr
+    secure_without_key = cli({**deployed, "NEN_SECRETS_KEY": ""}, "start", WF, "--secure-param", "p=x")
+    assert secure_without_key.returncode != 0 and "NEN_SECRETS_KEY" in secure_without_key.stderr
+
+
+def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "NEN_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET,
+        "NEN_PUBLISH_TIMEOUT": "1",
+    }
+    procs = Procs(tmp_path)
+    procs.spawn(
+        "receiver",
+        [str(BIN / "uvicorn"), "nen_celery.web.asgi:app", "--port", str(port), "--log-level", "warning"],
+        env,
+    )
+    try:
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), 30, "receiver process")
+        body = json.dumps({"workflow_id": WF, "message_id": "m-1", "status": "success"}).encode()
+        headers = {
+            "X-Hmac-Signature": webhook_signature(SIM_WEBHOOK_SECRET, body),
+            "content-type": "application/json",
+        }
+        # within Nen's 5 s: the request itself times out otherwise
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/nen", content=body, headers=headers, timeout=5
+        )
+        assert response.status_code == 503, procs.logs()
+        assert response.json()["error"] == "unavailable"
+    finally:
+        procs.stop()

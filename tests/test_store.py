@@ -1,0 +1,111 @@
+"""RunStore's Lua scripts against real Redis."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+import pytest
+
+from nen_celery.status import RANK, Status, can_transition
+
+pytestmark = pytest.mark.integration
+WF = "12345678-1234-1234-1234-123456789abc"
+
+# a path from queued to each status, through forward moves only
+PATHS: dict[Status, list[Status]] = {
+    Status.QUEUED: [],
+    Status.UNKNOWN: [Status.UNKNOWN],
+    Status.SUBMITTED: [Status.SUBMITTED],
+    Status.PROCESSING: [Status.SUBMITTED, Status.PROCESSING],
+    **{s: [Status.SUBMITTED, Status.PROCESSING, s] for s in Status if RANK[s] == 3},
+}
+
+
+def new_run(store: Any) -> str:
+    run_id = str(uuid.uuid4())
+    assert store.create(run_id, WF, {"A": 1}, None, None, None)
+    return run_id
+
+
+@pytest.mark.parametrize(("cur", "new"), list(itertools.product(list(Status), list(Status))))
+def test_lua_transitions_agree_with_status_module(store: Any, cur: Status, new: Status) -> None:
+    run_id = new_run(store)
+    for step in PATHS[cur]:
+        assert store.apply(run_id, step, source="t")[0] == "applied"
+    verdict, now, completion = store.apply(run_id, new, source="t")
+    assert verdict == ("applied" if can_transition(cur, new) else "noop")
+    assert now == (new if verdict == "applied" else cur)
+    if verdict == "applied" and RANK[new] == 3:
+        assert completion == "pending"
+
+
+def test_create_refuses_an_existing_run_id(store: Any) -> None:
+    run_id = new_run(store)
+    assert not store.create(run_id, WF, {}, None, None, None)
+
+
+def test_terminal_record_expires_after_retention(store: Any) -> None:
+    run_id = new_run(store)
+    assert store.redis.ttl(store.run_key(run_id)) == -1  # in flight: never expires
+    store.apply(run_id, "failed", source="t", payload={"status": "failed"})
+    ttl = store.redis.ttl(store.run_key(run_id))
+    assert 0 < ttl <= store.settings.retention_seconds
+
+
+def test_completion_is_claimed_once(store: Any) -> None:
+    run_id = new_run(store)
+    assert store.claim_completion(run_id, "t1")[0] == "not_terminal"
+    store.apply(run_id, "success", source="t", payload={"status": "success"})
+    assert store.claim_completion(run_id, "t1")[0] == "claimed"
+    verdict, left = store.claim_completion(run_id, "t2")  # a duplicate task
+    assert verdict == "busy" and float(left) > 0
+    assert store.claim_completion(run_id, "t1")[0] == "claimed"  # the holder, redelivered
+    assert not store.release_completion(run_id, "t2")
+    assert store.release_completion(run_id, "t1")  # dispatch failed: claimable again
+    assert store.claim_completion(run_id, "t2")[0] == "claimed"
+    assert store.finish_completion(run_id, "task-1")
+    assert store.claim_completion(run_id, "t1")[0] == "done"
+    assert not store.finish_completion(run_id, "task-2")
+
+
+def test_completion_lease_lapses_for_a_dead_holder(store: Any) -> None:
+    run_id = new_run(store)
+    store.apply(run_id, "failed", source="t", payload={"status": "failed"})
+    assert store.claim_completion(run_id, "t1")[0] == "claimed"
+    store.redis.hset(store.run_key(run_id), "completion_lease_until", 0)
+    assert store.claim_completion(run_id, "t2")[0] == "claimed"
+
+
+def test_submit_claim_lease_and_ambiguity(store: Any) -> None:
+    run_id = new_run(store)
+    assert store.claim_submit(run_id, 30, "t1")[0] == "ok"
+    assert store.claim_submit(run_id, 30, "t2")[0] == "busy"  # a concurrent duplicate
+    assert store.begin_post(run_id) == 1
+    # the holder's worker died after sending: its redelivered message must not resend blindly
+    assert store.claim_submit(run_id, 30, "t1")[0] == "ambiguous"
+    store.redis.hset(store.run_key(run_id), "submit_lease_until", 0)  # lease lapsed
+    assert store.claim_submit(run_id, 30, "t2")[0] == "ambiguous"
+    store.post_not_sent(run_id)
+    assert store.claim_submit(run_id, 30, "t2")[0] == "ok"
+    store.bind(run_id, "m-" + run_id, {})
+    assert store.claim_submit(run_id, 30, "t1") == ("done", "submitted")
+
+
+def test_bind_conflict_and_rebind_are_handled(store: Any) -> None:
+    run_id = new_run(store)
+    assert store.bind(run_id, "m1-" + run_id, {})[0] == "submitted"
+    assert store.bind(run_id, "m1-" + run_id, {})[0] == "submitted"  # redelivery: same answer
+    with pytest.raises(RuntimeError, match="already bound"):
+        store.bind(run_id, "m2-" + run_id, {})
+    assert store.run_for_message("m1-" + run_id) == run_id
+
+
+def test_payload_is_encrypted_at_rest(store: Any) -> None:
+    run_id = new_run(store)
+    url = "https://files.example/x?X-Amz-Signature=deadbeef"
+    store.apply(run_id, "success", source="t", payload={"status": "success", "url": url})
+    assert "deadbeef" not in str(store.raw(run_id))
+    run = store.get(run_id)
+    assert run.payload["url"] == url

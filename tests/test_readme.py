@@ -1,0 +1,20 @@
+"""The README stays true: every setting documented, exactly the two set-up commands named."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nen_celery.config import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    missing = [f"NEN_{name.upper()}" for name in Settings.model_fields if f"NEN_{name.upper()}" not in README]
+    assert missing == []
+
+
+def test_readme_names_the_two_setup_commands() -> None:
+    setup = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^make \w+", setup, flags=re.M) == ["make demo", "make test"]

@@ -142,3 +142,37 @@ def stack(redis_client: redis.Redis) -> Iterator[Stack]:
 @pytest.fixture
 def store() -> Any:
     return get_context().store
+
+
+@pytest.fixture
+def beat(stack: Stack) -> Iterator[None]:
+    """Stands in for `celery beat`: publishes reconcile_runs on a short schedule."""
+    import threading
+
+    from nen_celery.tasks import reconcile_runs
+
+    stop = threading.Event()
+
+    def schedule() -> None:
+        while not stop.wait(0.05):
+            reconcile_runs.apply_async()
+
+    thread = threading.Thread(target=schedule, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        stack.counter.wait_idle()
+
+
+@pytest.fixture
+def quiet_sim(stack: Stack) -> Iterator[Stack]:
+    """The simulator accepts runs but sends no webhooks: the test sends them itself."""
+    stack.sim.state.config.processing_delay = 3600
+    stack.sim.state.config.terminal_delay = 3600
+    yield stack
+    stack.counter.wait_idle()
+    stack.sim.state.config.processing_delay = 0.02
+    stack.sim.state.config.terminal_delay = 0.02

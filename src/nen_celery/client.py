@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from tenacity import (
@@ -22,7 +22,7 @@ from tenacity import (
 )
 
 from . import signing
-from .config import Settings
+from .config import ConfigurationError, Settings
 from .errors import NenAPIError, NenError, NenProtocolError
 from .retry import classify_status, classify_transport
 
@@ -217,6 +217,33 @@ class NenClient:
             before_sleep=log_retry,
         )
         return retrying(attempt)
+
+    def lookup_run(self, idempotency_key: str) -> dict[str, Any] | None:
+        """Find a run by the Idempotency-Key it was sent with (NEN_LOOKUP_PATH); None on 404.
+
+        Nen documents no such endpoint: this is off unless a deployment configures one.
+        """
+        if not self.settings.lookup_path:
+            raise ConfigurationError("NEN_LOOKUP_PATH is not set")
+        path = self.settings.lookup_path.format(idempotency_key=quote(idempotency_key, safe=""))
+        try:
+            response = self.http.get(self._url(path), headers=self._auth())
+        except httpx.TransportError as exc:
+            raise classify_transport(exc, retry_read_timeout=True) from None
+        if response.status_code == 404:
+            return None
+        if response.status_code == 200:
+            data = _body(response)
+            if not isinstance(data, dict):
+                raise NenProtocolError("lookup answer is not a JSON object", 200)
+            return data
+        raise classify_status(
+            response.status_code,
+            _body(response),
+            retryable_statuses=self.settings.retryable_statuses,
+            retry_after=response.headers.get("retry-after"),
+            now=self._clock(),
+        )
 
     def get_run(self, message_id: str) -> dict[str, Any]:
         """The retrieval endpoint (path NEN_RETRIEVAL_PATH): a webhook-shaped status body."""

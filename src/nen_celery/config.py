@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +63,48 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(default=2.0, gt=0)
     poll_interval: float = Field(default=5.0, gt=0, le=60)
 
+    # Reconciliation (celery beat runs reconcile_runs every reconcile_interval seconds)
+    reconcile_interval: float = Field(default=10.0, gt=0, le=60)
+    reconcile_batch: int = Field(default=500, gt=0)
+    queued_grace: float = Field(default=120.0, gt=0)  # queued this long with no submit holder: resubmit
+    webhook_deadline: float = Field(default=600.0, gt=0)  # no status change this long: poll Nen
+    repoll_interval: float = Field(default=60.0, gt=0)  # then poll this often until terminal
+    run_timeout: float = Field(default=24 * 3600.0, gt=0)  # not terminal after this: end failed
+    unknown_timeout: float = Field(default=3600.0, gt=0)  # unresolved `unknown` after this: submit_failed
+    lookup_path: str | None = None  # optional: find a run by Idempotency-Key (not documented by Nen)
+    parked_grace: float = Field(default=30.0, gt=0)  # re-check parked webhooks after this
+
+    # Testing only: comma-separated failpoint names (see faults.py). Never set in production.
+    failpoints: str = ""
+
+    # --- security settings ---
+    # Webhook signature scheme: "nen" (X-Hmac-Signature over the body, no timestamp) or
+    # "standard" (Standard Webhooks: webhook-id/-timestamp/-signature, NEN_WEBHOOK_SECRET entries
+    # are "whsec_<base64>"). Opt-in; Nen documents only "nen".
+    webhook_scheme: Literal["nen", "standard"] = "nen"
+    webhook_tolerance: float = Field(default=300.0, gt=0)  # standard scheme: max |now - timestamp| (s)
+    clock_skew_max: float = Field(default=60.0, gt=0)  # warn when the clock is off Nen's by more (s)
+    # answer to a verified webhook whose message_id is not bound yet (queued and parked)
+    webhook_parked_status: int = Field(default=202, ge=200, le=299)
+
+    @field_validator("webhook_scheme", mode="before")
+    @classmethod
+    def _webhook_scheme(cls, value: object, info: ValidationInfo) -> object:
+        scheme = value.strip().lower() if isinstance(value, str) else value
+        if scheme not in ("nen", "standard"):
+            raise ValueError(f"NEN_WEBHOOK_SCHEME must be 'nen' or 'standard', got {value!r}")
+        if scheme == "standard":
+            from .signing import standard_secret_key
+
+            secret = info.data.get("webhook_secret")
+            entries = _split(secret.get_secret_value() if isinstance(secret, SecretStr) else None)
+            for number, entry in enumerate(entries, 1):
+                try:
+                    standard_secret_key(entry)
+                except ValueError as exc:  # the message never carries the secret
+                    raise ValueError(f"NEN_WEBHOOK_SECRET entry {number}: {exc}") from None
+        return scheme
+
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -86,6 +128,36 @@ class Settings(BaseSettings):
         if "{message_id}" not in value or not value.startswith("/"):
             raise ValueError("NEN_RETRIEVAL_PATH must start with / and contain {message_id}")
         return value
+
+    @field_validator("lookup_path")
+    @classmethod
+    def _lookup_path(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if "{idempotency_key}" not in value or not value.startswith("/"):
+            raise ValueError("NEN_LOOKUP_PATH must start with / and contain {idempotency_key}")
+        return value
+
+    @model_validator(mode="after")
+    def _visibility_covers_tasks(self) -> Settings:
+        longest = self.submit_lease + 60  # + the longest countdown a worker holds unacked
+        if self.visibility_timeout <= longest:
+            raise ValueError(
+                f"NEN_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the longest task "
+                f"({longest:.0f}s: submit deadline + HTTP timeouts + margins), or the Redis broker "
+                "redelivers tasks that are still running"
+            )
+        return self
+
+    @property
+    def submit_lease(self) -> float:
+        """How long one submit_run may hold a run: its retry budget plus one slow last attempt."""
+        return self.submit_deadline + self.connect_timeout + self.write_timeout + self.read_timeout + 30
+
+    @property
+    def failpoint_names(self) -> frozenset[str]:
+        return frozenset(_split(self.failpoints))
 
     @field_validator("retry_statuses")
     @classmethod

@@ -29,6 +29,8 @@ class Run:
     payload: Any = None
     error: dict[str, Any] | None = None
     completion: str = ""
+    redrives: int = 0
+    previous_errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -55,4 +57,6 @@ class Run:
             payload=payload,
             error=json.loads(data["error"]) if data.get("error") else None,
             completion=data.get("completion", ""),
+            redrives=int(data.get("redrives") or 0),
+            previous_errors=json.loads(data.get("previous_errors") or "[]"),
         )

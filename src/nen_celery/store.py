@@ -8,6 +8,10 @@ so changes are atomic and the layout works on Redis Cluster. Key layout (prefix 
 - ``<p>:msg:{<message_id>}``      run_id bound to Nen's messageId (O(1) webhook lookup)
 - ``<p>:parked:{<message_id>}``   webhooks that arrived before their messageId was bound
 - ``<p>:runs``                    zset run_id by creation time (listing)
+- ``<p>:timers``                  zset run_id by next reconcile check (a sweep reads only due runs)
+- ``<p>:parked:due``              zset message_id by next check of its parked webhooks
+
+The two timer zsets span slots; on Redis Cluster they move under per-slot hash tags (see README).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ _SCRIPTS = (
     "claim_completion",
     "finish_completion",
     "release_completion",
+    "redrive",
+    "reconcile_lock",
 )
 PARKED_MAX = 20
 
@@ -70,6 +76,18 @@ class RunStore:
     def runs_key(self) -> str:
         return f"{self.prefix}:runs"
 
+    @property
+    def timers_key(self) -> str:
+        return f"{self.prefix}:timers"
+
+    @property
+    def parked_due_key(self) -> str:
+        return f"{self.prefix}:parked:due"
+
+    @property
+    def reconcile_lock_key(self) -> str:
+        return f"{self.prefix}:reconcile:lock"
+
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
 
@@ -82,6 +100,7 @@ class RunStore:
         sealed_secure: str | None,
         on_complete: dict[str, Any] | None,
         on_failure: dict[str, Any] | None,
+        next_check: float | None = None,
     ) -> bool:
         """Write the queued record (and sealed secure params); False if run_id already exists."""
         fields: dict[str, str] = {
@@ -91,21 +110,28 @@ class RunStore:
             "on_complete": json.dumps(on_complete) if on_complete else "",
             "on_failure": json.dumps(on_failure) if on_failure else "",
         }
-        args: list[Any] = [run_id, time.time(), sealed_secure or "", self.settings.retention_seconds]
+        now = time.time()
+        check = next_check if next_check is not None else now + self.settings.queued_grace
+        args: list[Any] = [run_id, now, sealed_secure or "", self.settings.retention_seconds, check]
         for k, v in fields.items():
             args += [k, v]
-        keys = [self.run_key(run_id), self.runs_key, self.secure_key(run_id)]
+        keys = [self.run_key(run_id), self.runs_key, self.secure_key(run_id), self.timers_key]
         return bool(self._call("create", keys, args))
 
     def delete(self, run_id: str) -> None:
         """Undo a create whose task could not be queued."""
-        self.redis.delete(self.run_key(run_id), self.secure_key(run_id))
-        self.redis.zrem(self.runs_key, run_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.run_key(run_id), self.secure_key(run_id))
+        pipe.zrem(self.runs_key, run_id)
+        pipe.zrem(self.timers_key, run_id)
+        pipe.execute()
 
     def claim_submit(self, run_id: str, lease: float, holder: str) -> tuple[str, str]:
         retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
         res = self._call(
-            "claim_submit", [self.run_key(run_id)], [time.time(), lease, retry_ambiguous, holder]
+            "claim_submit",
+            [self.run_key(run_id), self.timers_key],
+            [time.time(), lease, retry_ambiguous, holder],
         )
         return str(res[0]), str(res[1])
 
@@ -127,12 +153,15 @@ class RunStore:
         result: dict[str, str] = json.loads(self.sealer.open(str(token)))
         return result
 
-    def bind(self, run_id: str, message_id: str, accepted: dict[str, Any]) -> tuple[str, list[str]]:
+    def bind(
+        self, run_id: str, message_id: str, accepted: dict[str, Any], next_check: float | None = None
+    ) -> tuple[str, list[str]]:
         """Bind Nen's messageId; return (status, webhooks parked for it before the binding)."""
+        now = time.time()
         verdict, status = self._call(
             "bind",
-            [self.run_key(run_id), self.secure_key(run_id)],
-            [message_id, time.time(), json.dumps(accepted)],
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
+            [message_id, now, json.dumps(accepted), next_check or now + self.next_check_after("submitted")],
         )
         if verdict == "conflict":
             raise RuntimeError(f"run {run_id} is already bound to messageId {status}")
@@ -141,12 +170,21 @@ class RunStore:
         return str(status), [str(p) for p in parked]
 
     def drop_parked(self, message_id: str) -> None:
-        self.redis.delete(self.parked_key(message_id))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.parked_key(message_id))
+        pipe.zrem(self.parked_due_key, message_id)
+        pipe.execute()
+
+    def parked(self, message_id: str) -> list[str]:
+        return [str(x) for x in self.redis.lrange(self.parked_key(message_id), 0, -1)]
 
     def find_or_park(self, message_id: str, sealed_body: str) -> str | None:
         """run_id bound to message_id, or None after parking the webhook for the binding."""
-        keys = [self.msg_key(message_id), self.parked_key(message_id)]
-        res = self._call("park", keys, [sealed_body, self.settings.retention_seconds, PARKED_MAX])
+        keys = [self.msg_key(message_id), self.parked_key(message_id), self.parked_due_key]
+        due = time.time() + self.settings.parked_grace
+        res = self._call(
+            "park", keys, [sealed_body, self.settings.retention_seconds, PARKED_MAX, message_id, due]
+        )
         return str(res) if res else None
 
     def run_for_message(self, message_id: str) -> str | None:
@@ -161,19 +199,22 @@ class RunStore:
         source: str,
         payload: Any = None,
         error: dict[str, Any] | None = None,
+        next_check: float | None = None,
     ) -> tuple[str, str, str]:
         """Move the run forward; returns (verdict, status now, completion state)."""
         sealed = self.sealer.seal_if_enabled(json.dumps(payload).encode()) if payload is not None else ""
+        now = time.time()
         res = self._call(
             "apply",
-            [self.run_key(run_id), self.secure_key(run_id)],
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
             [
                 status,
-                time.time(),
+                now,
                 sealed,
                 source,
                 self.settings.retention_seconds,
                 json.dumps(error) if error else "",
+                next_check if next_check is not None else now + self.next_check_after(status),
             ],
         )
         return str(res[0]), str(res[1]), str(res[2])
@@ -188,7 +229,71 @@ class RunStore:
         return bool(self._call("release_completion", [self.run_key(run_id)], [holder]))
 
     def finish_completion(self, run_id: str, callback_task_id: str) -> bool:
-        return bool(self._call("finish_completion", [self.run_key(run_id)], [time.time(), callback_task_id]))
+        return bool(
+            self._call(
+                "finish_completion",
+                [self.run_key(run_id), self.timers_key],
+                [time.time(), callback_task_id, run_id],
+            )
+        )
+
+    def next_check_after(self, status: str) -> float:
+        """Seconds until reconciliation should look at a run that just entered ``status``."""
+        s = self.settings
+        if status in ("success", "failed", "rejected", "submit_failed"):
+            return s.completion_lease + s.reconcile_interval  # the callback should be out by then
+        if status == "unknown":
+            return s.reconcile_interval if s.lookup_path else s.unknown_timeout
+        if status == "queued":
+            return s.queued_grace
+        return s.webhook_deadline if s.webhook_url else s.poll_interval
+
+    def redrive(self, run_id: str) -> tuple[str, str]:
+        """Operator action: a new attempt for a run Nen never ran; (verdict, idempotency key)."""
+        now = time.time()
+        res = self._call(
+            "redrive",
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
+            [now, now + self.settings.queued_grace],
+        )
+        return str(res[0]), str(res[1])
+
+    # -- reconciliation ---------------------------------------------------------------------
+    def due_runs(self, now: float, limit: int) -> list[str]:
+        due = self.redis.zrangebyscore(self.timers_key, "-inf", now, start=0, num=limit)
+        return [str(x) for x in due]
+
+    def due_parked(self, now: float, limit: int) -> list[str]:
+        due = self.redis.zrangebyscore(self.parked_due_key, "-inf", now, start=0, num=limit)
+        return [str(x) for x in due]
+
+    def raw_many(self, run_ids: list[str]) -> list[dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hgetall(self.run_key(rid))
+        return list(pipe.execute())
+
+    def set_timers(self, timers: dict[str, float], drop: list[str]) -> None:
+        self._set_zset(self.timers_key, timers, drop)
+
+    def set_parked_timers(self, timers: dict[str, float], drop: list[str]) -> None:
+        self._set_zset(self.parked_due_key, timers, drop)
+
+    def _set_zset(self, key: str, timers: dict[str, float], drop: list[str]) -> None:
+        if not timers and not drop:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if timers:
+            pipe.zadd(key, dict(timers))
+        if drop:
+            pipe.zrem(key, *drop)
+        pipe.execute()
+
+    def acquire_reconcile_lock(self, token: str, ttl: float) -> bool:
+        return bool(self.redis.set(self.reconcile_lock_key, token, nx=True, px=int(ttl * 1000)))
+
+    def release_reconcile_lock(self, token: str) -> None:
+        self._call("reconcile_lock", [self.reconcile_lock_key], [token])
 
     # -- reads ------------------------------------------------------------------------------
     def raw(self, run_id: str) -> dict[str, str]:

@@ -1,9 +1,11 @@
 """The Celery tasks. Each carries only ids in its message and is safe to run twice.
 
-submit_run  -> POST /runs (retries inside a deadline, then re-schedules itself)
+submit_run     -> POST /runs (retries inside a deadline, then re-schedules itself)
 ingest_webhook -> applies one verified webhook; the first terminal status claims completion
-complete_run -> dispatches the caller's on_complete / on_failure signature once
-poll_run    -> no-webhook mode: follows the run through the retrieval endpoint
+complete_run   -> dispatches the caller's on_complete / on_failure signature once
+poll_run       -> asks the retrieval endpoint once (queued by the reconcile sweep)
+lookup_run     -> resolves an `unknown` run by its Idempotency-Key (NEN_LOOKUP_PATH)
+reconcile_runs -> the beat sweep over due timers (see reconcile.py)
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from celery import Task
 from celery.canvas import signature
 
+from . import reconcile
 from .client import AttemptHooks, StartRunRequest
 from .config import ConfigurationError
 from .context import get_context
 from .errors import NenAPIError, NenError
+from .faults import failpoint
 from .status import WEBHOOK_STATUSES, Status, is_terminal
-from .worker import app
+from .worker import DISPATCH_HEADER, app
 
 log = logging.getLogger("nen_celery.tasks")
 
@@ -55,13 +60,14 @@ def enqueue_complete(run_id: str) -> None:
     complete_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
 
 
-def _finish(run_id: str, status: Status, error: dict[str, Any], source: str) -> None:
-    """End a run that Nen never started (rejected / submit_failed) and fire on_failure."""
+def _finish(run_id: str, status: Status, error: dict[str, Any], source: str) -> str:
+    """End a run with an error of ours (rejected, submit_failed, timeouts) and fire on_failure."""
     store = get_context().store
     verdict, now, completion = store.apply(run_id, status, source=source, payload=error, error=error)
     log.warning("run %s ended %s (%s): %s", run_id, now, verdict, error.get("message") or error.get("error"))
     if completion == "pending":
         enqueue_complete(run_id)
+    return now
 
 
 def apply_nen_status(run_id: str, body: dict[str, Any], source: str) -> tuple[str, str]:
@@ -93,6 +99,7 @@ class _StoreHooks(AttemptHooks):
         self.store = get_context().store
 
     def before_send(self) -> None:
+        failpoint("submit:before_post")
         if self.store.begin_post(self.run_id) < 0:
             raise RuntimeError(f"run {self.run_id} left 'queued' while being submitted")
 
@@ -104,8 +111,7 @@ class _StoreHooks(AttemptHooks):
 def submit_run(self: Task, run_id: str, reschedule: int = 0) -> dict[str, Any]:
     ctx = get_context()
     settings, store = ctx.settings, ctx.store
-    lease = settings.submit_deadline + settings.read_timeout + settings.connect_timeout + 30
-    verdict, detail = store.claim_submit(run_id, lease, holder=str(self.request.id))
+    verdict, detail = store.claim_submit(run_id, settings.submit_lease, holder=str(self.request.id))
     if verdict == "missing":
         log.error("submit_run: run %s has no record (expired or never created)", run_id)
         return {"run_id": run_id, "status": "missing"}
@@ -117,18 +123,18 @@ def submit_run(self: Task, run_id: str, reschedule: int = 0) -> dict[str, Any]:
         # A previous attempt may have reached Nen before its worker died: never resend blindly.
         error = {"type": "ambiguous", "message": "a previous POST /runs may have been received"}
         store.apply(run_id, Status.UNKNOWN, source="submit:redelivered", error=error)
+        log.error("run %s: a POST may be out from a worker that died; parked as unknown", run_id)
         return {"run_id": run_id, "status": Status.UNKNOWN.value}
 
     data = store.raw(run_id)
     try:
         secure = store.secure_params(run_id)
         if data.get("has_secure") == "1" and secure is None:
-            _finish(
-                run_id,
-                Status.SUBMIT_FAILED,
-                {"type": "secure_params_missing", "message": "the run's encrypted secure params are gone"},
-                "submit",
-            )
+            error = {
+                "type": "secure_params_missing",
+                "message": "the run's encrypted secure params are gone",
+            }
+            _finish(run_id, Status.SUBMIT_FAILED, error, "submit")
             return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
         request = StartRunRequest(
             workflow_id=data["workflow_id"],
@@ -136,20 +142,18 @@ def submit_run(self: Task, run_id: str, reschedule: int = 0) -> dict[str, Any]:
             secure_params=secure,
             webhook_url=settings.webhook_url,
         )
-        accepted = ctx.client.start_run(request, idempotency_key=run_id, hooks=_StoreHooks(run_id))
+        idem_key = data.get("idem_key") or run_id
+        accepted = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
     except (NenError, ConfigurationError) as exc:
-        return _submit_error(self, run_id, data, reschedule, exc)
+        return _submit_error(self, run_id, reschedule, exc)
 
+    failpoint("submit:after_accept")
     status = bind_accepted(run_id, accepted.message_id, accepted.body)
     log.info("run %s accepted by Nen as message %s", run_id, accepted.message_id)
-    if settings.webhook_url is None:
-        poll_run.apply_async(args=(run_id,), countdown=settings.poll_interval, argsrepr=_repr(run_id))
     return {"run_id": run_id, "status": status, "message_id": accepted.message_id}
 
 
-def _submit_error(
-    task: Task, run_id: str, data: dict[str, str], reschedule: int, exc: Exception
-) -> dict[str, Any]:
+def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception) -> dict[str, Any]:
     ctx = get_context()
     settings, store = ctx.settings, ctx.store
     error = exc.to_dict() if isinstance(exc, NenError) else {"type": type(exc).__name__, "message": str(exc)}
@@ -172,7 +176,7 @@ def _submit_error(
         _finish(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
         return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
     if isinstance(exc, NenError) and exc.maybe_sent:
-        ctx.store.apply(run_id, Status.UNKNOWN, source="submit:ambiguous", error=error)
+        store.apply(run_id, Status.UNKNOWN, source="submit:ambiguous", error=error)
         log.error(
             "run %s: POST /runs fate unknown (%s); parked as unknown, not resent",
             run_id,
@@ -210,6 +214,7 @@ def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
     if run_id is None:
         log.info("webhook %s for message %s parked: messageId not bound yet", status, message_id)
         return {"message_id": message_id, "status": status, "verdict": "parked"}
+    failpoint("ingest:before_apply")
     verdict, now = apply_nen_status(run_id, body, source="webhook")
     log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)
     return {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
@@ -228,16 +233,24 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     on_complete, on_failure = ctx.store.callbacks(run_id)
     sig = on_complete if run.status == Status.SUCCESS else on_failure
     task_id = ""
+    failpoint("complete:before_dispatch")
     if sig is not None:
         task_id = callback_task_id(run_id, run.status)
+        # A fresh token per dispatch: if a crash makes us dispatch twice, the callback's base
+        # task (worker.NenTask) runs only the first of the two messages to start.
+        token = f"{run_id}|{run.redrives}|{uuid.uuid4()}"
         try:
             signature(sig, app=app).apply_async(
-                args=(run.to_dict(),), task_id=task_id, argsrepr=_repr(run_id, status=run.status)
+                args=(run.to_dict(),),
+                task_id=task_id,
+                headers={DISPATCH_HEADER: token},
+                argsrepr=_repr(run_id, status=run.status),
             )
         except Exception as exc:
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
             raise self.retry(countdown=1.0, max_retries=None) from exc
+    failpoint("complete:after_dispatch")
     ctx.store.finish_completion(run_id, task_id)
     log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
     return {"run_id": run_id, "status": run.status, "callback_task_id": task_id}
@@ -245,25 +258,131 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
 
 @app.task(name="nen_celery.poll_run", bind=True, max_retries=None)
 def poll_run(self: Task, run_id: str) -> dict[str, Any]:
-    """No-webhook mode: ask the retrieval endpoint until the run is terminal."""
+    """Ask the retrieval endpoint once; the reconcile sweep decides when to ask again."""
     ctx = get_context()
     data = ctx.store.raw(run_id)
     if not data or is_terminal(data["status"]) or not data.get("message_id"):
         return {"run_id": run_id, "status": data.get("status") if data else "missing"}
-    countdown = ctx.settings.poll_interval
     try:
         body = ctx.client.get_run(data["message_id"])
     except NenError as exc:
         log.warning("run %s: retrieval failed: %s", run_id, exc)
-        if isinstance(exc, NenAPIError) and exc.retry_after is not None:
-            countdown = min(60.0, max(countdown, exc.retry_after))
-    else:
-        if body.get("status") in WEBHOOK_STATUSES:
-            body.setdefault("message_id", data["message_id"])
-            _, now = apply_nen_status(run_id, body, source="poll")
-            if is_terminal(now):
-                return {"run_id": run_id, "status": now}
-    if time.time() - float(data["created_at"]) > ctx.settings.retention_seconds:
-        log.error("run %s: gave up polling after the retention period", run_id)
+        return {"run_id": run_id, "status": data["status"], "error": type(exc).__name__}
+    if body.get("status") not in WEBHOOK_STATUSES:
+        log.warning("run %s: retrieval answered an unknown status", run_id)
         return {"run_id": run_id, "status": data["status"]}
-    raise self.retry(countdown=countdown, max_retries=None)
+    body.setdefault("message_id", data["message_id"])
+    verdict, now = apply_nen_status(run_id, body, source="poll")
+    return {"run_id": run_id, "status": now, "verdict": verdict}
+
+
+@app.task(name="nen_celery.lookup_run", bind=True, max_retries=None)
+def lookup_run(self: Task, run_id: str) -> dict[str, Any]:
+    """Resolve an `unknown` run: did Nen get our POST? Asks NEN_LOOKUP_PATH by Idempotency-Key."""
+    ctx = get_context()
+    data = ctx.store.raw(run_id)
+    if not data or data.get("status") != Status.UNKNOWN:
+        return {"run_id": run_id, "status": data.get("status") if data else "missing"}
+    try:
+        body = ctx.client.lookup_run(data.get("idem_key") or run_id)
+    except NenError as exc:
+        log.warning("run %s: lookup failed: %s", run_id, exc)
+        return {"run_id": run_id, "status": Status.UNKNOWN.value, "error": type(exc).__name__}
+    if body is None:
+        # Nen never saw it: the POST did not land, so sending it now starts the workflow once.
+        log.info("run %s: Nen has no run for its key; resubmitting", run_id)
+        ctx.store.redrive(run_id)  # keeps the Idempotency-Key of an unknown run
+        enqueue_submit(run_id, data["workflow_id"])
+        return {"run_id": run_id, "status": "resubmitted"}
+    message_id = body.get("message_id") or body.get("messageId")
+    if not isinstance(message_id, str):
+        return {"run_id": run_id, "status": Status.UNKNOWN.value, "error": "no message_id"}
+    status = bind_accepted(run_id, message_id, {"messageId": message_id, "via": "lookup"})
+    if body.get("status") in WEBHOOK_STATUSES:
+        _, status = apply_nen_status(run_id, {**body, "message_id": message_id}, source="lookup")
+    return {"run_id": run_id, "status": status, "message_id": message_id}
+
+
+def _timeout_error(data: dict[str, str], kind: str, message: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "message": message,
+        "status": "failed",
+        "message_id": data.get("message_id") or None,
+        "workflow_id": data.get("workflow_id"),
+    }
+
+
+@app.task(name="nen_celery.reconcile_runs", bind=True, max_retries=0)
+def reconcile_runs(self: Task) -> dict[str, int]:
+    """One sweep over due timers. A lock with expiry makes a concurrent second sweep a no-op."""
+    ctx = get_context()
+    settings, store = ctx.settings, ctx.store
+    token = str(uuid.uuid4())
+    if not store.acquire_reconcile_lock(token, ttl=max(30.0, 3 * settings.reconcile_interval)):
+        return {"locked": 1}
+    counts: Counter[str] = Counter()
+    try:
+        now = time.time()
+        run_ids = store.due_runs(now, settings.reconcile_batch)
+        timers: dict[str, float] = {}
+        drop: list[str] = []
+        for run_id, data in zip(run_ids, store.raw_many(run_ids), strict=True):
+            decision = reconcile.decide(data, now, settings)
+            counts[decision.action] += 1
+            _act(run_id, data, decision.action)
+            if decision.action == reconcile.DROP:
+                drop.append(run_id)
+            elif decision.next_check is not None:
+                timers[run_id] = decision.next_check
+        store.set_timers(timers, drop)
+
+        parked_timers: dict[str, float] = {}
+        parked_drop: list[str] = []
+        for message_id in store.due_parked(now, settings.reconcile_batch):
+            bodies = store.parked(message_id)
+            bound = store.run_for_message(message_id) is not None
+            decision = reconcile.decide_parked(bound, len(bodies), now, settings)
+            counts[f"parked_{decision.action}"] += 1
+            if decision.action == "replay":
+                for sealed in bodies:
+                    ingest_webhook.apply_async(args=(sealed,), argsrepr=f"(message_id={message_id!r})")
+                store.drop_parked(message_id)
+            elif decision.action == reconcile.DROP:
+                parked_drop.append(message_id)
+            elif decision.next_check is not None:
+                parked_timers[message_id] = decision.next_check
+        store.set_parked_timers(parked_timers, parked_drop)
+    finally:
+        store.release_reconcile_lock(token)
+    if counts:
+        log.info("reconcile: %s", dict(counts))
+    return dict(counts)
+
+
+def _act(run_id: str, data: dict[str, str], action: str) -> None:
+    if action == reconcile.RESUBMIT:
+        enqueue_submit(run_id, data["workflow_id"])
+    elif action == reconcile.POLL:
+        poll_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
+    elif action == reconcile.LOOKUP:
+        lookup_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
+    elif action == reconcile.COMPLETE:
+        enqueue_complete(run_id)
+    elif action == reconcile.EXPIRE_UNKNOWN:
+        error = _timeout_error(
+            data,
+            "fate_unknown",
+            "POST /runs got no usable answer and the run could not be found; it may have started "
+            "in Nen. Check Nen, then redrive it if it did not.",
+        )
+        error["status"] = Status.SUBMIT_FAILED.value
+        _finish(run_id, Status.SUBMIT_FAILED, error, "reconcile:unknown_timeout")
+    elif action == reconcile.TIMEOUT:
+        if data.get("status") in (Status.QUEUED, Status.UNKNOWN):
+            err = _timeout_error(data, "run_timeout", "Nen never accepted the run in time")
+            err["status"] = Status.SUBMIT_FAILED.value
+            _finish(run_id, Status.SUBMIT_FAILED, err, "reconcile:run_timeout")
+        else:
+            err = _timeout_error(data, "run_timeout", "no terminal status from Nen in time")
+            _finish(run_id, Status.FAILED, err, "reconcile:run_timeout")

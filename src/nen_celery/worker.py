@@ -1,4 +1,4 @@
-"""The Celery app: ``celery -A nen_celery.worker worker`` / ``... beat``.
+"""The Celery app: ``celery -A nen_celery.worker worker`` / ``... beat`` (exactly one beat).
 
 Reliability settings and why each is here:
 
@@ -9,17 +9,22 @@ Reliability settings and why each is here:
   so running again is safe.
 - ``worker_prefetch_multiplier=1``: a worker holds at most one unstarted message per process,
   so a dead worker strands little and work spreads across workers.
-- ``visibility_timeout`` (Redis broker): an unacked message is redelivered after this; it is
-  set in broker_transport_options and result_backend_transport_options alike, and no task
-  uses a countdown/ETA near it (timers are <= 60 s).
+- ``visibility_timeout`` (Redis broker): an unacked message is redelivered after this. It is set
+  in broker_transport_options and result_backend_transport_options alike, and Settings refuses
+  a value shorter than the longest task (submit lease) plus the longest countdown (60 s).
+- ``worker_soft_shutdown_timeout`` + ``worker_enable_soft_shutdown_on_idle``: on a warm
+  shutdown running tasks get time to finish and held countdown messages are given back to the
+  broker instead of waiting out the visibility timeout.
 - JSON only: no pickle on the wire.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, Task
 from celery.signals import worker_init
 from kombu import Queue  # type: ignore[attr-defined]
 
@@ -29,6 +34,9 @@ SUBMIT_QUEUE = "nen.submit"
 INGEST_QUEUE = "nen.ingest"
 COMPLETE_QUEUE = "nen.complete"
 DEFAULT_QUEUE = "celery"  # user callbacks land here unless they route them elsewhere
+DISPATCH_HEADER = "nen_dispatch"
+
+log = logging.getLogger("nen_celery.worker")
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -46,6 +54,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
@@ -61,8 +71,18 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_routes": {
             "nen_celery.submit_run": {"queue": SUBMIT_QUEUE},
             "nen_celery.poll_run": {"queue": SUBMIT_QUEUE},
+            "nen_celery.lookup_run": {"queue": SUBMIT_QUEUE},
             "nen_celery.ingest_webhook": {"queue": INGEST_QUEUE},
+            "nen_celery.reconcile_runs": {"queue": INGEST_QUEUE},
             "nen_celery.complete_run": {"queue": COMPLETE_QUEUE},
+        },
+        "beat_schedule": {
+            "nen-reconcile": {
+                "task": "nen_celery.reconcile_runs",
+                "schedule": settings.reconcile_interval,
+                # a sweep nobody picked up in time is dropped, not piled up
+                "options": {"expires": settings.reconcile_interval},
+            }
         },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -72,7 +92,53 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
 
 
-app = Celery("nen_celery", include=["nen_celery.tasks"])
+class NenTask(Task):  # type: ignore[misc]
+    """Base class of every task on this app, user callbacks included.
+
+    complete_run stamps each callback message with a dispatch token. If a crash between
+    publishing and recording "sent" makes complete_run publish the callback a second time, the
+    two messages carry different tokens and only the first one to start runs: the token is
+    claimed in Redis with SET NX, and a redelivery of the same message (same token) may run
+    again, as late acks intend.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = _dispatch_token(self.request)
+        if token is not None and not _claim_dispatch(token):
+            log.warning(
+                "callback %s for run %s skipped: a duplicate dispatch already ran",
+                self.name,
+                token.split("|", 1)[0],
+            )
+            return None
+        if self.request.id is None:  # called directly, not by a worker
+            return super().__call__(*args, **kwargs)
+        return self.run(*args, **kwargs)
+
+
+def _dispatch_token(request: Any) -> str | None:
+    headers = getattr(request, "headers", None) or {}
+    token = headers.get(DISPATCH_HEADER) if isinstance(headers, dict) else None
+    if token is None:
+        token = getattr(request, DISPATCH_HEADER, None)
+    return str(token) if token else None
+
+
+def _claim_dispatch(token: str) -> bool:
+    from .context import get_context
+
+    ctx = get_context()
+    run_id, attempt = (token.split("|") + ["0"])[:2]
+    key = f"{ctx.settings.key_prefix}:run:{{{run_id}}}:dispatched:{attempt}"
+    try:
+        if ctx.redis.set(key, token, nx=True, ex=ctx.settings.retention_seconds):
+            return True
+        return bool(ctx.redis.get(key) == token)
+    except redis.RedisError:
+        raise  # late acks: the message is retried when Redis is back
+
+
+app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)
 app.conf.update(celery_config(get_settings()))
 
 
@@ -80,7 +146,8 @@ app.conf.update(celery_config(get_settings()))
 def _check_configuration(**_: object) -> None:
     """Say at start, not at the first run, what the configuration cannot do."""
     from .checks import ERROR, config_problems
+    from .durability import check_durability
 
-    log = logging.getLogger("nen_celery.worker")
     for level, message in config_problems(get_settings()):
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
+    check_durability()

@@ -1,4 +1,4 @@
--- KEYS: run hash, secure key.  ARGV: message_id, now, accepted body (json)
+-- KEYS: run hash, secure key, timers.  ARGV: message_id, now, accepted body (json), next check
 -- Binds Nen's messageId to the run and drops the secure params (Nen has them now).
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
@@ -11,6 +11,7 @@ local status = redis.call('HGET', key, 'status')
 if can_transition(status, 'submitted') then
   redis.call('HSET', key, 'status', 'submitted', 'submitted_at', ARGV[2], 'updated_at', ARGV[2])
   push_history(key, 'submitted', ARGV[2], 'nen:202')
+  redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', key, 'run_id'))
   status = 'submitted'
 end
 return {'bound', status}

@@ -1,4 +1,4 @@
--- KEYS: run hash.  ARGV: now, lease seconds, retry_ambiguous ('1' or '0'), task id
+-- KEYS: run hash, timers.  ARGV: now, lease seconds, retry_ambiguous ('1' or '0'), task id
 -- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing
 -- The same task id (a redelivery of the holder's own message) may take the lease back at once.
 local key = KEYS[1]
@@ -12,5 +12,8 @@ if lease > now and holder ~= ARGV[4] then return {'busy', tostring(lease - now)}
 if redis.call('HGET', key, 'post_inflight') == '1' and ARGV[3] ~= '1' then
   return {'ambiguous', ''}
 end
-redis.call('HSET', key, 'submit_lease_until', now + tonumber(ARGV[2]), 'submit_holder', ARGV[4])
+local until_ = now + tonumber(ARGV[2])
+redis.call('HSET', key, 'submit_lease_until', until_, 'submit_holder', ARGV[4])
+-- if this holder vanishes with its message, reconciliation looks again after the lease
+redis.call('ZADD', KEYS[2], until_ + 1, redis.call('HGET', key, 'run_id'))
 return {'ok', ''}

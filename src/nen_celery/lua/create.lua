@@ -1,10 +1,10 @@
--- KEYS: run hash, runs index (zset), secure key
--- ARGV: run_id, now, secure token ('' = none), retention, field, value, ...
+-- KEYS: run hash, runs index (zset), secure key, timers (zset)
+-- ARGV: run_id, now, secure token ('' = none), retention, next check, field, value, ...
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = ARGV[2]
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', now, 'updated_at', now,
-           'attempts', 0, 'post_inflight', 0, 'completion', '')
+           'attempts', 0, 'post_inflight', 0, 'completion', '', 'idem_key', ARGV[1])
 push_history(KEYS[1], 'queued', now, 'start_run')
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[3])
@@ -12,4 +12,5 @@ if ARGV[3] ~= '' then
 end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - 2 * tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 return 1

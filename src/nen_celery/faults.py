@@ -1,0 +1,27 @@
+"""Failpoints: named places where a test can freeze a task, so it can kill the worker exactly there.
+
+Off unless NEN_FAILPOINTS names the point (testing only). When on, the task writes
+``<prefix>:failpoint:<name>`` (its pid) to Redis and waits until that key is deleted; the
+fault-injection tests wait for the key, SIGKILL the worker, and check what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .context import get_context
+
+log = logging.getLogger("nen_celery.faults")
+
+
+def failpoint(name: str) -> None:
+    ctx = get_context()
+    if name not in ctx.settings.failpoint_names:
+        return
+    key = f"{ctx.settings.key_prefix}:failpoint:{name}"
+    ctx.redis.set(key, os.getpid())
+    log.warning("failpoint %s reached (pid %d); waiting for %s to be deleted", name, os.getpid(), key)
+    while ctx.redis.exists(key):
+        time.sleep(0.02)

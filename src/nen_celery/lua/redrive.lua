@@ -1,0 +1,33 @@
+-- KEYS: run hash, secure key, timers.  ARGV: now, next check
+-- Operator action: start a new attempt of a run Nen never ran (rejected / submit_failed /
+-- unknown), keeping its history. Returns {verdict, detail}.
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
+local status = redis.call('HGET', key, 'status')
+if status ~= 'rejected' and status ~= 'submit_failed' and status ~= 'unknown' then
+  return {'refused', status}
+end
+if redis.call('HGET', key, 'has_secure') == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'no_secure', status}
+end
+local n = redis.call('HINCRBY', key, 'redrives', 1)
+local run_id = redis.call('HGET', key, 'run_id')
+-- unknown: Nen may hold the first POST, so keep its key (a deduplicating Nen returns it);
+-- otherwise a fresh key, so a cached refusal is not replayed
+if status ~= 'unknown' then redis.call('HSET', key, 'idem_key', run_id .. '.' .. n) end
+local err = redis.call('HGET', key, 'error')
+if err and err ~= '' then
+  local prev = redis.call('HGET', key, 'previous_errors')
+  local list = {}
+  if prev and prev ~= '' then list = cjson.decode(prev) end
+  list[#list + 1] = cjson.decode(err)
+  redis.call('HSET', key, 'previous_errors', cjson.encode(list))
+end
+redis.call('HSET', key, 'status', 'queued', 'updated_at', ARGV[1], 'completion', '',
+           'post_inflight', 0, 'submit_lease_until', 0, 'error', '', 'payload', '',
+           'finished_at', '', 'unknown_at', '')
+redis.call('PERSIST', key)
+redis.call('PERSIST', KEYS[2])
+push_history(key, 'queued', ARGV[1], 'redrive')
+redis.call('ZADD', KEYS[3], ARGV[2], run_id)
+return {'ok', redis.call('HGET', key, 'idem_key')}

@@ -31,9 +31,10 @@ WF = "12345678-1234-1234-1234-123456789abc"
 FAIL_WF = "87654321-4321-4321-4321-cba987654321"
 
 
-def _db_url(db: int) -> str:
-    base = TEST_REDIS_URL.rsplit("/", 1)[0]
-    return f"{base}/{db}"
+def _db_url(offset: int) -> str:
+    """A DB next to the suite's own (suite DB + offset), so parallel suites can pick apart."""
+    base, db = TEST_REDIS_URL.rsplit("/", 1)
+    return f"{base}/{(int(db or 0) + offset) % 16}"
 
 
 class Procs:
@@ -74,7 +75,7 @@ def healthy(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    url = _db_url(14)
+    url = _db_url(1)
     redis.Redis.from_url(url).flushdb()
     sim_port, receiver_port = free_port(), free_port()
     env = {

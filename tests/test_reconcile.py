@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -136,12 +135,12 @@ def test_sweep_reads_only_due_runs(stack: Stack, store: Any) -> None:
     for i in range(2000):  # finished runs: no timer, never read again
         pipe.hset(store.run_key(f"old-{i}"), mapping={"status": "success", "completion": "sent"})
     pipe.execute()
+    already_due = store.redis.zcount(store.timers_key, "-inf", time.time())  # left by earlier tests
     due = [create(store) for _ in range(3)]
     store.set_timers({rid: 0 for rid in due}, [])
-    store.set_timers({}, [])
     with env(NEN_QUEUED_GRACE="60"):
         counts = reconcile_runs.apply().get()
-    assert sum(counts.values()) == 3 and counts["resubmit"] == 3
+    assert sum(counts.values()) == 3 + already_due and counts["resubmit"] >= 3
     stack.counter.wait_idle()
     for rid in due:
         wait_callbacks(rid)
@@ -171,6 +170,8 @@ def test_duplicate_dispatch_of_a_callback_runs_once(stack: Stack) -> None:
     run = {"run_id": f"dup-{uuid.uuid4()}", "status": "success"}
     first = f"{run['run_id']}|0|{uuid.uuid4()}"
     record.apply_async(args=(run,), kwargs={"tag": "a"}, headers={DISPATCH_HEADER: first})
+    stack.counter.wait_idle()
+    # complete_run re-dispatched after a crash: a second message with a new token
     record.apply_async(args=(run,), kwargs={"tag": "b"}, headers={DISPATCH_HEADER: f"{run['run_id']}|0|x"})
     # a redelivery of the first message (same token) may run again, as late acks intend
     stack.counter.wait_idle()
@@ -178,10 +179,10 @@ def test_duplicate_dispatch_of_a_callback_runs_once(stack: Stack) -> None:
     record.apply_async(args=(run,), kwargs={"tag": "c"}, headers={DISPATCH_HEADER: first})
     stack.counter.wait_idle()
     tags = [c["tag"] for c in calls(run["run_id"])]
-    assert len(tags) == 2 and tags[1] == "c" and tags[0] in ("a", "b")
+    assert tags == ["a", "c"]
     # a new attempt (after a redrive) has its own guard
     record.apply_async(args=(run,), kwargs={"tag": "d"}, headers={DISPATCH_HEADER: f"{run['run_id']}|1|y"})
     stack.counter.wait_idle()
     assert [c["tag"] for c in calls(run["run_id"])][-1] == "d"
-    assert json.loads((stack.redis.get(f"{PREFIX}:run:{{{run['run_id']}}}:dispatched:0") and "1") or "0")
-    _ = time
+    assert stack.redis.get(f"{PREFIX}:run:{{{run['run_id']}}}:dispatched:0") == first
+    assert stack.redis.ttl(f"{PREFIX}:run:{{{run['run_id']}}}:dispatched:0") > 0  # bounded

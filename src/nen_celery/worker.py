@@ -128,7 +128,7 @@ def _claim_dispatch(token: str) -> bool:
     from .context import get_context
 
     ctx = get_context()
-    run_id, attempt = (token.split("|") + ["0"])[:2]
+    run_id, attempt = [*token.split("|"), "0"][:2]
     key = f"{ctx.settings.key_prefix}:run:{{{run_id}}}:dispatched:{attempt}"
     try:
         if ctx.redis.set(key, token, nx=True, ex=ctx.settings.retention_seconds):

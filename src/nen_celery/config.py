@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     key_prefix: str = "nen"
     visibility_timeout: int = Field(default=3600, gt=0)
+    restore_interval: int = Field(default=10, gt=0)  # Redis broker: sweep for abandoned messages
 
     # HTTP towards Nen
     connect_timeout: float = Field(default=5.0, gt=0)
@@ -141,19 +142,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _visibility_covers_tasks(self) -> Settings:
-        longest = self.submit_lease + 60  # + the longest countdown a worker holds unacked
+        longest = self.submit_lease + self.reschedule_delay  # + the longest countdown held unacked
         if self.visibility_timeout <= longest:
             raise ValueError(
                 f"NEN_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the longest task "
-                f"({longest:.0f}s: submit deadline + HTTP timeouts + margins), or the Redis broker "
-                "redelivers tasks that are still running"
+                f"({longest:.0f}s: submit deadline + HTTP timeouts + 10 s + re-schedule delay), "
+                "or the Redis broker redelivers tasks that are still running"
             )
         return self
 
     @property
     def submit_lease(self) -> float:
         """How long one submit_run may hold a run: its retry budget plus one slow last attempt."""
-        return self.submit_deadline + self.connect_timeout + self.write_timeout + self.read_timeout + 30
+        return self.submit_deadline + self.connect_timeout + self.write_timeout + self.read_timeout + 10
 
     @property
     def failpoint_names(self) -> frozenset[str]:

@@ -17,8 +17,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import redis
 from celery import Task
 from celery.canvas import signature
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from . import reconcile
 from .client import AttemptHooks, StartRunRequest
@@ -30,6 +32,18 @@ from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .worker import DISPATCH_HEADER, app
 
 log = logging.getLogger("nen_celery.tasks")
+
+# Run-state Redis unreachable or still loading after a restart: retry the task through Celery
+# (backoff capped at 30 s). If the broker is down too, the unacked message comes back after
+# the visibility timeout instead.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+RETRY_ON_REDIS: dict[str, Any] = {
+    "autoretry_for": REDIS_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": None,
+}
 
 CALLBACK_NAMESPACE = uuid.UUID("5b0f8f61-63a5-4a51-9a39-2f4c8c1a7e10")
 
@@ -107,10 +121,16 @@ class _StoreHooks(AttemptHooks):
         self.store.post_not_sent(self.run_id)
 
 
-@app.task(name="nen_celery.submit_run", bind=True, max_retries=None)
-def submit_run(self: Task, run_id: str, reschedule: int = 0) -> dict[str, Any]:
+@app.task(name="nen_celery.submit_run", bind=True, **RETRY_ON_REDIS)
+def submit_run(
+    self: Task, run_id: str, reschedule: int = 0, accepted: dict[str, Any] | None = None
+) -> dict[str, Any]:
     ctx = get_context()
     settings, store = ctx.settings, ctx.store
+    if accepted is not None:
+        # Nen accepted the run, then Redis failed before the binding was stored: bind now.
+        status = bind_accepted(run_id, accepted["messageId"], accepted)
+        return {"run_id": run_id, "status": status, "message_id": accepted["messageId"]}
     verdict, detail = store.claim_submit(run_id, settings.submit_lease, holder=str(self.request.id))
     if verdict == "missing":
         log.error("submit_run: run %s has no record (expired or never created)", run_id)
@@ -143,14 +163,35 @@ def submit_run(self: Task, run_id: str, reschedule: int = 0) -> dict[str, Any]:
             webhook_url=settings.webhook_url,
         )
         idem_key = data.get("idem_key") or run_id
-        accepted = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
+        answer = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
     except (NenError, ConfigurationError) as exc:
         return _submit_error(self, run_id, reschedule, exc)
 
     failpoint("submit:after_accept")
-    status = bind_accepted(run_id, accepted.message_id, accepted.body)
-    log.info("run %s accepted by Nen as message %s", run_id, accepted.message_id)
-    return {"run_id": run_id, "status": status, "message_id": accepted.message_id}
+    try:
+        # The messageId exists only in this process now: ride out a short Redis outage here.
+        status = _retrying_redis(lambda: bind_accepted(run_id, answer.message_id, answer.body))
+    except REDIS_ERRORS:
+        log.error(
+            "run %s: accepted as %s but Redis is unreachable; retrying the binding",
+            run_id,
+            answer.message_id,
+        )
+        raise self.retry(
+            kwargs={"reschedule": reschedule, "accepted": answer.body}, countdown=5, max_retries=None
+        ) from None
+    log.info("run %s accepted by Nen as message %s", run_id, answer.message_id)
+    return {"run_id": run_id, "status": status, "message_id": answer.message_id}
+
+
+def _retrying_redis(fn: Any, budget: float = 30.0) -> Any:
+    retrying = Retrying(
+        retry=retry_if_exception_type(REDIS_ERRORS),
+        stop=stop_after_delay(budget),
+        wait=wait_exponential(multiplier=0.1, max=2),
+        reraise=True,
+    )
+    return retrying(fn)
 
 
 def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception) -> dict[str, Any]:
@@ -205,7 +246,7 @@ def parse_webhook(raw: bytes) -> dict[str, Any]:
     return body
 
 
-@app.task(name="nen_celery.ingest_webhook", bind=True, max_retries=None)
+@app.task(name="nen_celery.ingest_webhook", bind=True, **RETRY_ON_REDIS)
 def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
@@ -220,7 +261,7 @@ def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
     return {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
 
 
-@app.task(name="nen_celery.complete_run", bind=True, max_retries=None)
+@app.task(name="nen_celery.complete_run", bind=True, **RETRY_ON_REDIS)
 def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     ctx = get_context()
     holder = str(self.request.id)
@@ -256,7 +297,7 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": run.status, "callback_task_id": task_id}
 
 
-@app.task(name="nen_celery.poll_run", bind=True, max_retries=None)
+@app.task(name="nen_celery.poll_run", bind=True, **RETRY_ON_REDIS)
 def poll_run(self: Task, run_id: str) -> dict[str, Any]:
     """Ask the retrieval endpoint once; the reconcile sweep decides when to ask again."""
     ctx = get_context()
@@ -276,7 +317,7 @@ def poll_run(self: Task, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": now, "verdict": verdict}
 
 
-@app.task(name="nen_celery.lookup_run", bind=True, max_retries=None)
+@app.task(name="nen_celery.lookup_run", bind=True, **RETRY_ON_REDIS)
 def lookup_run(self: Task, run_id: str) -> dict[str, Any]:
     """Resolve an `unknown` run: did Nen get our POST? Asks NEN_LOOKUP_PATH by Idempotency-Key."""
     ctx = get_context()

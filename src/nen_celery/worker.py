@@ -11,7 +11,9 @@ Reliability settings and why each is here:
   so a dead worker strands little and work spreads across workers.
 - ``visibility_timeout`` (Redis broker): an unacked message is redelivered after this. It is set
   in broker_transport_options and result_backend_transport_options alike, and Settings refuses
-  a value shorter than the longest task (submit lease) plus the longest countdown (60 s).
+  a value shorter than the longest task (submit lease) plus the longest countdown. A worker
+  that vanished whole (SIGKILL, lost machine) gets its messages back after this timeout plus
+  one ``unacked_restore_interval`` sweep (NEN_RESTORE_INTERVAL).
 - ``worker_soft_shutdown_timeout`` + ``worker_enable_soft_shutdown_on_idle``: on a warm
   shutdown running tasks get time to finish and held countdown messages are given back to the
   broker instead of waiting out the visibility timeout.
@@ -43,6 +45,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         "socket_connect_timeout": settings.publish_timeout,
+        # Scan for messages whose worker vanished every restore_interval seconds (kombu's
+        # default is interval x throttle = 100 s on top of the visibility timeout).
+        "unacked_restore_interval": settings.restore_interval,
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": settings.broker,

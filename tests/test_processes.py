@@ -224,3 +224,28 @@ def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
         assert response.json()["error"] == "unavailable"
     finally:
         procs.stop()
+
+
+def test_dead_letters_are_listed_and_redriven_from_the_cli(deployed: dict[str, str]) -> None:
+    unknown_wf = "0f0f0f0f-0000-4000-8000-000000000001"
+    sim = deployed["NEN_API_URL"]
+    assert httpx.post(f"{sim}/_sim/config", json={"unknown_workflows": [unknown_wf]}).status_code == 200
+    rejected = cli(deployed, "start", unknown_wf, "--wait", "--timeout", "60", "--json")
+    run_id = json.loads(rejected.stdout)["run_id"]
+    assert rejected.returncode == 1 and json.loads(rejected.stdout)["status"] == "rejected"
+    dead = json.loads(cli(deployed, "runs", "list", "--status", "rejected", "--json").stdout)
+    assert run_id in [r["run_id"] for r in dead]
+    # Nen accepts the workflow now: redrive it as a new attempt
+    assert httpx.post(f"{sim}/_sim/config", json={"unknown_workflows": []}).status_code == 200
+    redriven = cli(deployed, "runs", "redrive", run_id)
+    assert redriven.returncode == 0, redriven.stdout + redriven.stderr
+
+    def finished() -> dict[str, object] | None:
+        shown = json.loads(cli(deployed, "runs", "show", run_id, "--json").stdout)
+        return shown if shown["status"] == "success" else None
+
+    run = wait_for(finished, 60, "the redriven run to succeed")
+    assert run["redrives"] == 1 and run["previous_errors"][0]["status_code"] == 404  # type: ignore[index]
+    again = cli(deployed, "runs", "redrive", run_id)
+    assert again.returncode == 2 and "only rejected" in again.stdout
+    assert cli(deployed, "runs", "redrive", "no-such-run").returncode == 3

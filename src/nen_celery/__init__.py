@@ -1,6 +1,6 @@
 """Run Nen workflow runs from Celery workers, reliably."""
 
-from .api import RunConflict, RunHandle, get_run, start_run
+from .api import RunConflict, RunHandle, get_run, redrive_run, start_run
 from .config import ConfigurationError, Settings, get_settings
 from .errors import NenAPIError, NenError, NenProtocolError, NenTransportError
 from .models import Run
@@ -21,6 +21,7 @@ __all__ = [
     "Status",
     "get_run",
     "get_settings",
+    "redrive_run",
     "register_workflow",
     "start_run",
     "unregister_workflow",

@@ -114,3 +114,28 @@ def start_run(
 def get_run(run_id: str) -> Run | None:
     """The run's record (never its secure params), or None if unknown or expired."""
     return get_context().store.get(run_id)
+
+
+def redrive_run(run_id: str) -> RunHandle:
+    """Start a new attempt of a run Nen never ran (rejected / submit_failed / unknown).
+
+    Keeps the run's history and earlier errors; its callback fires again for the new attempt.
+    Raises ValueError naming why a run cannot be redriven.
+    """
+    from .tasks import enqueue_submit
+
+    ctx = get_context()
+    verdict, detail = ctx.store.redrive(run_id)
+    if verdict == "missing":
+        raise ValueError(f"run {run_id} not found (unknown id, or expired after retention)")
+    if verdict == "refused":
+        raise ValueError(
+            f"run {run_id} is {detail}: only rejected, submit_failed or unknown runs can be redriven"
+        )
+    if verdict == "no_secure":
+        raise ValueError(
+            f"run {run_id} had secure params, deleted when Nen refused it: start a new run instead"
+        )
+    data = ctx.store.raw(run_id)
+    enqueue_submit(run_id, data["workflow_id"])
+    return RunHandle(run_id)

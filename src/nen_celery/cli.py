@@ -53,6 +53,7 @@ def _print_run(run: Run, as_json: bool) -> None:
         ("attempts", str(run.attempts)),
         ("history", " -> ".join(h["status"] for h in run.history)),
         ("error", json.dumps(run.error) if run.error else "-"),
+        ("redrives", str(run.redrives)),
     ]:
         table.add_row(f"[bold]{key}[/]", value)
     console.print(table)
@@ -115,13 +116,55 @@ def status(run_id: str, as_json: bool) -> None:
     _print_run(run, as_json)
 
 
+@main.group()
+def runs() -> None:
+    """List, inspect and redrive runs."""
+
+
+@runs.command(name="list")
+@click.option("--status", "status_", default=None, help="e.g. rejected, submit_failed, unknown")
+@click.option("--workflow", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs_list(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first (dead letters: --status rejected|submit_failed|unknown)."""
+    _list(status_, workflow, limit, as_json)
+
+
+@runs.command(name="show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show one run (same as `status`)."""
+    ctx.invoke(status, run_id=run_id, as_json=as_json)
+
+
+@runs.command(name="redrive")
+@click.argument("run_id")
+def runs_redrive(run_id: str) -> None:
+    """Resubmit a rejected / submit_failed / unknown run as a new attempt, keeping its history."""
+    from .api import redrive_run
+
+    try:
+        redrive_run(run_id)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        sys.exit(3 if "not found" in str(exc) else 2)
+    console.print(f"run {run_id} redriven: a new attempt is queued")
+
+
 @main.command(name="list")
 @click.option("--status", "status_", default=None)
 @click.option("--workflow", default=None)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def list_runs(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
+    """List recent runs, newest first (alias of `runs list`)."""
+    _list(status_, workflow, limit, as_json)
+
+
+def _list(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     from .context import get_context
 
     runs = get_context().store.list(limit=limit, status=status_, workflow_id=workflow)

@@ -13,7 +13,7 @@ from nen_celery.context import get_context
 from nen_celery.tasks import enqueue_submit, reconcile_runs
 from nen_celery.worker import DISPATCH_HEADER
 from tests.callbacks import calls, record
-from tests.conftest import PREFIX, Stack, env
+from tests.conftest import Stack, env
 from tests.helpers import wait_for
 from tests.test_lifecycle import post_webhook, posts_for, wait_callbacks
 
@@ -166,23 +166,43 @@ def test_redrive_starts_a_new_attempt_and_keeps_history(stack: Stack, store: Any
     assert stats[handle.run_id] == 1 and stats[f"{handle.run_id}.1"] == 1
 
 
-def test_duplicate_dispatch_of_a_callback_runs_once(stack: Stack) -> None:
+def test_duplicate_dispatch_of_a_callback_runs_once(stack: Stack, store: Any) -> None:
     run = {"run_id": f"dup-{uuid.uuid4()}", "status": "success"}
-    first = f"{run['run_id']}|0|{uuid.uuid4()}"
+    rid = run["run_id"]
+    first = f"{rid}|0|{uuid.uuid4()}"
     record.apply_async(args=(run,), kwargs={"tag": "a"}, headers={DISPATCH_HEADER: first})
     stack.counter.wait_idle()
     # complete_run re-dispatched after a crash: a second message with a new token
-    record.apply_async(args=(run,), kwargs={"tag": "b"}, headers={DISPATCH_HEADER: f"{run['run_id']}|0|x"})
-    # a redelivery of the first message (same token) may run again, as late acks intend
-    stack.counter.wait_idle()
-    assert len(calls(run["run_id"])) == 1
+    record.apply_async(args=(run,), kwargs={"tag": "b"}, headers={DISPATCH_HEADER: f"{rid}|0|x"})
+    # the first message again, as if its ack had been lost after it finished
     record.apply_async(args=(run,), kwargs={"tag": "c"}, headers={DISPATCH_HEADER: first})
     stack.counter.wait_idle()
-    tags = [c["tag"] for c in calls(run["run_id"])]
-    assert tags == ["a", "c"]
-    # a new attempt (after a redrive) has its own guard
-    record.apply_async(args=(run,), kwargs={"tag": "d"}, headers={DISPATCH_HEADER: f"{run['run_id']}|1|y"})
+    assert [c["tag"] for c in calls(rid)] == ["a"]
+    guard = store.dispatch_key(rid, "0")
+    assert stack.redis.get(guard) == f"{first}|done"
+    assert stack.redis.ttl(guard) > 0  # bounded by retention
+    # a message that claimed the guard but died before finishing runs again when redelivered
+    second = f"{rid}|1|{uuid.uuid4()}"
+    stack.redis.set(store.dispatch_key(rid, "1"), f"{second}@{time.time()}")
+    record.apply_async(args=(run,), kwargs={"tag": "d"}, headers={DISPATCH_HEADER: second})
     stack.counter.wait_idle()
-    assert [c["tag"] for c in calls(run["run_id"])][-1] == "d"
-    assert stack.redis.get(f"{PREFIX}:run:{{{run['run_id']}}}:dispatched:0") == first
-    assert stack.redis.ttl(f"{PREFIX}:run:{{{run['run_id']}}}:dispatched:0") > 0  # bounded
+    assert [c["tag"] for c in calls(rid)] == ["a", "d"]
+
+
+def test_callback_message_lost_after_dispatch_is_dispatched_again_once(stack: Stack, beat: None) -> None:
+    with env(**FAST, NEN_CALLBACK_TIMEOUT="0.5"):
+        store = get_context().store
+        lost, finished = create(), create()
+        for run_id in (lost, finished):
+            store.bind(run_id, f"m-{run_id}", {})
+            store.apply(run_id, "success", source="test", payload={"status": "success"})
+            assert store.claim_completion(run_id, "holder")[0] == "claimed"
+            # complete_run published the callback and recorded it... and the message vanished
+            assert store.finish_completion(run_id, "lost-task")
+        store.redis.set(store.dispatch_key(finished, "0"), f"{finished}|0|t|done")  # this one ran
+        (call,) = wait_callbacks(lost)
+        wait_for(lambda: store.redis.zscore(store.timers_key, finished) is None, 10, "timer dropped")
+    stack.counter.wait_idle()
+    assert call["run"]["run_id"] == lost and len(calls(lost)) == 1
+    assert calls(finished) == []
+    assert store.raw(lost)["redispatches"] == "1"

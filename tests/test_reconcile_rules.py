@@ -31,7 +31,25 @@ def run(**fields: Any) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"status": "success", "completion": "sent"}, r.Decision(r.DROP, None)),
+        ({"status": "success", "completion": "sent"}, r.Decision(r.DROP, None)),  # no callback
+        (
+            {"status": "success", "completion": "sent", "callback_task_id": "t", "dispatch": "k|done"},
+            r.Decision(r.DROP, None),
+        ),
+        (
+            {
+                "status": "success",
+                "completion": "sent",
+                "callback_task_id": "t",
+                "completed_at": NOW - 10,
+                "dispatch": f"k@{NOW - 9}",
+            },
+            r.Decision(r.WAIT, NOW - 10 + 3600),
+        ),
+        (
+            {"status": "failed", "completion": "sent", "callback_task_id": "t", "completed_at": NOW - 3601},
+            r.Decision(r.REDISPATCH, NOW + 40),
+        ),
         ({"status": "failed", "completion": "pending"}, r.Decision(r.COMPLETE, NOW + 40)),
         (
             {"status": "rejected", "completion": "sending", "completion_lease_until": NOW + 5},

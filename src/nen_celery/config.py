@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     unknown_timeout: float = Field(default=3600.0, gt=0)  # unresolved `unknown` after this: submit_failed
     lookup_path: str | None = None  # optional: find a run by Idempotency-Key (not documented by Nen)
     parked_grace: float = Field(default=30.0, gt=0)  # re-check parked webhooks after this
+    # a callback that has not reached its end this long after dispatch is dispatched again
+    # (a dispatch that claimed it longer ago than this may be taken over): keep it above your
+    # slowest callback
+    callback_timeout: float = Field(default=3600.0, gt=0)
 
     # Testing only: comma-separated failpoint names (see faults.py). Never set in production.
     failpoints: str = ""

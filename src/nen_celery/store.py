@@ -41,6 +41,8 @@ _SCRIPTS = (
     "release_completion",
     "redrive",
     "reconcile_lock",
+    "claim_dispatch",
+    "reopen_completion",
 )
 PARKED_MAX = 20
 
@@ -229,13 +231,17 @@ class RunStore:
         return bool(self._call("release_completion", [self.run_key(run_id)], [holder]))
 
     def finish_completion(self, run_id: str, callback_task_id: str) -> bool:
+        now = time.time()
         return bool(
             self._call(
                 "finish_completion",
                 [self.run_key(run_id), self.timers_key],
-                [time.time(), callback_task_id, run_id],
+                [now, callback_task_id, run_id, now + self.settings.callback_timeout],
             )
         )
+
+    def reopen_completion(self, run_id: str) -> bool:
+        return bool(self._call("reopen_completion", [self.run_key(run_id)], []))
 
     def next_check_after(self, status: str) -> float:
         """Seconds until reconciliation should look at a run that just entered ``status``."""
@@ -288,6 +294,28 @@ class RunStore:
         if drop:
             pipe.zrem(key, *drop)
         pipe.execute()
+
+    # -- callback dispatch guard (see worker.NenTask) ------------------------------------------
+    def dispatch_key(self, run_id: str, attempt: str) -> str:
+        return f"{self.prefix}:run:{{{run_id}}}:dispatched:{attempt}"
+
+    def claim_dispatch(self, token: str) -> str:
+        """'run' | 'done' | 'skip' for a callback message carrying ``token`` (run|attempt|nonce)."""
+        run_id, attempt = [*token.split("|"), "0"][:2]
+        key = self.dispatch_key(run_id, attempt)
+        args = [token, self.settings.retention_seconds, time.time(), self.settings.callback_timeout]
+        return str(self._call("claim_dispatch", [key], args))
+
+    def dispatch_state(self, run_ids_attempts: list[tuple[str, str]]) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id, attempt in run_ids_attempts:
+            pipe.get(self.dispatch_key(run_id, attempt))
+        return [None if v is None else str(v) for v in pipe.execute()]
+
+    def finish_dispatch(self, token: str) -> None:
+        run_id, attempt = [*token.split("|"), "0"][:2]
+        key = self.dispatch_key(run_id, attempt)
+        self.redis.set(key, f"{token}|done", xx=True, ex=self.settings.retention_seconds)
 
     def acquire_reconcile_lock(self, token: str, ttl: float) -> bool:
         return bool(self.redis.set(self.reconcile_lock_key, token, nx=True, px=int(ttl * 1000)))

@@ -368,7 +368,12 @@ def reconcile_runs(self: Task) -> dict[str, int]:
         run_ids = store.due_runs(now, settings.reconcile_batch)
         timers: dict[str, float] = {}
         drop: list[str] = []
-        for run_id, data in zip(run_ids, store.raw_many(run_ids), strict=True):
+        raws = store.raw_many(run_ids)
+        sent = [(d["run_id"], d.get("redrives") or "0") for d in raws if d.get("completion") == "sent"]
+        guards = dict(zip([rid for rid, _ in sent], store.dispatch_state(sent), strict=True))
+        for run_id, data in zip(run_ids, raws, strict=True):
+            if run_id in guards:
+                data = {**data, "dispatch": guards[run_id] or ""}
             decision = reconcile.decide(data, now, settings)
             counts[decision.action] += 1
             _act(run_id, data, decision.action)
@@ -410,6 +415,10 @@ def _act(run_id: str, data: dict[str, str], action: str) -> None:
         lookup_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
     elif action == reconcile.COMPLETE:
         enqueue_complete(run_id)
+    elif action == reconcile.REDISPATCH:
+        log.warning("run %s: its callback never reached its end; dispatching it again", run_id)
+        if get_context().store.reopen_completion(run_id):
+            enqueue_complete(run_id)
     elif action == reconcile.EXPIRE_UNKNOWN:
         error = _timeout_error(
             data,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import Celery, Task
 from celery.signals import worker_init
 from kombu import Queue  # type: ignore[attr-defined]
@@ -101,25 +100,39 @@ def celery_config(settings: Settings) -> dict[str, object]:
 class NenTask(Task):  # type: ignore[misc]
     """Base class of every task on this app, user callbacks included.
 
-    complete_run stamps each callback message with a dispatch token. If a crash between
-    publishing and recording "sent" makes complete_run publish the callback a second time, the
-    two messages carry different tokens and only the first one to start runs: the token is
-    claimed in Redis with SET NX, and a redelivery of the same message (same token) may run
-    again, as late acks intend.
+    complete_run stamps each callback message with a dispatch token (run|attempt|nonce). If a
+    crash between publishing and recording "sent" makes complete_run publish the callback a
+    second time, the two messages carry different tokens and only the first one to start runs
+    (claimed in Redis). A redelivery of that same message runs again if it had not reached its
+    end (late acks), and is skipped if it had and only its acknowledgement was lost. A callback
+    whose message was lost altogether is dispatched again by the sweep after
+    NEN_CALLBACK_TIMEOUT. An exception raised by the callback counts as its end: retries of a
+    failing callback are the callback's own business (autoretry_for, ...).
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        token = _dispatch_token(self.request)
-        if token is not None and not _claim_dispatch(token):
-            log.warning(
-                "callback %s for run %s skipped: a duplicate dispatch already ran",
-                self.name,
-                token.split("|", 1)[0],
-            )
-            return None
         if self.request.id is None:  # called directly, not by a worker
             return super().__call__(*args, **kwargs)
-        return self.run(*args, **kwargs)
+        token = _dispatch_token(self.request)
+        if token is None:
+            return self.run(*args, **kwargs)
+        from .context import get_context
+
+        store = get_context().store
+        verdict = store.claim_dispatch(token)
+        if verdict != "run":
+            log.warning(
+                "callback %s for run %s not run again: %s",
+                self.name,
+                token.split("|", 1)[0],
+                "it already finished" if verdict == "done" else "a duplicate dispatch already ran",
+            )
+            return None
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            # reached its end (a return or an exception): never dispatched again
+            store.finish_dispatch(token)
 
 
 def _dispatch_token(request: Any) -> str | None:
@@ -128,20 +141,6 @@ def _dispatch_token(request: Any) -> str | None:
     if token is None:
         token = getattr(request, DISPATCH_HEADER, None)
     return str(token) if token else None
-
-
-def _claim_dispatch(token: str) -> bool:
-    from .context import get_context
-
-    ctx = get_context()
-    run_id, attempt = [*token.split("|"), "0"][:2]
-    key = f"{ctx.settings.key_prefix}:run:{{{run_id}}}:dispatched:{attempt}"
-    try:
-        if ctx.redis.set(key, token, nx=True, ex=ctx.settings.retention_seconds):
-            return True
-        return bool(ctx.redis.get(key) == token)
-    except redis.RedisError:
-        raise  # late acks: the message is retried when Redis is back
 
 
 app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -10,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,10 +24,31 @@ import pytest
 from nen_celery import signing
 from nen_celery.simulator import SimulatorConfig, SimulatorServer
 from nen_celery.simulator.cli import build_parser, config_from_args
+from nen_celery.simulator.config import PlannedError
 
 WORKFLOW = "8c9e2f64-1b7d-4c3e-9a55-0d6f2b7e4a11"
 FAILING_WORKFLOW = "0b5d3c1e-7f2a-4e6b-8d90-1a2b3c4d5e6f"
 WAIT = 5.0
+
+#: ``GET /_sim/config`` with every fault off (the defaults).
+FAULTS_OFF: dict[str, Any] = {
+    "seed": None,
+    "post_errors": [],
+    "post_error_rate": 0.0,
+    "post_error_status": 503,
+    "post_latency": 0.0,
+    "get_latency": 0.0,
+    "bad_accept_body": False,
+    "drop_after_accept": 0,
+    "webhook_duplicates": 0,
+    "webhook_drop": [],
+    "webhook_drop_rate": 0.0,
+    "webhook_reorder": False,
+    "webhook_delay": 0.0,
+    "never_terminal": False,
+    "honour_idempotency_key": False,
+    "lookup_by_idempotency_key": False,
+}
 
 
 @dataclasses.dataclass
@@ -33,6 +57,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     answered: int
+    at: float  # time.monotonic() when it arrived
 
     def json(self) -> dict[str, Any]:
         data = json.loads(self.body)
@@ -41,21 +66,36 @@ class Delivery:
 
 
 class Receiver:
-    """A webhook receiver in a thread; records every attempt, can answer 500 on demand."""
+    """A webhook receiver in a thread; records every attempt, can answer 500 on demand.
+
+    With ``barrier`` set, each request waits there before it is answered: a barrier of N only
+    lets requests through N at a time, which proves they were in flight together.
+    """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.deliveries: list[Delivery] = []
         self.fail_next = 0
+        self.barrier: threading.Barrier | None = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                barrier = receiver.barrier
+                broken = False
+                if barrier is not None:
+                    try:
+                        barrier.wait(WAIT)
+                    except threading.BrokenBarrierError:
+                        broken = True
                 with receiver.cond:
-                    status = 500 if receiver.fail_next > 0 else 200
+                    status = 500 if receiver.fail_next > 0 or broken else 200
                     receiver.fail_next = max(0, receiver.fail_next - 1)
-                    receiver.deliveries.append(Delivery(self.path, dict(self.headers.items()), body, status))
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers.items()), body, status, arrived)
+                    )
                     receiver.cond.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -89,6 +129,7 @@ class Receiver:
         with self.cond:
             self.deliveries.clear()
             self.fail_next = 0
+            self.barrier = None
 
     def close(self) -> None:
         self.server.shutdown()
@@ -118,13 +159,12 @@ def receiver_module() -> Iterator[Receiver]:
 @pytest.fixture
 def sim(sim_module: SimulatorServer) -> Iterator[SimulatorServer]:
     """The shared simulator, reset and with its original config restored after each test."""
-    saved = dataclasses.replace(sim_module.config)
+    saved = copy.deepcopy(sim_module.config)
     sim_module.reset()
     yield sim_module
     sim_module.reset()
     for f in dataclasses.fields(saved):
-        value = getattr(saved, f.name)
-        setattr(sim_module.config, f.name, set(value) if isinstance(value, set) else value)
+        setattr(sim_module.config, f.name, copy.deepcopy(getattr(saved, f.name)))
 
 
 @pytest.fixture
@@ -176,6 +216,52 @@ def assert_error(response: httpx.Response, status: int, error: str, mentions: st
     assert set(body) == {"error", "message"}
     assert body["error"] == error
     assert mentions in body["message"]
+
+
+def set_config(anon: httpx.Client, **update: Any) -> dict[str, Any]:
+    """POST /_sim/config; return the config it shows afterwards."""
+    response = anon.post("/_sim/config", json=update)
+    assert response.status_code == 200, response.text
+    shown = response.json()
+    assert isinstance(shown, dict)
+    return shown
+
+
+def start_run(
+    client: httpx.Client, workflow_id: str = WORKFLOW, callback: str | None = None, **headers: str
+) -> str:
+    """POST a run (with a webhook when ``callback`` is given) that must be accepted; its messageId."""
+    body: dict[str, Any] = {"workflow_id": workflow_id}
+    if callback is not None:
+        body["webhook_callback"] = callback
+    response = post_run(client, body, **headers)
+    assert response.status_code == 202, response.text
+    message_id = response.json()["messageId"]
+    assert isinstance(message_id, str)
+    return message_id
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_logs(*names: str, level: int = logging.WARNING) -> Iterator[list[logging.LogRecord]]:
+    """Records of these loggers at ``level`` or above (uvicorn's loggers do not reach caplog)."""
+    handler = _ListHandler(level)
+    loggers = [logging.getLogger(name) for name in names]
+    for log in loggers:
+        log.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        for log in loggers:
+            log.removeHandler(handler)
 
 
 # -- plumbing -----------------------------------------------------------------
@@ -428,6 +514,9 @@ def test_stats_count_posts_per_idempotency_key(
     assert stats["posts_by_idempotency_key"] == {"a": 3, "b": 1, "<none>": 1}
     assert set(stats["runs"]) == set(ids)
     assert [stats["runs"][i]["idempotency_key"] for i in ids] == ["a", "a", "b", "<none>"]
+    assert [stats["runs"][i]["posts"] for i in ids] == [3, 3, 1, 1]
+    assert stats["errors_injected"] == 0
+    assert stats["idempotent_replays"] == 0
     assert all(run["workflow_id"] == WORKFLOW for run in stats["runs"].values())
     assert sim.stats()["posts_by_idempotency_key"] == stats["posts_by_idempotency_key"]
 
@@ -439,6 +528,8 @@ def test_reset_clears_runs_and_stats(sim: SimulatorServer, client: httpx.Client,
     assert stats["posts"] == 0
     assert stats["runs"] == {}
     assert stats["posts_by_idempotency_key"] == {}
+    assert stats["deliveries"] == {}
+    assert stats["errors_injected"] == stats["webhooks_attempted"] == stats["idempotent_replays"] == 0
     assert client.get(f"/runs/{message_id}").status_code == 404
 
 
@@ -457,6 +548,8 @@ def test_webhook_retried_until_receiver_answers(
     assert attempts == [("processing", 500), ("processing", 500), ("processing", 200), ("success", 200)]
     stats = sim.wait_for(lambda s: s["webhooks_sent"] == 2)
     assert stats["webhooks_failed"] == 0
+    assert stats["webhooks_attempted"] == 4
+    assert stats["deliveries"] == {message_id: ["processing", "success"]}
 
 
 def test_webhook_given_up_after_attempts(
@@ -514,6 +607,7 @@ def test_sim_config_updates_values(sim: SimulatorServer, anon: httpx.Client) -> 
         "terminal_delay": 0.5,
         "fail_workflows": [WORKFLOW],
         "unknown_workflows": [],
+        **FAULTS_OFF,
     }
     assert sim.config.fail_workflows == {WORKFLOW}
     assert anon.get("/_sim/config").json() == response.json()
@@ -535,6 +629,32 @@ def test_sim_config_changes_behaviour(sim: SimulatorServer, client: httpx.Client
         ({"terminal_delay": True}, "terminal_delay"),
         ({"fail_workflows": WORKFLOW}, "fail_workflows"),
         ({"unknown_workflows": [1]}, "unknown_workflows"),
+        ({"seed": "42"}, "seed"),
+        ({"post_errors": {"status": 503}}, "post_errors"),
+        ({"post_errors": [503]}, "post_errors[0]"),
+        ({"post_errors": [{"status": 503}, {"retry_after": 1}]}, "post_errors[1].status"),
+        ({"post_errors": [{"status": 200}]}, "post_errors[0].status"),
+        ({"post_errors": [{"status": 503, "retry": 1}]}, "retry"),
+        ({"post_errors": [{"status": 503, "retry_after": -1}]}, "post_errors[0].retry_after"),
+        ({"post_errors": [{"status": 503, "retry_after": "1\r\nX-Evil: 1"}]}, "retry_after"),
+        ({"post_errors": [{"status": 503, "error": 5}]}, "post_errors[0].error"),
+        ({"post_error_rate": 1.5}, "post_error_rate"),
+        ({"post_error_status": 302}, "post_error_status"),
+        ({"post_latency": -0.1}, "post_latency"),
+        ({"get_latency": "slow"}, "get_latency"),
+        ({"bad_accept_body": -1}, "bad_accept_body"),
+        ({"bad_accept_body": "yes"}, "bad_accept_body"),
+        ({"drop_after_accept": 1.5}, "drop_after_accept"),
+        ({"drop_after_accept": True}, "drop_after_accept"),
+        ({"webhook_duplicates": 1000}, "webhook_duplicates"),
+        ({"webhook_drop": ["done"]}, "webhook_drop"),
+        ({"webhook_drop": "processing"}, "webhook_drop"),
+        ({"webhook_drop_rate": -0.5}, "webhook_drop_rate"),
+        ({"webhook_reorder": 1}, "webhook_reorder"),
+        ({"webhook_delay": [1]}, "webhook_delay"),
+        ({"never_terminal": "all"}, "never_terminal"),
+        ({"honour_idempotency_key": "yes"}, "honour_idempotency_key"),
+        ({"lookup_by_idempotency_key": None}, "lookup_by_idempotency_key"),
     ],
 )
 def test_sim_config_rejects_bad_keys(
@@ -549,6 +669,320 @@ def test_sim_config_rejects_bad_keys(
 def test_sim_config_rejects_non_object(sim: SimulatorServer, anon: httpx.Client) -> None:
     response = anon.post("/_sim/config", content=b"[]")
     assert_error(response, 400, "invalid_json")
+
+
+# -- fault injection: POST /runs ------------------------------------------------------------
+
+
+def test_post_errors_are_answered_in_order_without_runs(
+    sim: SimulatorServer, client: httpx.Client, anon: httpx.Client
+) -> None:
+    plan = [
+        {"status": 503},
+        {"status": 429, "retry_after": 2},
+        {"status": 502, "error": "upstream_down", "message": "gateway hiccup"},
+    ]
+    assert set_config(anon, post_errors=plan)["post_errors"] == plan
+    body = {"workflow_id": WORKFLOW}
+    assert post_run(anon, body).status_code == 401  # unauthenticated: consumes nothing
+    answers = [post_run(client, body, **{"Idempotency-Key": "k"}) for _ in range(4)]
+    assert_error(answers[0], 503, "service_unavailable")
+    assert "retry-after" not in answers[0].headers
+    assert_error(answers[1], 429, "too_many_requests")
+    assert answers[1].headers["Retry-After"] == "2"
+    assert_error(answers[2], 502, "upstream_down", "gateway hiccup")
+    assert answers[3].status_code == 202
+    message_id = answers[3].json()["messageId"]
+    stats = sim.stats()
+    assert (stats["posts"], stats["accepted"], stats["errors_injected"]) == (4, 1, 3)
+    assert stats["posts_by_idempotency_key"] == {"k": 4}
+    assert list(stats["runs"]) == [message_id]
+    assert stats["runs"][message_id]["posts"] == 4
+    assert anon.get("/_sim/config").json()["post_errors"] == []  # consumed
+
+
+def test_post_error_rate_is_random_but_seeded(
+    sim: SimulatorServer, client: httpx.Client, anon: httpx.Client
+) -> None:
+    def burst() -> list[int]:
+        set_config(anon, seed=42, post_error_rate=0.5, post_error_status=429)
+        return [post_run(client, {"workflow_id": WORKFLOW}).status_code for _ in range(16)]
+
+    first = burst()
+    assert set(first) == {202, 429}
+    stats = sim.stats()
+    assert stats["errors_injected"] == first.count(429)
+    assert stats["accepted"] == len(stats["runs"]) == first.count(202)
+    assert anon.post("/_sim/reset").status_code == 200
+    assert burst() == first  # same seed, same sequence
+    set_config(anon, post_error_rate=1.0, post_error_status=503)
+    response = post_run(client, {"workflow_id": WORKFLOW})
+    assert_error(response, 503, "service_unavailable")
+    assert "retry-after" not in response.headers
+
+
+def test_post_latency_answers_late_but_starts_the_run_first(
+    anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, post_latency=0.4)
+    started = time.monotonic()
+    message_id = start_run(client, callback=receiver.url)
+    answered = time.monotonic()
+    assert answered - started >= 0.4
+    deliveries = receiver.wait_for(lambda ds: len(ds) >= 2)
+    assert [d.json()["status"] for d in deliveries] == ["processing", "success"]
+    assert all(d.json()["message_id"] == message_id for d in deliveries)
+    assert all(d.at < answered for d in deliveries)  # both webhooks came while the client waited
+
+
+def test_read_timeout_leaves_a_started_run_behind(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, post_latency=30)
+    raw = json.dumps({"workflow_id": WORKFLOW, "webhook_callback": receiver.url}).encode()
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/runs", content=raw, headers={"Idempotency-Key": "lost"}, timeout=0.3)
+    stats = sim.wait_for(lambda s: list(s["deliveries"].values()) == [["processing", "success"]])
+    [(message_id, run)] = stats["runs"].items()
+    assert run["status"] == "success"
+    assert run["idempotency_key"] == "lost"
+    assert [d.json()["message_id"] for d in receiver.deliveries] == [message_id, message_id]
+
+
+def test_get_latency(anon: httpx.Client, client: httpx.Client) -> None:
+    message_id = start_run(client)
+    set_config(anon, get_latency=0.3)
+    started = time.monotonic()
+    response = client.get(f"/runs/{message_id}")
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200
+    assert response.json()["message_id"] == message_id
+
+
+def test_bad_accept_body_still_creates_the_run(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, bad_accept_body=1)
+    body = {"workflow_id": WORKFLOW, "webhook_callback": receiver.url}
+    bad = post_run(client, body)
+    assert bad.status_code == 202
+    assert bad.text == "accepted"
+    with pytest.raises(ValueError):
+        bad.json()
+    stats = sim.wait_for(lambda s: list(s["deliveries"].values()) == [["processing", "success"]])
+    assert (stats["accepted"], stats["bad_accept_bodies"]) == (1, 1)
+    assert anon.get("/_sim/config").json()["bad_accept_body"] == 0  # the count was used up
+    assert start_run(client) not in stats["runs"]  # the next one is well-formed again
+
+    set_config(anon, bad_accept_body=True)
+    assert [post_run(client, body).text for _ in range(2)] == ["accepted", "accepted"]
+    assert sim.stats()["accepted"] == 4
+
+
+def test_drop_after_accept_closes_the_connection_unanswered(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, drop_after_accept=1)
+    with captured_logs("uvicorn", "uvicorn.error", "nen_celery.simulator") as problems:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            post_run(client, {"workflow_id": WORKFLOW, "webhook_callback": receiver.url})
+        stats = sim.wait_for(lambda s: list(s["deliveries"].values()) == [["processing", "success"]])
+        assert (stats["accepted"], stats["dropped_connections"], stats["errors_injected"]) == (1, 1, 0)
+        [run] = stats["runs"].values()
+        assert run["status"] == "success"
+        start_run(client)  # the same client carries on, answered normally
+    assert problems == []  # no "Exception in ASGI application", no 500
+
+
+# -- fault injection: webhooks --------------------------------------------------------------
+
+
+def test_webhook_duplicates_are_delivered_concurrently(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, webhook_duplicates=2)
+    receiver.barrier = threading.Barrier(3)  # answers only when all three copies are in flight
+    message_id = start_run(client, callback=receiver.url)
+    statuses = [p["status"] for p in receiver.delivered(message_id, 6)]
+    assert statuses == ["processing"] * 3 + ["success"] * 3
+    stats = sim.wait_for(lambda s: s["webhooks_sent"] == 6)
+    assert stats["deliveries"][message_id] == statuses
+    assert (stats["webhooks_attempted"], stats["webhooks_failed"]) == (6, 0)
+
+
+@pytest.mark.parametrize(
+    ("drop", "delivered"),
+    [(["processing"], ["success"]), (["success", "failed"], ["processing"])],
+    ids=["processing", "terminal"],
+)
+def test_webhook_drop_never_delivers_those_statuses(
+    sim: SimulatorServer,
+    anon: httpx.Client,
+    client: httpx.Client,
+    receiver: Receiver,
+    drop: list[str],
+    delivered: list[str],
+) -> None:
+    set_config(anon, webhook_drop=drop)
+    message_id = start_run(client, callback=receiver.url)
+    stats = sim.wait_for(
+        lambda s: (
+            s["runs"][message_id]["status"] == "success"
+            and s["webhooks_dropped"] == 1
+            and s["deliveries"][message_id] == delivered
+        )
+    )
+    assert stats["webhooks_attempted"] == 1
+    assert [d.json()["status"] for d in receiver.deliveries] == delivered
+    assert client.get(f"/runs/{message_id}").json()["status"] == "success"
+
+
+def test_webhook_drop_rate_is_seeded(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    def one_run() -> Counter[str]:
+        set_config(anon, seed=7, webhook_drop_rate=0.5, webhook_duplicates=7)  # 8 copies each
+        message_id = start_run(client, callback=receiver.url)
+        stats = sim.wait_for(lambda s: s["webhooks_dropped"] + s["webhooks_sent"] == 16)
+        return Counter(stats["deliveries"][message_id])
+
+    first = one_run()
+    assert 0 < sum(first.values()) < 16
+    sim.reset()
+    assert one_run() == first
+
+
+def test_webhook_reorder_sends_the_terminal_status_first(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, webhook_reorder=True)
+    message_id = start_run(client, FAILING_WORKFLOW, callback=receiver.url)
+    assert [p["status"] for p in receiver.delivered(message_id, 2)] == ["failed", "processing"]
+    stats = sim.wait_for(lambda s: s["webhooks_sent"] == 2)
+    assert stats["deliveries"][message_id] == ["failed", "processing"]
+    assert client.get(f"/runs/{message_id}").json()["status"] == "failed"  # the state is not reordered
+
+
+def test_webhook_delay(anon: httpx.Client, client: httpx.Client, receiver: Receiver) -> None:
+    set_config(anon, webhook_delay=0.3)
+    started = time.monotonic()
+    message_id = start_run(client, callback=receiver.url)
+    processing, success = receiver.wait_for(lambda ds: len(ds) >= 2)
+    assert [processing.json()["status"], success.json()["status"]] == ["processing", "success"]
+    assert processing.json()["message_id"] == message_id
+    assert processing.at - started >= 0.3
+    assert success.at - processing.at >= 0.29  # its own delay, after the processing one was delivered
+
+
+def test_never_terminal_runs_stay_processing(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, never_terminal=[WORKFLOW])
+    stuck = start_run(client, WORKFLOW, callback=receiver.url)
+    # A run started later with the same timings ends after the stuck one would have.
+    control = start_run(client, FAILING_WORKFLOW, callback=receiver.url)
+    assert [p["status"] for p in receiver.delivered(control, 2)] == ["processing", "failed"]
+    set_config(anon, never_terminal=True)
+    stuck_too = start_run(client, FAILING_WORKFLOW, callback=receiver.url)
+    set_config(anon, never_terminal=False)  # decided when the run was accepted
+    later = start_run(client, FAILING_WORKFLOW, callback=receiver.url)
+    assert [p["status"] for p in receiver.delivered(later, 2)] == ["processing", "failed"]
+
+    stats = sim.wait_for(lambda s: s["deliveries"][stuck] == s["deliveries"][stuck_too] == ["processing"])
+    for message_id in (stuck, stuck_too):
+        assert stats["runs"][message_id]["status"] == "processing"
+        assert client.get(f"/runs/{message_id}").json()["status"] == "processing"
+        assert [d.json()["status"] for d in receiver.deliveries if d.json()["message_id"] == message_id] == [
+            "processing"
+        ]
+
+
+# -- fault injection: idempotency, reset, start-up config -----------------------------------
+
+
+def test_honour_idempotency_key_replays_the_original_202(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client
+) -> None:
+    set_config(anon, honour_idempotency_key=True, post_errors=[{"status": 503}])
+    body = {"workflow_id": WORKFLOW}
+    assert post_run(client, body, **{"Idempotency-Key": "a"}).status_code == 503  # no run: not a replay
+    first = post_run(client, body, **{"Idempotency-Key": "a"})
+    again = post_run(client, body, **{"Idempotency-Key": "a"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    other = start_run(client, **{"Idempotency-Key": "b"})
+    keyless = {start_run(client), start_run(client)}
+    stats = sim.stats()
+    assert (stats["posts"], stats["accepted"], stats["idempotent_replays"]) == (6, 4, 1)
+    assert set(stats["runs"]) == {first.json()["messageId"], other, *keyless}
+    assert stats["runs"][first.json()["messageId"]]["posts"] == 3
+
+
+def test_lookup_by_idempotency_key(sim: SimulatorServer, anon: httpx.Client, client: httpx.Client) -> None:
+    params = {"idempotency_key": "k"}
+    assert_error(client.get("/runs", params=params), 405, "method_not_allowed")  # off by default
+    original = start_run(client, **{"Idempotency-Key": "k"})
+    start_run(client, **{"Idempotency-Key": "k"})  # not honoured: a second run, same key
+    set_config(anon, lookup_by_idempotency_key=True)
+    assert_error(anon.get("/runs", params=params), 401, "unauthorized")
+    assert_error(client.get("/runs"), 400, "invalid_request", "idempotency_key")
+    assert_error(client.get("/runs", params={"idempotency_key": "other"}), 404, "run_not_found")
+    sim.wait_for(lambda s: s["runs"][original]["status"] == "success")
+    found = client.get("/runs", params=params)
+    assert found.status_code == 200
+    assert found.json() == client.get(f"/runs/{original}").json()  # the first run that key created
+    assert found.json()["status"] == "success"
+
+
+def test_reset_restores_fault_defaults(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client
+) -> None:
+    faults_on = {
+        "seed": 3,
+        "post_errors": [{"status": 429, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"}],
+        "post_error_rate": 0.25,
+        "post_error_status": 500,
+        "post_latency": 1.5,
+        "get_latency": 0.5,
+        "bad_accept_body": 2,
+        "drop_after_accept": 1,
+        "webhook_duplicates": 3,
+        "webhook_drop": ["success", "processing"],
+        "webhook_drop_rate": 0.1,
+        "webhook_reorder": True,
+        "webhook_delay": 0.2,
+        "never_terminal": [FAILING_WORKFLOW, WORKFLOW],
+        "honour_idempotency_key": True,
+        "lookup_by_idempotency_key": True,
+    }
+    shown = set_config(anon, **faults_on)
+    assert {key: shown[key] for key in FAULTS_OFF} == {
+        **faults_on,
+        "post_error_rate": 0.25,
+        "webhook_drop": ["processing", "success"],
+        "never_terminal": sorted([FAILING_WORKFLOW, WORKFLOW]),
+    }
+    assert anon.post("/_sim/reset").status_code == 200
+    config = anon.get("/_sim/config").json()
+    assert {key: config[key] for key in FAULTS_OFF} == FAULTS_OFF
+    assert config["processing_delay"] == sim.config.processing_delay == 0.01  # not a fault: kept
+    start_run(client)
+
+
+def test_faults_from_the_start_config_come_back_on_reset() -> None:
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    config = SimulatorConfig(post_errors=[PlannedError(429, retry_after=date)], honour_idempotency_key=True)
+    with (
+        SimulatorServer(config) as server,
+        httpx.Client(base_url=server.url, headers={"x-api-key": config.api_key}, trust_env=False) as client,
+    ):
+        for _ in range(2):
+            response = post_run(client, {"workflow_id": WORKFLOW})
+            assert_error(response, 429, "too_many_requests")
+            assert response.headers["Retry-After"] == date
+            assert post_run(client, {"workflow_id": WORKFLOW}).status_code == 202
+            server.reset()  # the plan is back; honour_idempotency_key stays on
+            assert config.honour_idempotency_key
 
 
 # -- command line ---------------------------------------------------------------
@@ -569,3 +1003,69 @@ def test_cli_arguments_and_environment() -> None:
     assert "env-key" not in repr(config)
     override = config_from_args(build_parser(env).parse_args(["--api-key", "cli-key"]))
     assert override.api_key == "cli-key"
+    assert dataclasses.replace(override, api_key="sim-api-key", webhook_secret="sim-webhook-secret") == (
+        SimulatorConfig()
+    )  # every fault off unless asked for
+
+
+def test_cli_fault_flags() -> None:
+    argv = [
+        "--seed", "9",
+        "--post-error", "503",
+        "--post-error", "429:2",
+        "--post-error", "503:Wed, 21 Oct 2015 07:28:00 GMT",
+        "--post-error-rate", "0.1",
+        "--post-error-status", "502",
+        "--post-latency", "1.5",
+        "--get-latency", "0.5",
+        "--bad-accept-body",
+        "--drop-after-accept", "2",
+        "--webhook-duplicates", "1",
+        "--webhook-drop", "processing",
+        "--webhook-drop", "failed",
+        "--webhook-drop-rate", "0.2",
+        "--webhook-reorder",
+        "--webhook-delay", "0.3",
+        "--never-terminal-workflow", WORKFLOW,
+        "--honour-idempotency-key",
+        "--lookup-by-idempotency-key",
+    ]  # fmt: skip
+    config = config_from_args(build_parser({}).parse_args(argv))
+    assert config.seed == 9
+    assert config.post_errors == [
+        PlannedError(503),
+        PlannedError(429, retry_after=2),
+        PlannedError(503, retry_after="Wed, 21 Oct 2015 07:28:00 GMT"),
+    ]
+    assert (config.post_error_rate, config.post_error_status) == (0.1, 502)
+    assert (config.post_latency, config.get_latency) == (1.5, 0.5)
+    assert (config.bad_accept_body, config.drop_after_accept) == (True, 2)
+    assert (config.webhook_duplicates, config.webhook_drop, config.webhook_drop_rate) == (
+        1,
+        {"processing", "failed"},
+        0.2,
+    )
+    assert (config.webhook_reorder, config.webhook_delay) == (True, 0.3)
+    assert config.never_terminal == {WORKFLOW}
+    assert config.honour_idempotency_key and config.lookup_by_idempotency_key
+    counted = config_from_args(build_parser({}).parse_args(["--bad-accept-body", "3", "--never-terminal"]))
+    assert (counted.bad_accept_body, counted.never_terminal) == (3, True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--post-error", "200"],
+        ["--post-error", "abc"],
+        ["--post-error-rate", "1.5"],
+        ["--post-latency", "-1"],
+        ["--bad-accept-body", "-2"],
+        ["--webhook-drop", "done"],
+        ["--webhook-duplicates", "1000"],
+    ],
+)
+def test_cli_rejects_bad_fault_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser({}).parse_args(argv)
+    assert exited.value.code == 2
+    assert argv[0] in capsys.readouterr().err

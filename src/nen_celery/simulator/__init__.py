@@ -5,7 +5,15 @@
 """
 
 from nen_celery.simulator.app import SimulatorState, create_app, get_state
-from nen_celery.simulator.config import SimulatorConfig
+from nen_celery.simulator.config import PlannedError, SimulatorConfig
 from nen_celery.simulator.server import SimulatorServer, serve
 
-__all__ = ["SimulatorConfig", "SimulatorServer", "SimulatorState", "create_app", "get_state", "serve"]
+__all__ = [
+    "PlannedError",
+    "SimulatorConfig",
+    "SimulatorServer",
+    "SimulatorState",
+    "create_app",
+    "get_state",
+    "serve",
+]

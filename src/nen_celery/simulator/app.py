@@ -3,6 +3,10 @@
 It is deliberately strict (it rejects what the real API is documented to reject, and a
 little more) so that client bugs show up locally, and honest about timing: runs progress on
 asyncio timers and webhooks go out over real HTTP, with retries, like Nen's would.
+
+Fault injection (``SimulatorConfig`` fields from ``seed`` on, all off by default) makes it
+misbehave on purpose: error bursts, latency, garbled or missing 202s, duplicated, dropped,
+reordered, late or missing webhooks, and two optional idempotency features Nen does not document.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hmac
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import threading
@@ -30,12 +35,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nen_celery.signing import verify_request, webhook_signature
-from nen_celery.simulator.config import SimulatorConfig
+from nen_celery.simulator.config import FAULT_FIELDS, PlannedError, SimulatorConfig
+from nen_celery.simulator.control import InvalidConfig, config_view, parse_config_update
 
 logger = logging.getLogger("nen_celery.simulator")
 
@@ -47,9 +53,15 @@ FAILED = "failed"
 NO_IDEMPOTENCY_KEY = "<none>"
 ALTERNATE_WEBHOOK_FIELD = "webhook_url"
 
+#: Body of the 202 that ``bad_accept_body`` sends instead of JSON.
+BAD_ACCEPT_BODY = "accepted"
+
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_CONFIG_DELAYS = ("processing_delay", "terminal_delay")
-_CONFIG_SETS = ("fail_workflows", "unknown_workflows")
+# Private scope keys: the server transport of the request (so a fault can drop the connection),
+# and, for the access log, the marks that we dropped it or that the client left during a delay.
+_TRANSPORT_KEY = "nen_sim.transport"
+_DROPPED_KEY = "nen_sim.dropped"
+_CLIENT_GONE_KEY = "nen_sim.client_gone"
 
 JSONDict = dict[str, Any]
 
@@ -83,6 +95,7 @@ class Run:
     secure_param_keys: tuple[str, ...]
     status: str
     payload: JSONDict
+    never_terminal: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,7 +196,7 @@ def parse_json_object(raw: bytes) -> JSONDict:
 
 
 class SimulatorState:
-    """All in-memory state of one simulator: runs, counters and the delivery tasks.
+    """All in-memory state of one simulator: runs, counters, fault plans and the delivery tasks.
 
     Mutated on the server's event loop; read from other threads (``SimulatorServer.stats``),
     hence every access goes through one condition, which also lets callers wait for a change.
@@ -192,14 +205,27 @@ class SimulatorState:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.changed = threading.Condition()
+        # What POST /_sim/reset puts the fault settings back to: the values we were started with.
+        self._fault_defaults = {name: copy.deepcopy(getattr(config, name)) for name in FAULT_FIELDS}
         self._runs: dict[str, Run] = {}
+        self._runs_by_key: dict[str, str] = {}  # Idempotency-Key -> messageId of its first run
         self._posts = 0
         self._accepted = 0
         self._posts_by_key: dict[str, int] = {}
+        self._replays = 0
+        self._errors_injected = 0
+        self._dropped_connections = 0
+        self._bad_accept_bodies = 0
+        self._webhooks_attempted = 0
         self._webhooks_sent = 0
         self._webhooks_failed = 0
+        self._webhooks_dropped = 0
+        self._deliveries: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._rng_seed = config.seed
+        self._rng = random.Random(config.seed)
+        self._wake: asyncio.Event | None = None
 
     # -- stats -------------------------------------------------------------
 
@@ -213,17 +239,31 @@ class SimulatorState:
             "posts": self._posts,
             "accepted": self._accepted,
             "posts_by_idempotency_key": dict(self._posts_by_key),
+            "idempotent_replays": self._replays,
+            "errors_injected": self._errors_injected,
+            "dropped_connections": self._dropped_connections,
+            "bad_accept_bodies": self._bad_accept_bodies,
+            "webhooks_attempted": self._webhooks_attempted,
             "webhooks_sent": self._webhooks_sent,
             "webhooks_failed": self._webhooks_failed,
+            "webhooks_dropped": self._webhooks_dropped,
+            "deliveries": {message_id: list(sent) for message_id, sent in self._deliveries.items()},
             "runs": {
                 run.message_id: {
                     "workflow_id": run.workflow_id,
                     "status": run.status,
                     "idempotency_key": run.idempotency_key,
+                    "posts": self._run_posts(run),
                 }
                 for run in self._runs.values()
             },
         }
+
+    def _run_posts(self, run: Run) -> int:
+        """POSTs that carried the run's Idempotency-Key (1 for a run created without one)."""
+        if run.idempotency_key == NO_IDEMPOTENCY_KEY:
+            return 1
+        return self._posts_by_key.get(run.idempotency_key, 0)
 
     def wait_for(self, predicate: Callable[[JSONDict], bool], timeout: float) -> JSONDict:
         """Block until ``predicate(stats)`` holds; return those stats. TimeoutError past the deadline."""
@@ -240,22 +280,111 @@ class SimulatorState:
                     )
                 self.changed.wait(remaining)
 
+    def _count(self, counter: str) -> None:
+        with self.changed:
+            setattr(self, counter, getattr(self, counter) + 1)
+            self.changed.notify_all()
+
     def record_post(self, idempotency_key: str) -> None:
         with self.changed:
             self._posts += 1
             self._posts_by_key[idempotency_key] = self._posts_by_key.get(idempotency_key, 0) + 1
             self.changed.notify_all()
 
+    def record_replay(self) -> None:
+        self._count("_replays")
+
     def run_payload(self, message_id: str) -> JSONDict | None:
         with self.changed:
             run = self._runs.get(message_id)
             return copy.deepcopy(run.payload) if run is not None else None
+
+    def run_for_key(self, idempotency_key: str) -> Run | None:
+        """The first run created by a POST carrying ``idempotency_key``, if any."""
+        with self.changed:
+            message_id = self._runs_by_key.get(idempotency_key)
+            return self._runs.get(message_id) if message_id is not None else None
+
+    # -- faults (decided on the event loop) ----------------------------------
+
+    def reseed(self) -> None:
+        """Restart the fault RNG from ``config.seed``."""
+        self._rng_seed = self.config.seed
+        self._rng = random.Random(self._rng_seed)
+
+    def _chance(self, probability: float) -> bool:
+        """True with ``probability``; draws from the RNG only when the fault is on."""
+        if probability <= 0:
+            return False
+        if self.config.seed != self._rng_seed:  # seed changed by attribute, not via /_sim/config
+            self.reseed()
+        return self._rng.random() < probability
+
+    def take_post_error(self) -> PlannedError | None:
+        """The error this POST gets: the next planned one, else maybe a random one; None: no error."""
+        config = self.config
+        planned: PlannedError | None = None
+        if config.post_errors:
+            # Rebind rather than pop: a copy of the config (tests keep one) must not see it shrink.
+            planned, config.post_errors = config.post_errors[0], config.post_errors[1:]
+        elif self._chance(config.post_error_rate):
+            planned = PlannedError(config.post_error_status)
+        if planned is not None:
+            self._count("_errors_injected")
+        return planned
+
+    def take_drop(self) -> bool:
+        """Whether this accepting POST loses its connection instead of an answer."""
+        if self.config.drop_after_accept <= 0:
+            return False
+        self.config.drop_after_accept -= 1
+        self._count("_dropped_connections")
+        return True
+
+    def take_bad_body(self) -> bool:
+        """Whether this accepting POST gets a non-JSON 202 body."""
+        value = self.config.bad_accept_body
+        if isinstance(value, bool):
+            hit = value
+        elif value > 0:
+            self.config.bad_accept_body = value - 1
+            hit = True
+        else:
+            hit = False
+        if hit:
+            self._count("_bad_accept_bodies")
+        return hit
+
+    def _wake_event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def pause(self, seconds: float, request: Request) -> None:
+        """Injected latency: wait ``seconds``, less if the client hangs up or the simulator is reset.
+
+        Cutting the wait short changes nothing the client could see (nobody reads the answer any
+        more), and keeps resets and shutdowns from waiting on a slow answer.
+        """
+        if seconds <= 0:
+            return
+        hangup = asyncio.ensure_future(_until_disconnected(request))
+        waiters = {asyncio.ensure_future(self._wake_event().wait()), hangup}
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            if hangup in done:
+                request.scope[_CLIENT_GONE_KEY] = True
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     # -- runs --------------------------------------------------------------
 
     def accept(self, request: RunRequest, idempotency_key: str) -> Run:
         """Store a new run and start its timeline on the running loop."""
         message_id = str(uuid.uuid4())
+        never_terminal = self.config.never_terminal
         run = Run(
             message_id=message_id,
             workflow_id=request.workflow_id,
@@ -265,10 +394,16 @@ class SimulatorState:
             secure_param_keys=request.secure_param_keys,
             status=ACCEPTED,
             payload={},
+            never_terminal=(
+                never_terminal if isinstance(never_terminal, bool) else request.workflow_id in never_terminal
+            ),
         )
         run.payload = self._payload(run, PROCESSING)
         with self.changed:
             self._runs[message_id] = run
+            self._deliveries[message_id] = []
+            if idempotency_key != NO_IDEMPOTENCY_KEY:
+                self._runs_by_key.setdefault(idempotency_key, message_id)
             self._accepted += 1
             self.changed.notify_all()
         self._spawn(self._drive(run))
@@ -312,23 +447,51 @@ class SimulatorState:
         """processing after processing_delay, terminal after terminal_delay more.
 
         The state follows the timers whatever the receiver does; the terminal webhook only
-        leaves once the processing one was delivered or given up, so it never overtakes it.
+        leaves once the processing one was delivered or given up, so it never overtakes it,
+        unless ``webhook_reorder`` holds the processing webhook back until the terminal one is done.
+        A ``never_terminal`` run stops after ``processing``.
         """
-        processing_delivery: asyncio.Task[None] | None = None
+        processing: list[asyncio.Task[None]] = []
         try:
             await asyncio.sleep(self.config.processing_delay)
-            body = self._transition(run, PROCESSING)
-            if run.callback_url is not None:
-                processing_delivery = self._spawn(self._deliver(run, PROCESSING, body))
+            processing_body = self._transition(run, PROCESSING)
+            reorder = self.config.webhook_reorder
+            if not reorder:
+                processing = self._send_webhook(run, PROCESSING, processing_body)
+            if run.never_terminal:
+                if reorder:
+                    processing = self._send_webhook(run, PROCESSING, processing_body)
+                await asyncio.gather(*processing)
+                return
             await asyncio.sleep(self.config.terminal_delay)
             body = self._transition(run, run.outcome)
-            if processing_delivery is not None:
-                await processing_delivery
-            if run.callback_url is not None:
-                await self._deliver(run, run.outcome, body)
+            await asyncio.gather(*processing)
+            await asyncio.gather(*self._send_webhook(run, run.outcome, body))
+            if reorder:
+                processing = self._send_webhook(run, PROCESSING, processing_body)
+                await asyncio.gather(*processing)
         finally:
-            if processing_delivery is not None and not processing_delivery.done():
-                processing_delivery.cancel()
+            for task in processing:
+                task.cancel()
+
+    def _send_webhook(self, run: Run, status: str, body: bytes) -> list[asyncio.Task[None]]:
+        """Start the deliveries of one webhook: the original plus ``webhook_duplicates`` copies,
+        concurrently, minus those ``webhook_drop`` / ``webhook_drop_rate`` swallow."""
+        if run.callback_url is None:
+            return []
+        copies = 1 + self.config.webhook_duplicates
+        if status in self.config.webhook_drop:
+            kept = 0
+        else:
+            kept = sum(not self._chance(self.config.webhook_drop_rate) for _ in range(copies))
+        if kept < copies:
+            logger.info(
+                "webhook %s message=%s: %d of %d dropped", status, run.message_id, copies - kept, copies
+            )
+            with self.changed:
+                self._webhooks_dropped += copies - kept
+                self.changed.notify_all()
+        return [self._spawn(self._deliver(run, status, body)) for _ in range(kept)]
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -344,9 +507,12 @@ class SimulatorState:
             "Content-Type": "application/json",
             "X-Hmac-Signature": webhook_signature(self.config.webhook_secret, body),
         }
+        if self.config.webhook_delay > 0:
+            await asyncio.sleep(self.config.webhook_delay)
         attempts = max(1, self.config.delivery_attempts)
         delay = self.config.delivery_backoff
         for attempt in range(1, attempts + 1):
+            self._count("_webhooks_attempted")
             try:
                 response = await self._http().post(url, content=body, headers=headers)
                 outcome = str(response.status_code)
@@ -366,15 +532,14 @@ class SimulatorState:
             if delivered:
                 with self.changed:
                     self._webhooks_sent += 1
+                    self._deliveries.setdefault(run.message_id, []).append(status)
                     self.changed.notify_all()
                 return
             if attempt < attempts:
                 await asyncio.sleep(delay)
                 delay *= 2
         logger.warning("webhook %s message=%s given up after %d attempts", status, run.message_id, attempts)
-        with self.changed:
-            self._webhooks_failed += 1
-            self.changed.notify_all()
+        self._count("_webhooks_failed")
 
     async def _cancel_tasks(self) -> None:
         tasks = list(self._tasks)
@@ -383,15 +548,32 @@ class SimulatorState:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reset(self) -> None:
-        """Forget every run and counter; pending deliveries are cancelled first."""
+        """Forget every run and counter, and put the fault settings back to their start values.
+
+        Pending deliveries are cancelled first; answers held back by injected latency go out now.
+        """
         await self._cancel_tasks()
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+        for name, value in self._fault_defaults.items():
+            setattr(self.config, name, copy.deepcopy(value))
+        self.reseed()
         with self.changed:
             self._runs.clear()
+            self._runs_by_key.clear()
             self._posts = 0
             self._accepted = 0
             self._posts_by_key.clear()
+            self._replays = 0
+            self._errors_injected = 0
+            self._dropped_connections = 0
+            self._bad_accept_bodies = 0
+            self._webhooks_attempted = 0
             self._webhooks_sent = 0
             self._webhooks_failed = 0
+            self._webhooks_dropped = 0
+            self._deliveries.clear()
             self.changed.notify_all()
 
     async def aclose(self) -> None:
@@ -403,6 +585,36 @@ class SimulatorState:
 
 
 # -- request handling ------------------------------------------------------
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Return once the client is gone (call only after the body was read, or for bodiless requests)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _drop_connection(request: Request) -> None:
+    """Close the connection without a byte of answer: the client sees the server hang up.
+
+    The transport is the one uvicorn handed the app (see ``_SimulatorApp``). After closing it we
+    wait until the server noticed, so it neither answers nor reports a missing response.
+    """
+    transport = request.scope.get(_TRANSPORT_KEY)
+    if not isinstance(transport, asyncio.BaseTransport):
+        raise RuntimeError("drop_after_accept needs a server that exposes its transport (uvicorn)")
+    request.scope[_DROPPED_KEY] = True
+    transport.close()
+    await _until_disconnected(request)
+
+
+class _NoResponse(Response):
+    """Sends nothing (the connection was dropped on purpose)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return
 
 
 def _check_api_key(request: Request, config: SimulatorConfig) -> None:
@@ -424,44 +636,47 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _config_view(config: SimulatorConfig) -> JSONDict:
+async def _discard_body(request: Request) -> None:
+    async for _chunk in request.stream():
+        pass
+
+
+def _reason_code(status: int) -> str:
+    """``service_unavailable`` for 503: the snake_cased reason phrase."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+    return phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+def _planned_error_response(planned: PlannedError) -> JSONResponse:
+    response = error_response(
+        planned.status,
+        planned.error if planned.error is not None else _reason_code(planned.status),
+        planned.message if planned.message is not None else f"simulated error {planned.status}",
+    )
+    if planned.retry_after is not None:
+        response.headers["Retry-After"] = str(planned.retry_after)
+    return response
+
+
+def _accepted_body(run: Run) -> JSONDict:
     return {
-        "processing_delay": config.processing_delay,
-        "terminal_delay": config.terminal_delay,
-        "fail_workflows": sorted(config.fail_workflows),
-        "unknown_workflows": sorted(config.unknown_workflows),
+        "message": "Job accepted for processing.",
+        "messageId": run.message_id,
+        "workflowId": run.workflow_id,
     }
 
 
 def apply_config_update(config: SimulatorConfig, update: Mapping[str, Any]) -> None:
     """Validate every key first, then apply all of them: a bad update changes nothing."""
-
-    def invalid(message: str) -> ApiError:
-        return ApiError(400, "invalid_config", message)
-
-    unknown = sorted(set(update) - {*_CONFIG_DELAYS, *_CONFIG_SETS})
-    if unknown:
-        raise invalid(f"unknown key(s): {', '.join(unknown)}")
-    delays: dict[str, float] = {}
-    sets: dict[str, set[str]] = {}
-    for key, value in update.items():
-        if key in _CONFIG_DELAYS:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise invalid(f"{key} must be a non-negative number of seconds")
-            delays[key] = float(value)
-        else:
-            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                raise invalid(f"{key} must be a list of workflow id strings")
-            sets[key] = set(value)
-    for key, number in delays.items():
-        setattr(config, key, number)
-    for key, ids in sets.items():
-        setattr(config, key, ids)
+    try:
+        values = parse_config_update(update)
+    except InvalidConfig as exc:
+        raise ApiError(400, "invalid_config", str(exc)) from None
+    for key, value in values.items():
+        setattr(config, key, value)
 
 
 class _AccessLog:
@@ -487,7 +702,28 @@ class _AccessLog:
             await self.app(scope, receive, send_with_status)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            logger.info("%s %s -> %d (%.1f ms)", scope["method"], scope["path"], status, elapsed_ms)
+            if scope.get(_DROPPED_KEY):
+                outcome = "dropped"
+            elif scope.get(_CLIENT_GONE_KEY):
+                outcome = f"{status} (client gone)"
+            else:
+                outcome = str(status)
+            logger.info("%s %s -> %s (%.1f ms)", scope["method"], scope["path"], outcome, elapsed_ms)
+
+
+class _SimulatorApp(Starlette):
+    """Starlette, plus: the server transport of each request goes into its scope.
+
+    uvicorn calls the app with ``send`` bound to its request cycle, which holds the transport; only
+    here, before any middleware wraps ``send``, can ``drop_after_accept`` reach it.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if isinstance(transport, asyncio.BaseTransport):
+                scope[_TRANSPORT_KEY] = transport
+        await super().__call__(scope, receive, send)
 
 
 def create_app(config: SimulatorConfig | None = None) -> Starlette:
@@ -495,13 +731,13 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     config = config if config is not None else SimulatorConfig()
     state = SimulatorState(config)
 
-    async def post_run(request: Request) -> Response:
-        try:
-            _check_api_key(request, config)
-        except ApiError as exc:
-            return exc.response()
-        idempotency_key = request.headers.get("idempotency-key", NO_IDEMPOTENCY_KEY)
-        state.record_post(idempotency_key)
+    async def answer_post(request: Request, idempotency_key: str) -> Response | None:
+        """The answer to an authenticated POST /runs; None: drop the connection instead."""
+        planned = state.take_post_error()
+        if planned is not None:
+            await _discard_body(request)
+            logger.info("injected error %d on POST /runs", planned.status)
+            return _planned_error_response(planned)
         try:
             raw = await _read_body(request, config.max_body_bytes)
             run_request = validate_run_body(parse_json_object(raw), config)
@@ -534,15 +770,35 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
                 )
         except ApiError as exc:
             return exc.response()
-        run = state.accept(run_request, idempotency_key)
-        return JSONResponse(
-            {
-                "message": "Job accepted for processing.",
-                "messageId": run.message_id,
-                "workflowId": run.workflow_id,
-            },
-            status_code=202,
-        )
+        run: Run | None = None
+        if config.honour_idempotency_key and idempotency_key != NO_IDEMPOTENCY_KEY:
+            run = state.run_for_key(idempotency_key)
+            if run is not None:
+                state.record_replay()
+                logger.info("idempotent replay of message=%s", run.message_id)
+        if run is None:
+            run = state.accept(run_request, idempotency_key)
+        if state.take_drop():
+            logger.info("dropping the connection after accepting message=%s", run.message_id)
+            return None
+        if state.take_bad_body():
+            return PlainTextResponse(BAD_ACCEPT_BODY, status_code=202)
+        return JSONResponse(_accepted_body(run), status_code=202)
+
+    async def post_run(request: Request) -> Response:
+        try:
+            _check_api_key(request, config)
+        except ApiError as exc:
+            return exc.response()
+        idempotency_key = request.headers.get("idempotency-key", NO_IDEMPOTENCY_KEY)
+        state.record_post(idempotency_key)
+        response = await answer_post(request, idempotency_key)
+        # Injected latency comes after the work: the run already exists while the client waits.
+        await state.pause(config.post_latency, request)
+        if response is None:
+            await _drop_connection(request)
+            return _NoResponse()
+        return response
 
     async def get_run(request: Request) -> Response:
         try:
@@ -551,8 +807,26 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
             return exc.response()
         message_id = str(request.path_params["message_id"])
         payload = state.run_payload(message_id)
+        await state.pause(config.get_latency, request)
         if payload is None:
             return error_response(404, "run_not_found", f"no run with messageId {message_id}")
+        return JSONResponse(payload)
+
+    async def lookup_run(request: Request) -> Response:
+        if not config.lookup_by_idempotency_key:
+            raise HTTPException(405, headers={"Allow": "POST"})  # exactly what it was without the route
+        try:
+            _check_api_key(request, config)
+        except ApiError as exc:
+            return exc.response()
+        key = request.query_params.get("idempotency_key")
+        if not key:
+            return error_response(400, "invalid_request", "idempotency_key query parameter is required")
+        run = state.run_for_key(key)
+        payload = state.run_payload(run.message_id) if run is not None else None
+        await state.pause(config.get_latency, request)
+        if payload is None:
+            return error_response(404, "run_not_found", "no run was created with that Idempotency-Key")
         return JSONResponse(payload)
 
     async def healthz(request: Request) -> Response:
@@ -563,12 +837,15 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
 
     async def sim_config(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(_config_view(config))
+            return JSONResponse(config_view(config))
         try:
-            apply_config_update(config, parse_json_object(await request.body()))
+            update = parse_json_object(await request.body())
+            apply_config_update(config, update)
         except ApiError as exc:
             return exc.response()
-        return JSONResponse(_config_view(config))
+        if "seed" in update:
+            state.reseed()
+        return JSONResponse(config_view(config))
 
     async def sim_reset(request: Request) -> Response:
         await state.reset()
@@ -576,9 +853,10 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
         return JSONResponse(
-            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"error": _reason_code(exc.status_code), "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -592,9 +870,10 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         finally:
             await state.aclose()
 
-    app = Starlette(
+    app = _SimulatorApp(
         routes=[
             Route("/runs", post_run, methods=["POST"]),
+            Route("/runs", lookup_run, methods=["GET"]),
             Route("/runs/{message_id}", get_run, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/_sim/stats", sim_stats, methods=["GET"]),

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test faults lint typecheck bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# The fault-injection suite alone (it is part of `make test` too).
+faults: install
+	$(PY) scripts/with_redis.py $(PY) -m pytest -m faults $(PYTEST_ARGS)
+
 bench: install
 	$(PY) scripts/with_redis.py $(PY) bench/run.py
+
+# Not in CI: 5,000 runs, 2 workers killed every few seconds, every webhook delivered twice.
+soak: install
+	$(PY) scripts/with_redis.py $(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

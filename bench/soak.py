@@ -24,9 +24,9 @@ os.environ.setdefault("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 import redis  # noqa: E402
 from tests.callbacks import record_dispatch  # noqa: E402
 from tests.cluster import Cluster, db_url  # noqa: E402
-from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL  # noqa: E402
+from tests.conftest import TEST_REDIS_URL, sim_config  # noqa: E402
 
-from nen_celery.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
+from nen_celery.simulator import SimulatorServer  # noqa: E402
 
 
 def pool_children(pid: int) -> list[int]:
@@ -46,16 +46,7 @@ def main() -> int:
 
     url = db_url(TEST_REDIS_URL, 3)
     redis.Redis.from_url(url).flushdb()
-    config = SimulatorConfig(
-        api_key=SIM_API_KEY,
-        signing_key=SIM_SIGNING_KEY,
-        webhook_secret=SIM_WEBHOOK_SECRET,
-        processing_delay=0.05,
-        terminal_delay=0.1,
-        webhook_duplicates=1,
-        lookup_by_idempotency_key=True,
-        delivery_attempts=20,
-    )
+    config = sim_config(webhook_duplicates=1, lookup_by_idempotency_key=True, delivery_attempts=20)
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="nen-soak-"))
     with SimulatorServer(config) as sim:
@@ -112,9 +103,11 @@ def main() -> int:
             for rid, n in zip(run_ids, values[0::2], strict=True):
                 if n != 1 or posts.get(rid, 0) != 1:
                     data = c.store.raw(rid)
-                    print(f"  anomaly {rid}: callbacks={n} posts={posts.get(rid, 0)} "
-                          f"completion={data.get('completion')} task={data.get('callback_task_id')} "
-                          f"history={data.get('history')}")
+                    print(
+                        f"  anomaly {rid}: callbacks={n} posts={posts.get(rid, 0)} "
+                        f"completion={data.get('completion')} task={data.get('callback_task_id')} "
+                        f"history={data.get('history')}"
+                    )
             ok = set(post_hist) == {1} and set(callbacks) == {1} and lost == 0
             print("OK" if ok else "FAILED")
             return 0 if ok else 1

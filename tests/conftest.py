@@ -67,6 +67,14 @@ from tests.helpers import TaskCounter, serve_in_thread  # noqa: E402
 COUNTER = TaskCounter()
 
 
+def sim_config(**overrides: Any) -> SimulatorConfig:
+    """A simulator with the suite's keys (fast delays unless overridden)."""
+    values: dict[str, Any] = {"processing_delay": 0.05, "terminal_delay": 0.1, **overrides}
+    return SimulatorConfig(
+        api_key=SIM_API_KEY, signing_key=SIM_SIGNING_KEY, webhook_secret=SIM_WEBHOOK_SECRET, **values
+    )
+
+
 def reload_settings() -> None:
     reset_settings()
     reset_context()
@@ -114,13 +122,7 @@ def redis_client() -> redis.Redis:
 def stack(redis_client: redis.Redis) -> Iterator[Stack]:
     from celery.contrib.testing.worker import start_worker
 
-    config = SimulatorConfig(
-        api_key=SIM_API_KEY,
-        signing_key=SIM_SIGNING_KEY,
-        webhook_secret=SIM_WEBHOOK_SECRET,
-        processing_delay=0.02,
-        terminal_delay=0.02,
-    )
+    config = sim_config(processing_delay=0.02, terminal_delay=0.02)
     with SimulatorServer(config) as sim, serve_in_thread(create_app()) as receiver_url:
         os.environ["NEN_API_URL"] = sim.url
         os.environ["NEN_WEBHOOK_URL"] = receiver_url + "/webhooks/nen"

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from nen_celery.simulator import SimulatorConfig, SimulatorServer
+from nen_celery.simulator import SimulatorServer
 from tests.cluster import Cluster, db_url
-from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -29,13 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorServer]:
-    config = SimulatorConfig(
-        api_key=SIM_API_KEY,
-        signing_key=SIM_SIGNING_KEY,
-        webhook_secret=SIM_WEBHOOK_SECRET,
-        processing_delay=0.05,
-        terminal_delay=0.1,
-    )
+    config = sim_config()
     with SimulatorServer(config) as server:
         yield server
 

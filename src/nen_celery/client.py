@@ -226,36 +226,27 @@ class NenClient:
         if not self.settings.lookup_path:
             raise ConfigurationError("NEN_LOOKUP_PATH is not set")
         path = self.settings.lookup_path.format(idempotency_key=quote(idempotency_key, safe=""))
+        return self._get_json(path, "lookup", missing_ok=True)
+
+    def get_run(self, message_id: str) -> dict[str, Any]:
+        """The retrieval endpoint (path NEN_RETRIEVAL_PATH): a webhook-shaped status body."""
+        path = self.settings.retrieval_path.format(message_id=quote(message_id, safe=""))
+        data = self._get_json(path, "retrieval", missing_ok=False)
+        assert data is not None
+        return data
+
+    def _get_json(self, path: str, what: str, *, missing_ok: bool) -> dict[str, Any] | None:
+        """GET a JSON object from Nen (reads are safe to retry); None on 404 when missing_ok."""
         try:
             response = self.http.get(self._url(path), headers=self._auth())
         except httpx.TransportError as exc:
             raise classify_transport(exc, retry_read_timeout=True) from None
-        if response.status_code == 404:
+        if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 200:
             data = _body(response)
             if not isinstance(data, dict):
-                raise NenProtocolError("lookup answer is not a JSON object", 200)
-            return data
-        raise classify_status(
-            response.status_code,
-            _body(response),
-            retryable_statuses=self.settings.retryable_statuses,
-            retry_after=response.headers.get("retry-after"),
-            now=self._clock(),
-        )
-
-    def get_run(self, message_id: str) -> dict[str, Any]:
-        """The retrieval endpoint (path NEN_RETRIEVAL_PATH): a webhook-shaped status body."""
-        path = self.settings.retrieval_path.format(message_id=message_id)
-        try:
-            response = self.http.get(self._url(path), headers=self._auth())
-        except httpx.TransportError as exc:
-            raise classify_transport(exc, retry_read_timeout=True) from None
-        if response.status_code == 200:
-            data = _body(response)
-            if not isinstance(data, dict):
-                raise NenProtocolError("retrieval answer is not a JSON object", 200)
+                raise NenProtocolError(f"{what} answer is not a JSON object", 200)
             return data
         raise classify_status(
             response.status_code,

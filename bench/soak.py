@@ -41,7 +41,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--kill-every", type=float, default=3.0)
-    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--whole-every", type=int, default=6, help="every Nth kill takes the whole worker")
     args = parser.parse_args()
 
     url = db_url(TEST_REDIS_URL, 3)
@@ -59,10 +60,13 @@ def main() -> int:
             c.beat()
             started = time.monotonic()
             run_ids = [c.start(callback=record_dispatch) for _ in range(args.runs)]
-            print(f"started {len(run_ids)} runs in {time.monotonic() - started:.1f}s; logs in {tmp}")
+            print(
+                f"started {len(run_ids)} runs in {time.monotonic() - started:.1f}s; logs in {tmp}", flush=True
+            )
             kills = Counter[str]()
             deadline = time.monotonic() + args.timeout
             next_kill = time.monotonic() + args.kill_every
+            last_print = 0.0
             while time.monotonic() < deadline:
                 pipe = c.redis.pipeline(transaction=False)
                 for rid in run_ids:
@@ -72,7 +76,9 @@ def main() -> int:
                     break
                 if time.monotonic() >= next_kill and done < len(run_ids):
                     i = rng.randrange(len(workers))
-                    if kills["pool"] % 4 == 3:  # every 4th time: the whole worker, then a new one
+                    if (
+                        kills["pool"] % args.whole_every == args.whole_every - 1
+                    ):  # whole worker, then a new one
                         c.stop(workers[i], signal.SIGKILL)
                         workers[i] = c.worker(concurrency=4)[0]
                         kills["worker"] += 1
@@ -81,7 +87,9 @@ def main() -> int:
                         os.kill(rng.choice(children), signal.SIGKILL)
                         kills["pool"] += 1
                     next_kill = time.monotonic() + args.kill_every
-                print(f"{done}/{len(run_ids)} finished, kills {dict(kills)}", flush=True)
+                if time.monotonic() - last_print > 10:
+                    print(f"{done}/{len(run_ids)} finished, kills {dict(kills)}", flush=True)
+                    last_print = time.monotonic()
                 time.sleep(0.5)
             elapsed = time.monotonic() - started
             print()

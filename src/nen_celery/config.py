@@ -20,7 +20,9 @@ def _split(value: str | None) -> list[str]:
 class Settings(BaseSettings):
     """Every knob the project has. Each documented Nen gap is a setting, not a constant."""
 
-    model_config = SettingsConfigDict(env_prefix="NEN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="NEN_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Nen API
     api_url: str = "https://api.getnen.ai"

@@ -4,13 +4,20 @@ Nen's scheme (see README, "Signing"): ``x-signature`` is the lowercase hex
 HMAC-SHA256 of ``METHOD\\nPATH\\nTIMESTAMP\\nsha256_hex(body)`` keyed with the
 signing key; webhooks carry ``X-Hmac-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
 Everything signs the exact bytes that go on the wire.
+
+Standard Webhooks (https://www.standardwebhooks.com, opt-in with ``NEN_WEBHOOK_SCHEME=standard``):
+headers ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``
+(space-separated ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``), keyed with the
+base64-decoded part of a ``whsec_<base64>`` secret; timestamps outside a tolerance are refused.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 WEBHOOK_SIGNATURE_PREFIX = "sha256="
@@ -46,7 +53,7 @@ def parse_timestamp(value: str) -> float:
     Raises ValueError naming the value when it is none of those.
     """
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         # Anything past year 33658 in seconds is a millisecond timestamp.
         return number / 1000.0 if number >= 10**12 else float(number)
@@ -106,3 +113,102 @@ def verify_webhook(secrets: str | Iterable[str], body: bytes, header: str | None
         if secret and hmac.compare_digest(webhook_signature(secret, body), presented):
             valid = True
     return valid
+
+
+# -- Standard Webhooks -----------------------------------------------------------------------
+
+STANDARD_SECRET_PREFIX = "whsec_"
+STANDARD_VERSION = "v1"
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def standard_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_`` (optional) + base64.
+
+    Raises ValueError when the secret is not base64 or decodes to nothing; the message never
+    contains the secret.
+    """
+    text = secret.strip()
+    if text.startswith(STANDARD_SECRET_PREFIX):
+        text = text[len(STANDARD_SECRET_PREFIX) :]
+    text += "=" * (-len(text) % 4)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a Standard Webhooks secret must be 'whsec_' followed by base64") from None
+    if not key:
+        raise ValueError("a Standard Webhooks secret must not be empty")
+    return key
+
+
+def _standard_digest(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+    content = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    return hmac.new(key, content, hashlib.sha256).digest()
+
+
+def standard_webhook_signature(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
+    """One ``webhook-signature`` entry: ``v1,<base64 HMAC-SHA256>`` over ``{id}.{timestamp}.{body}``."""
+    digest = _standard_digest(standard_secret_key(secret), msg_id, str(timestamp), body)
+    return f"{STANDARD_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def standard_webhook_headers(secret: str, msg_id: str, body: bytes, now: float) -> dict[str, str]:
+    """The three headers a Standard Webhooks sender puts on ``body`` sent at ``now``."""
+    timestamp = str(int(now))
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": standard_webhook_signature(secret, msg_id, timestamp, body),
+    }
+
+
+def _presented_signatures(header: str) -> list[bytes]:
+    """Decoded ``v1`` signatures of a ``webhook-signature`` header; other versions are skipped."""
+    out: list[bytes] = []
+    for entry in header.split():
+        version, _, encoded = entry.partition(",")
+        if version != STANDARD_VERSION or not encoded:
+            continue
+        try:
+            out.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def verify_standard_webhook(
+    secrets: str | Iterable[str],
+    body: bytes,
+    headers: Mapping[str, str],
+    now: float,
+    tolerance: float = 300.0,
+) -> str | None:
+    """Check a Standard Webhooks delivery; None when valid, else the reason (never a secret).
+
+    ``headers`` names are matched case-insensitively. Any listed secret may match (rotation),
+    any ``v1`` entry of the signature header may match (the sender's rotation); every candidate
+    is compared in constant time. Raises ValueError only for a malformed configured secret.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    msg_id, timestamp, signature = (lowered.get(name, "") for name in STANDARD_HEADERS)
+    if not (msg_id and timestamp and signature):
+        return "webhook-id, webhook-timestamp and webhook-signature are required"
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return "webhook-timestamp is not Unix seconds"
+    if abs(now - int(timestamp)) > tolerance:
+        return f"webhook-timestamp is outside the ±{tolerance:.0f}s tolerance"
+    try:
+        msg_id.encode()
+    except UnicodeEncodeError:
+        return "webhook-id is not valid text"
+    presented = _presented_signatures(signature)
+    if not presented:
+        return "webhook-signature has no v1 signature"
+    keys = [standard_secret_key(s) for s in ([secrets] if isinstance(secrets, str) else secrets) if s]
+    valid = False
+    for key in keys:
+        expected = _standard_digest(key, msg_id, timestamp, body)
+        for candidate in presented:
+            if hmac.compare_digest(expected, candidate):
+                valid = True
+    return None if valid else "webhook-signature does not match"

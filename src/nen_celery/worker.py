@@ -151,8 +151,14 @@ app.conf.update(celery_config(get_settings()))
 def _check_configuration(**_: object) -> None:
     """Say at start, not at the first run, what the configuration cannot do."""
     from .checks import ERROR, config_problems
+    from .clock import start_clock_check
     from .durability import check_durability
+    from .logging_filters import install_redaction
 
-    for level, message in config_problems(get_settings()):
+    install_redaction()  # before anything else logs: no secret or URL query in any record
+    settings = get_settings()
+    for level, message in config_problems(settings):
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
     check_durability()
+    if settings.api_key is not None:
+        start_clock_check(settings)  # Nen refuses signatures more than 5 minutes off

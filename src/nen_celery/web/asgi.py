@@ -1,10 +1,16 @@
 """The ASGI webhook receiver: ``uvicorn nen_celery.web.asgi:app``.
 
-``POST /webhooks/nen`` answers within Nen's 5 s: verify, enqueue, reply. ``GET /healthz``.
-``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``).
+``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. ``GET /healthz``.
+``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``); it installs
+the log redaction of ``nen_celery.logging_filters`` for the process. Served on its own, the app
+reads the settings at startup (lifespan), so invalid settings stop it before it listens.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -12,8 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..config import ConfigurationError, get_settings
 from ..context import get_context
-from .receiver import Answer, check, enqueue
+from ..logging_filters import install_redaction
+from .receiver import Answer, check, deliver, run_lookup
+
+log = logging.getLogger("nen_celery.web")
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -32,18 +42,32 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 async def webhook(request: Request) -> JSONResponse:
-    ctx = get_context()
+    try:
+        ctx = get_context()
+    except ConfigurationError:
+        # Never log the error text itself: a settings error may quote the values it was given.
+        log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
+        return JSONResponse({"error": "not_configured", "message": "receiver is misconfigured"}, 503)
     body = await _read_limited(request, ctx.settings.webhook_max_body)
     if body is None:
         limit = ctx.settings.webhook_max_body
         return JSONResponse({"error": "body_too_large", "message": f"limit is {limit} bytes"}, 413)
+    # HTTP header names are case-insensitive: X-Hmac-Signature, x-hmac-signature, X-HMAC-SIGNATURE.
     headers = {k.lower(): v for k, v in request.headers.items()}
     error, parsed = check(ctx.settings, body, headers)
     answer: Answer
     if error is not None:
         answer = error
     else:
-        answer = await run_in_threadpool(enqueue, ctx.sealer, body, parsed, ctx.settings.publish_timeout)
+        answer = await run_in_threadpool(
+            deliver,
+            run_lookup(ctx),
+            ctx.sealer,
+            body,
+            parsed,
+            ctx.settings.publish_timeout,
+            ctx.settings.webhook_parked_status,
+        )
     return JSONResponse(answer.body, answer.status_code)
 
 
@@ -51,12 +75,20 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    get_settings()  # fail at start, naming the setting, rather than at the first webhook
+    yield
+
+
 def create_app() -> Starlette:
+    install_redaction()
     return Starlette(
         routes=[
             Route("/webhooks/nen", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
+        lifespan=_lifespan,
     )
 
 

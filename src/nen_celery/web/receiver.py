@@ -1,18 +1,39 @@
-"""Framework-free webhook handling: verify, validate, enqueue. Each web adapter wraps this."""
+"""Framework-free webhook handling: verify, validate, look up, enqueue. Each web adapter wraps this.
+
+1. ``check``: size (413), content type (415), signature (401; scheme ``NEN_WEBHOOK_SCHEME``),
+   body shape (400). Pure: nothing is read or written.
+2. ``deliver``: one GET of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then
+   ``ingest_webhook`` is queued whatever the lookup said. Known messageId: 200. Unknown:
+   ``NEN_WEBHOOK_PARKED_STATUS`` (202) ``{"status": "parked"}``: the ingest task parks it for
+   the binding / reconciliation; not an error, so no retry storm from Nen. Lookup failed
+   (Redis down): still queued, 200. Broker down: 503, so Nen redelivers.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import redis
 
 from .. import signing
 from ..config import Settings
 from ..crypto import Sealer
+from ..store import RunStore
+
+if TYPE_CHECKING:
+    from ..context import Context
 
 log = logging.getLogger("nen_celery.web")
 
 SIGNATURE_HEADER = "x-hmac-signature"
+
+Lookup = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -21,9 +42,31 @@ class Answer:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-def check(settings: Settings, body: bytes, headers: dict[str, str]) -> tuple[Answer | None, dict[str, Any]]:
-    """Everything short of enqueueing: (error answer or None, parsed body). Pure, no state."""
+def verify_signature(settings: Settings, body: bytes, headers: Mapping[str, str], now: float) -> str | None:
+    """None when the delivery is signed under the configured scheme, else the reason.
+
+    ``headers`` must have lower-case names. Raises ValueError for a malformed configured secret.
+    """
+    secrets = settings.webhook_secrets
+    if settings.webhook_scheme == "standard":
+        return signing.verify_standard_webhook(
+            secrets, body, headers, now=now, tolerance=settings.webhook_tolerance
+        )
+    if signing.verify_webhook(secrets, body, headers.get(SIGNATURE_HEADER)):
+        return None
+    return "X-Hmac-Signature missing or wrong"
+
+
+def check(
+    settings: Settings, body: bytes, headers: Mapping[str, str], now: float | None = None
+) -> tuple[Answer | None, dict[str, Any]]:
+    """Everything short of enqueueing: (error answer or None, parsed body). Pure, no state.
+
+    Header names are matched case-insensitively (an adapter may pass its framework's own dict).
+    """
     from ..tasks import parse_webhook
+
+    headers = {name.lower(): value for name, value in headers.items()}
 
     if len(body) > settings.webhook_max_body:
         return Answer(
@@ -32,12 +75,17 @@ def check(settings: Settings, body: bytes, headers: dict[str, str]) -> tuple[Ans
     content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type != "application/json":
         return Answer(415, {"error": "unsupported_media_type", "message": "expected application/json"}), {}
-    secrets = settings.webhook_secrets
-    if not secrets:
+    if not settings.webhook_secrets:
         log.error("webhook refused: NEN_WEBHOOK_SECRET is not set on the receiver")
         return Answer(503, {"error": "not_configured", "message": "receiver has no webhook secret"}), {}
-    if not signing.verify_webhook(secrets, body, headers.get(SIGNATURE_HEADER)):
-        return Answer(401, {"error": "invalid_signature", "message": "X-Hmac-Signature missing or wrong"}), {}
+    try:
+        reason = verify_signature(settings, body, headers, time.time() if now is None else now)
+    except ValueError:
+        log.error("webhook refused: NEN_WEBHOOK_SECRET is not valid for NEN_WEBHOOK_SCHEME")
+        return Answer(503, {"error": "not_configured", "message": "receiver secret is invalid"}), {}
+    if reason is not None:
+        log.info("webhook refused (401): %s", reason)
+        return Answer(401, {"error": "invalid_signature", "message": reason}), {}
     try:
         parsed = parse_webhook(body)
     except ValueError as exc:
@@ -66,3 +114,57 @@ def enqueue(sealer: Sealer, body: bytes, parsed: dict[str, Any], publish_timeout
         log.error("webhook for message %s not queued: %s: %s", parsed["message_id"], type(exc).__name__, exc)
         return Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
     return Answer(200, {"status": "queued"})
+
+
+def deliver(
+    lookup: Lookup,
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    parked_status: int = 202,
+) -> Answer:
+    """Look the messageId up, then queue the webhook whatever the lookup said (blocking I/O)."""
+    message_id = str(parsed["message_id"])
+    known: bool | None
+    try:
+        known = lookup(message_id) is not None
+    except (redis.RedisError, OSError) as exc:
+        log.warning(
+            "webhook for message %s: run lookup failed (%s); queued anyway", message_id, type(exc).__name__
+        )
+        known = None
+    answer = enqueue(sealer, body, parsed, publish_timeout)
+    if answer.status_code == 200 and known is False:
+        log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
+        return Answer(parked_status, {"status": "parked"})
+    return answer
+
+
+_lookups: dict[int, tuple[object, redis.Redis, RunStore]] = {}
+_lookups_lock = threading.Lock()
+
+
+def run_lookup(ctx: Context) -> Lookup:
+    """``RunStore.run_for_message`` over a Redis client whose timeouts fit Nen's 5 s answer budget.
+
+    The process context's client waits up to 5 s to connect and retries on timeout; this one
+    gives up after ``NEN_PUBLISH_TIMEOUT`` so a blackholed Redis cannot hold a webhook answer.
+    """
+    key = os.getpid()
+    cached = _lookups.get(key)
+    if cached is None or cached[0] is not ctx:
+        with _lookups_lock:
+            cached = _lookups.get(key)
+            if cached is None or cached[0] is not ctx:
+                timeout = ctx.settings.publish_timeout
+                client = redis.Redis.from_url(
+                    ctx.settings.redis_url,
+                    decode_responses=True,
+                    socket_connect_timeout=timeout,
+                    socket_timeout=timeout,
+                )
+                _lookups.clear()  # the old client may still serve a request: let it be collected
+                cached = (ctx, client, RunStore(client, ctx.settings, ctx.sealer))
+                _lookups[key] = cached
+    return cached[2].run_for_message

@@ -1,0 +1,207 @@
+"""Keep secrets out of log output, whatever logger or handler the record goes through.
+
+``install_redaction()`` wraps the process's LogRecord factory, so every record is cleaned when
+it is created, before any handler, filter or formatter sees it (Celery's, uvicorn's, pytest's,
+Sentry's...). The worker and the webhook receiver install it at start. ``RedactingFilter`` does
+the same job as a ``logging.Filter`` for a ``dictConfig`` of your own.
+
+What is removed from the message (``msg % args``), the traceback text and the stack text:
+
+- the configured secrets, read from the settings when the record is made: ``NEN_API_KEY``,
+  ``NEN_SIGNING_KEY``, every ``NEN_WEBHOOK_SECRET`` and ``NEN_SECRETS_KEY`` entry (and the base64
+  part of a ``whsec_`` secret), passwords in ``NEN_REDIS_URL`` / ``NEN_BROKER_URL`` /
+  ``NEN_RESULT_BACKEND``, plus anything registered with ``add_secret()``; also their
+  ``repr``/JSON-escaped and URL-encoded spellings;
+- the query string and fragment of every URL, and its ``user:password@`` part: presigned
+  download URLs are credentials; ``scheme://host/path`` is kept; a bare ``/path?query`` (an
+  access log line) loses its query too;
+- the value of credential headers however they are printed: ``x-api-key``, ``authorization``,
+  ``proxy-authorization``, ``cookie``, ``set-cookie`` (httpx/httpcore debug output, a logged
+  headers dict).
+
+Secure params cannot be recognised by value: the code never logs them, and
+``tests/test_security_scan.py`` checks that with a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .config import Settings, get_settings
+
+REDACTED = "[REDACTED]"
+
+_URL_RE = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
+    r"(?P<userinfo>[^\s/?#@'\"<>\\]*@)?"
+    r"(?P<hostpath>[^\s?#'\"<>\\]*)"
+    r"(?P<rest>[?#][^\s'\"<>\\]*)?"
+)
+_BARE_PATH_QUERY_RE = re.compile(r"(?P<lead>(?:^|[\s\"'(=]))(?P<path>/[^\s?#'\"<>\\]*)\?[^\s#'\"<>\\]+")
+_HEADER_RE = re.compile(
+    r"(?P<name>\b(?:x-api-key|proxy-authorization|authorization|set-cookie|cookie))"
+    r"(?P<sep>['\"]?\s*[:=,]\s*(?:b?['\"])?)"
+    r"(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^'\"\s,)}\]]+)",
+    re.IGNORECASE,
+)
+_MIN_VARIANT = 1  # any non-empty secret is redacted, however short
+
+_lock = threading.Lock()
+_extra_secrets: set[str] = set()
+_pattern_cache: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+_local = threading.local()
+_state: dict[str, Any] = {"previous": None, "factory": None}
+
+
+def add_secret(value: str) -> None:
+    """Redact ``value`` from every log record from now on (e.g. a key your own code holds)."""
+    if value:
+        with _lock:
+            _extra_secrets.add(value)
+            _pattern_cache.clear()
+
+
+def _url_password(url: str | None) -> list[str]:
+    if not url:
+        return []
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password] if password else []
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold, in the spellings a log line may show."""
+    values: list[str] = []
+    for secret in (settings.api_key, settings.signing_key, settings.webhook_secret, settings.secrets_key):
+        if secret is not None and secret.get_secret_value():
+            values.append(secret.get_secret_value())
+    for entry in [*settings.webhook_secrets, *settings.secrets_keys]:
+        values.append(entry)
+        if entry.startswith("whsec_"):
+            values.append(entry[len("whsec_") :])
+    for url in (settings.redis_url, settings.broker_url, settings.result_backend):
+        values += _url_password(url)
+    return values
+
+
+def _variants(value: str) -> set[str]:
+    out = {value, repr(value)[1:-1], json.dumps(value)[1:-1], quote(value, safe="")}
+    return {v for v in out if len(v) >= _MIN_VARIANT}
+
+
+def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    key = tuple(sorted(set(secrets)))
+    with _lock:
+        if key in _pattern_cache:
+            return _pattern_cache[key]
+    spellings: set[str] = set()
+    for secret in key:
+        spellings |= _variants(secret)
+    pattern = (
+        re.compile("|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True)))
+        if spellings
+        else None
+    )
+    with _lock:
+        if len(_pattern_cache) > 64:
+            _pattern_cache.clear()
+        _pattern_cache[key] = pattern
+    return pattern
+
+
+def _current_secrets() -> list[str]:
+    """The configured secrets; none while settings cannot be read (URLs and headers still go)."""
+    if getattr(_local, "busy", False):
+        return []  # reading the settings logged something: do not recurse
+    _local.busy = True
+    try:
+        settings = get_settings()
+    except Exception:
+        settings = None
+    finally:
+        _local.busy = False
+    values = settings_secrets(settings) if settings is not None else []
+    with _lock:
+        values += _extra_secrets
+    return values
+
+
+def _strip_url(match: re.Match[str]) -> str:
+    rest = f"?{REDACTED}" if match.group("rest") else ""
+    return f"{match.group('scheme')}{match.group('hostpath')}{rest}"
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """``text`` without secrets, URL queries/credentials or credential header values.
+
+    ``secrets`` defaults to the configured ones (see the module docstring).
+    """
+    pattern = _pattern(_current_secrets() if secrets is None else secrets)
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    text = _URL_RE.sub(_strip_url, text)
+    text = _BARE_PATH_QUERY_RE.sub(lambda m: f"{m.group('lead')}{m.group('path')}?{REDACTED}", text)
+    return _HEADER_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
+
+
+_exception_formatter = logging.Formatter()
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Clean one record in place: message (args merged in), traceback and stack text."""
+    try:
+        message = record.getMessage()
+    except Exception:  # bad format args: keep both, or logging would print them raw later
+        message = f"{record.msg!s} (args: {record.args!r})"
+    record.msg = redact(message)
+    record.args = None
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        record.exc_text = _exception_formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
+class RedactingFilter(logging.Filter):
+    """A handler/logger filter doing what ``install_redaction`` does, for your logging config."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
+def install_redaction() -> None:
+    """Clean every log record of this process from now on (idempotent, thread-safe)."""
+    with _lock:
+        if _state["factory"] is not None:
+            return
+        previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return redact_record(previous(*args, **kwargs))
+
+        _state["previous"], _state["factory"] = previous, factory
+        logging.setLogRecordFactory(factory)
+
+
+def uninstall_redaction() -> None:
+    """Undo ``install_redaction`` (tests); a no-op if another factory was installed on top."""
+    with _lock:
+        factory, previous = _state["factory"], _state["previous"]
+        if factory is not None and logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
+        _state["previous"], _state["factory"] = None, None
+
+
+def redaction_installed() -> bool:
+    return _state["factory"] is not None and logging.getLogRecordFactory() is _state["factory"]

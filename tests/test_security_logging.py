@@ -139,3 +139,27 @@ def test_httpx_and_httpcore_debug_never_show_the_api_key(
     assert "x-api-key" in text.lower() and "httpcore" in text  # the hook and httpcore did log
     assert SIM_API_KEY not in text
     assert stack.sim.url.split("://")[1] in text
+
+
+@pytest.mark.usefixtures("installed")
+def test_redaction_reads_the_environment_and_never_loads_settings(caplog: pytest.LogCaptureFixture) -> None:
+    """Loading settings from a log call would cache whatever the environment is at that moment."""
+    caplog.set_level(logging.INFO, logger=log.name)
+    with env(NEN_API_KEY="env-only-key-4411"):
+        assert get_settings_cached() == 0
+        log.info("key %s", "env-only-key-4411")
+        assert get_settings_cached() == 0
+    assert "env-only-key-4411" not in caplog.text and "key [REDACTED]" in caplog.text
+    assert lf.env_secrets(
+        {"nen_webhook_secret": "a1b2c3d4,whsec_ZGVm", "NEN_REDIS_URL": "redis://:pw9@h/0"}
+    ) == [
+        "a1b2c3d4,whsec_ZGVm",
+        "a1b2c3d4",
+        "whsec_ZGVm",
+        "ZGVm",
+        "pw9",
+    ]
+
+
+def get_settings_cached() -> int:
+    return get_settings.cache_info().currsize

@@ -7,7 +7,8 @@ the same job as a ``logging.Filter`` for a ``dictConfig`` of your own.
 
 What is removed from the message (``msg % args``), the traceback text and the stack text:
 
-- the configured secrets, read from the settings when the record is made: ``NEN_API_KEY``,
+- the configured secrets, read from the environment (and the loaded settings) when the record is
+  made: ``NEN_API_KEY``,
   ``NEN_SIGNING_KEY``, every ``NEN_WEBHOOK_SECRET`` and ``NEN_SECRETS_KEY`` entry (and the base64
   part of a ``whsec_`` secret), passwords in ``NEN_REDIS_URL`` / ``NEN_BROKER_URL`` /
   ``NEN_RESULT_BACKEND``, plus anything registered with ``add_secret()``; also their
@@ -25,15 +26,17 @@ Secure params cannot be recognised by value: the code never logs them, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .config import Settings, get_settings
+from .config import ConfigurationError, Settings, get_settings
 
 REDACTED = "[REDACTED]"
 
@@ -53,9 +56,19 @@ _HEADER_RE = re.compile(
 _MIN_VARIANT = 1  # any non-empty secret is redacted, however short
 
 _lock = threading.Lock()
+
+
+def _reinit_lock_after_fork() -> None:
+    # Celery's prefork pool forks the worker at any time: a child must not inherit this lock
+    # held by another thread of its parent, or its first log line would wait forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_lock_after_fork)
+
 _extra_secrets: set[str] = set()
 _pattern_cache: dict[tuple[str, ...], re.Pattern[str] | None] = {}
-_local = threading.local()
 _state: dict[str, Any] = {"previous": None, "factory": None}
 
 
@@ -117,18 +130,37 @@ def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
     return pattern
 
 
+_SECRET_ENV = frozenset({"nen_api_key", "nen_signing_key", "nen_webhook_secret", "nen_secrets_key"})
+_URL_ENV = frozenset({"nen_redis_url", "nen_broker_url", "nen_result_backend"})
+
+
+def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in the ``NEN_*`` environment (names matched case-insensitively)."""
+    values: list[str] = []
+    for name, value in (os.environ if environ is None else environ).items():
+        lowered = name.lower()
+        if lowered in _SECRET_ENV and value.strip():
+            values.append(value)
+            for entry in (part.strip() for part in value.split(",")):
+                if entry:
+                    values.append(entry)
+                    if entry.startswith("whsec_"):
+                        values.append(entry[len("whsec_") :])
+        elif lowered in _URL_ENV:
+            values += _url_password(value)
+    return values
+
+
 def _current_secrets() -> list[str]:
-    """The configured secrets; none while settings cannot be read (URLs and headers still go)."""
-    if getattr(_local, "busy", False):
-        return []  # reading the settings logged something: do not recurse
-    _local.busy = True
-    try:
-        settings = get_settings()
-    except Exception:
-        settings = None
-    finally:
-        _local.busy = False
-    values = settings_secrets(settings) if settings is not None else []
+    """The secrets in the environment and in the loaded settings, read without side effects.
+
+    Settings are used only once something loaded them (``get_settings`` is never called from
+    here: doing so would cache settings read from whatever the environment is at that moment).
+    """
+    values = env_secrets()
+    if get_settings.cache_info().currsize:
+        with contextlib.suppress(ConfigurationError):  # only if the cache was cleared meanwhile
+            values += settings_secrets(get_settings())
     with _lock:
         values += _extra_secrets
     return values

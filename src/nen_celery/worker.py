@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from celery import Celery, Task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 from kombu import Queue  # type: ignore[attr-defined]
 
 from .config import Settings, get_settings
@@ -151,7 +152,6 @@ app.conf.update(celery_config(get_settings()))
 def _check_configuration(**_: object) -> None:
     """Say at start, not at the first run, what the configuration cannot do."""
     from .checks import ERROR, config_problems
-    from .clock import start_clock_check
     from .durability import check_durability
     from .logging_filters import install_redaction
 
@@ -160,5 +160,18 @@ def _check_configuration(**_: object) -> None:
     for level, message in config_problems(settings):
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
     check_durability()
+
+
+@worker_ready.connect
+def _check_clock(**_: object) -> None:
+    """Nen refuses signatures more than 5 minutes off: say so at start, not as 401s later.
+
+    Synchronous, with a short timeout, and after the pool started: a thread running while the
+    prefork pool forks could leave a child holding a lock forever.
+    """
+    from .clock import check_clock
+
+    settings = get_settings()
     if settings.api_key is not None:
-        start_clock_check(settings)  # Nen refuses signatures more than 5 minutes off
+        with httpx.Client(timeout=min(5.0, settings.connect_timeout + settings.read_timeout)) as http:
+            check_clock(settings, http)

@@ -11,6 +11,7 @@ import argparse
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +36,43 @@ def pool_children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+def drive(
+    c: Cluster,
+    run_ids: list[str],
+    workers: list[subprocess.Popen[bytes]],
+    kills: Counter[str],
+    rng: random.Random,
+    args: argparse.Namespace,
+) -> None:
+    """Kill a pool process every --kill-every seconds (every --whole-every-th kill: the whole
+    worker, replaced by a new one) until every run's callback is out and the broker is empty."""
+    deadline = time.monotonic() + args.timeout
+    next_kill = time.monotonic() + args.kill_every
+    last_print = 0.0
+    while time.monotonic() < deadline:
+        pipe = c.redis.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hget(c.store.run_key(rid), "completion")
+        done = sum(1 for v in pipe.execute() if v == "sent")
+        if done == len(run_ids) and c.quiet():
+            return
+        if time.monotonic() >= next_kill and done < len(run_ids):
+            i = rng.randrange(len(workers))
+            if kills["pool"] % args.whole_every == args.whole_every - 1:
+                c.stop(workers[i], signal.SIGKILL)
+                workers[i] = c.worker(concurrency=4)[0]
+                kills["worker"] += 1
+            children = pool_children(workers[i].pid)
+            if children:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills["pool"] += 1
+            next_kill = time.monotonic() + args.kill_every
+        if time.monotonic() - last_print > 10:
+            print(f"{done}/{len(run_ids)} finished, kills {dict(kills)}", flush=True)
+            last_print = time.monotonic()
+        time.sleep(0.5)
 
 
 def main() -> int:
@@ -64,33 +102,10 @@ def main() -> int:
                 f"started {len(run_ids)} runs in {time.monotonic() - started:.1f}s; logs in {tmp}", flush=True
             )
             kills = Counter[str]()
-            deadline = time.monotonic() + args.timeout
-            next_kill = time.monotonic() + args.kill_every
-            last_print = 0.0
-            while time.monotonic() < deadline:
-                pipe = c.redis.pipeline(transaction=False)
-                for rid in run_ids:
-                    pipe.hget(c.store.run_key(rid), "completion")
-                done = sum(1 for v in pipe.execute() if v == "sent")
-                if done == len(run_ids) and c.quiet():
-                    break
-                if time.monotonic() >= next_kill and done < len(run_ids):
-                    i = rng.randrange(len(workers))
-                    if (
-                        kills["pool"] % args.whole_every == args.whole_every - 1
-                    ):  # whole worker, then a new one
-                        c.stop(workers[i], signal.SIGKILL)
-                        workers[i] = c.worker(concurrency=4)[0]
-                        kills["worker"] += 1
-                    children = pool_children(workers[i].pid)
-                    if children:
-                        os.kill(rng.choice(children), signal.SIGKILL)
-                        kills["pool"] += 1
-                    next_kill = time.monotonic() + args.kill_every
-                if time.monotonic() - last_print > 10:
-                    print(f"{done}/{len(run_ids)} finished, kills {dict(kills)}", flush=True)
-                    last_print = time.monotonic()
-                time.sleep(0.5)
+            try:
+                drive(c, run_ids, workers, kills, rng, args)
+            except KeyboardInterrupt:
+                print("\ninterrupted: reporting what finished so far", flush=True)
             elapsed = time.monotonic() - started
             print()
             posts = sim.stats()["posts_by_idempotency_key"]
@@ -108,14 +123,18 @@ def main() -> int:
             print(f"POSTs received per run: {dict(post_hist)}")
             print(f"callbacks per run (distinct dispatches that ran): {dict(callbacks)}")
             print(f"lost runs: {lost}")
-            for rid, n in zip(run_ids, values[0::2], strict=True):
-                if n != 1 or posts.get(rid, 0) != 1:
-                    data = c.store.raw(rid)
-                    print(
-                        f"  anomaly {rid}: callbacks={n} posts={posts.get(rid, 0)} "
-                        f"completion={data.get('completion')} task={data.get('callback_task_id')} "
-                        f"history={data.get('history')}"
-                    )
+            anomalies = [
+                (rid, n)
+                for rid, n in zip(run_ids, values[0::2], strict=True)
+                if n != 1 or posts.get(rid, 0) != 1
+            ]
+            for rid, n in anomalies[:20]:
+                data = c.store.raw(rid)
+                print(
+                    f"  anomaly {rid}: callbacks={n} posts={posts.get(rid, 0)} "
+                    f"completion={data.get('completion')} task={data.get('callback_task_id')} "
+                    f"history={data.get('history')}"
+                )
             ok = set(post_hist) == {1} and set(callbacks) == {1} and lost == 0
             print("OK" if ok else "FAILED")
             return 0 if ok else 1

@@ -23,7 +23,7 @@ from nen_celery.store import RunStore
 from nen_celery.worker import celery_config
 from tests.callbacks import record
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET
-from tests.helpers import free_port, wait_for
+from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ class Cluster:
         )
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self.store = RunStore(self.redis, settings, Sealer.from_settings(settings))
-        self.sender = Celery("fault-sender")
+        self.sender = Celery("fault-sender", set_as_current=False)
         self.sender.conf.update(celery_config(settings))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.workers = 0
@@ -195,7 +195,11 @@ class Cluster:
             dict(callback.s(tag="failure")),
         )
         self.sender.send_task(
-            "nen_celery.submit_run", args=(run_id,), kwargs={"reschedule": 0}, queue="nen.submit"
+            "nen_celery.submit_run",
+            args=(run_id,),
+            kwargs={"reschedule": 0},
+            queue="nen.submit",
+            headers={OTHER_PROCESS_HEADER: "1"},  # run by the cluster's workers, not this process
         )
         return run_id
 

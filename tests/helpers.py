@@ -16,6 +16,10 @@ from celery.signals import before_task_publish, task_postrun
 
 T = TypeVar("T")
 
+# Set on messages this process publishes for workers in other processes (tests.cluster), so
+# TaskCounter does not wait for them to finish here.
+OTHER_PROCESS_HEADER = "x_nen_other_process"
+
 
 def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll ``condition`` until truthy; fail naming ``what`` after ``timeout`` seconds."""
@@ -41,7 +45,9 @@ class TaskCounter:
         before_task_publish.connect(self._on_publish, weak=False)
         task_postrun.connect(self._on_postrun, weak=False)
 
-    def _on_publish(self, sender: str | None = None, **_: Any) -> None:
+    def _on_publish(self, sender: str | None = None, headers: Any = None, **_: Any) -> None:
+        if isinstance(headers, dict) and headers.get(OTHER_PROCESS_HEADER):
+            return
         with self._lock:
             self.published[str(sender)] += 1
 

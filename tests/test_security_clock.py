@@ -9,7 +9,7 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from nen_celery.clock import check_clock, parse_http_date, skew_problem, skew_seconds, start_clock_check
+from nen_celery.clock import check_clock, parse_http_date, skew_problem, skew_seconds
 from nen_celery.config import Settings
 from tests.conftest import Stack
 from tests.helpers import free_port
@@ -68,13 +68,6 @@ def test_check_clock_against_the_simulator(stack: Stack, caplog: pytest.LogCaptu
     assert len(warnings) == 2
     assert "behind" in warnings[0] and "refuses every signed request" in warnings[0]
     assert "ahead of" in warnings[1] and "NEN_CLOCK_SKEW_MAX=30s" in warnings[1]
-
-
-@pytest.mark.integration
-def test_clock_check_thread_for_worker_start(stack: Stack) -> None:
-    thread = start_clock_check(sim_settings(stack))
-    thread.join(10)
-    assert not thread.is_alive() and thread.daemon
 
 
 def test_unreachable_or_dateless_api_is_skipped_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,7 +9,6 @@ key. ``check_clock`` compares the local clock with the ``Date`` header of one an
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -106,10 +105,3 @@ def check_clock(
     else:
         log.info("clock check: within %.0fs of %s", settings.clock_skew_max, settings.api_url)
     return skew
-
-
-def start_clock_check(settings: Settings) -> threading.Thread:
-    """Run ``check_clock`` in a daemon thread, so a slow Nen never delays worker start."""
-    thread = threading.Thread(target=check_clock, args=(settings,), name="nen-clock-check", daemon=True)
-    thread.start()
-    return thread

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -197,11 +198,44 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"missing setting(s): {', '.join(missing)}")
 
 
+# Values a host framework supplies (Django settings, Flask config): they win over the environment.
+_overrides: dict[str, Any] = {}
+
+
+def setting_name(key: str) -> str:
+    """The field name for ``NEN_API_KEY``, ``API_KEY`` or ``api_key``; ConfigurationError if unknown."""
+    name = key.lower()
+    name = name.removeprefix("nen_")
+    if name not in Settings.model_fields:
+        raise ConfigurationError(f"unknown nen-celery setting {key!r}")
+    return name
+
+
+def install_overrides(values: Mapping[str, Any]) -> None:
+    """Use ``values`` (keys as ``setting_name`` accepts) over the environment from now on.
+
+    Process-wide, like the settings themselves (the cached settings and context are dropped);
+    ``install_overrides({})`` goes back to the environment alone. Unknown names or invalid
+    values raise ConfigurationError naming them, and change nothing.
+    """
+    from .context import reset_context  # context imports this module
+
+    names = {setting_name(key): value for key, value in values.items()}
+    try:
+        Settings(**names)
+    except Exception as exc:  # pydantic ValidationError -> one clear message, values hidden
+        raise ConfigurationError(f"invalid settings: {exc}") from None
+    _overrides.clear()
+    _overrides.update(names)
+    reset_settings()
+    reset_context()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment on first use."""
+    """The process's settings: installed overrides first, then the environment, on first use."""
     try:
-        return Settings()
+        return Settings(**_overrides)
     except Exception as exc:  # pydantic ValidationError -> one clear message
         raise ConfigurationError(f"invalid settings: {exc}") from None
 

@@ -1,0 +1,89 @@
+"""Django integration: settings from ``settings.NEN_CELERY``, the webhook view, a URLconf.
+
+settings.py::
+
+    INSTALLED_APPS = [..., "nen_celery.web.django.NenCeleryConfig"]
+    NEN_CELERY = {"API_KEY": "...", "WEBHOOK_SECRET": "...", "REDIS_URL": "redis://..."}
+
+urls.py::
+
+    path("nen/", include("nen_celery.web.django"))   # POST nen/webhooks/nen, GET nen/healthz
+
+Keys of ``NEN_CELERY`` are the setting names with or without the ``NEN_`` prefix, in any case;
+anything not given there comes from the environment. They are installed process-wide when
+Django starts (``AppConfig.ready``) and again when a test changes them (``override_settings``),
+so start the Celery worker after ``django.setup()`` too. The view answers exactly as the ASGI
+receiver does; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further (under WSGI;
+Django's ASGI handler buffers the whole body before any view runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from ..config import ConfigurationError, install_overrides
+from ..logging_filters import install_redaction
+from .host import HEALTHY, receive
+from .receiver import Answer
+
+SETTING = "NEN_CELERY"
+
+
+def install_from_settings() -> None:
+    """Install ``settings.NEN_CELERY`` over the environment; ImproperlyConfigured names what is wrong."""
+    values = getattr(django_settings, SETTING, None) or {}
+    if not isinstance(values, dict):
+        raise ImproperlyConfigured(f"{SETTING} must be a dict of nen-celery settings, got {type(values)}")
+    try:
+        install_overrides(values)
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(f"{SETTING}: {exc}") from None
+
+
+def _on_setting_changed(*, setting: str, **_: Any) -> None:
+    if setting == SETTING:
+        install_from_settings()
+
+
+class NenCeleryConfig(AppConfig):
+    name = "nen_celery.web.django"
+    label = "nen_celery"
+    verbose_name = "nen-celery"
+
+    def ready(self) -> None:
+        install_redaction()
+        install_from_settings()
+        setting_changed.connect(_on_setting_changed, dispatch_uid="nen_celery.settings")
+
+
+def _json(answer: Answer) -> JsonResponse:
+    return JsonResponse(answer.body, status=answer.status_code)
+
+
+@csrf_exempt  # Nen cannot hold a CSRF token; the HMAC signature authenticates the request
+@require_POST
+def webhook(request: HttpRequest) -> HttpResponse:
+    """``POST``: verify the signature on the raw body, queue the webhook, answer within Nen's 5 s."""
+    answer = receive(request.read, request.META.get("CONTENT_LENGTH") or None, request.headers)
+    return _json(answer)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    return _json(HEALTHY)
+
+
+app_name = "nen_celery"
+urlpatterns = [
+    path("webhooks/nen", webhook, name="webhook"),
+    path("healthz", healthz, name="healthz"),
+]

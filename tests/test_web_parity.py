@@ -1,0 +1,147 @@
+"""The ASGI receiver, the FastAPI router, a FastAPI mount, Flask and Django answer every input alike."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from flask import Flask
+
+from nen_celery.web.asgi import create_app
+from nen_celery.web.fastapi import create_router
+from nen_celery.web.flask import NenCelery
+from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
+from tests.web_support import REFUSED, WEBHOOK, Reply, django_ready, signed, webhook_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("django_ready")]
+__all__ = ["django_ready"]  # the fixture, imported for pytest
+
+# (method, path, body, headers) -> answer
+Call = Callable[[str, str, bytes, dict[str, str]], Reply]
+
+
+def _starlette(client: TestClient, prefix: str) -> Call:
+    def call(method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        response = client.request(method, prefix + path, content=body, headers=headers)
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        return Reply(response.status_code, response.json() if is_json else None)
+
+    return call
+
+
+def _flask(app: Flask) -> Call:
+    client = app.test_client()
+
+    def call(method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        response = client.open(path, method=method, data=body, headers=headers)
+        return Reply(response.status_code, response.get_json(silent=True))
+
+    return call
+
+
+def _django() -> Call:
+    from django.test import Client
+
+    client = Client()
+
+    def call(method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        response = client.generic(method, "/nen" + path, body, headers=headers)
+        is_json = response.get("Content-Type", "").startswith("application/json")
+        return Reply(response.status_code, json.loads(response.content) if is_json else None)
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def receivers(stack: Stack, django_ready: None) -> Iterator[dict[str, Call]]:
+    flask_app = Flask("parity")
+    NenCelery(flask_app)  # no NEN_* keys: the environment, as for the others
+    router_app = FastAPI()
+    router_app.include_router(create_router(), prefix="/nen")
+    mount_app = FastAPI()
+    mount_app.mount("/nen", create_app())
+    with TestClient(create_app()) as asgi, TestClient(router_app) as router, TestClient(mount_app) as mount:
+        yield {
+            "asgi": _starlette(asgi, ""),
+            "fastapi router": _starlette(router, "/nen"),
+            "fastapi mount": _starlette(mount, "/nen"),
+            "flask": _flask(flask_app),
+            "django": _django(),
+        }
+    stack.counter.wait_idle()
+
+
+def _answers(receivers: dict[str, Call], method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    return {name: call(method, path, body, headers) for name, call in receivers.items()}
+
+
+def _parked() -> tuple[bytes, dict[str, str]]:
+    body = webhook_body(f"parity-{uuid.uuid4()}")
+    return body, signed(body)
+
+
+ACCEPTED: dict[str, Callable[[], tuple[bytes, dict[str, str]]]] = {
+    "signed, unknown message": _parked,
+    "charset in content type": lambda: (
+        (b := webhook_body(f"parity-{uuid.uuid4()}")),
+        signed(b, **{"Content-Type": "application/json; charset=utf-8"}),
+    ),
+    "lower-case signature header": lambda: (
+        (b := webhook_body(f"parity-{uuid.uuid4()}")),
+        {"x-hmac-signature": signed(b)["X-Hmac-Signature"], "content-type": "application/json"},
+    ),
+    "upper-case signature header": lambda: (
+        (b := webhook_body(f"parity-{uuid.uuid4()}")),
+        {"X-HMAC-SIGNATURE": signed(b)["X-Hmac-Signature"], "Content-Type": "application/json"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refusals_are_identical(receivers: dict[str, Call], case: str) -> None:
+    body, headers, status, error = REFUSED[case]
+    answers = _answers(receivers, "POST", WEBHOOK, body, headers)
+    assert answers["asgi"].status == status and answers["asgi"].body["error"] == error
+    assert answers == dict.fromkeys(receivers, answers["asgi"])
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_acceptances_are_identical(receivers: dict[str, Call], case: str) -> None:
+    answers = {}
+    for name, call in receivers.items():
+        body, headers = ACCEPTED[case]()  # a fresh message id each: parked, never bound
+        answers[name] = call("POST", WEBHOOK, body, headers)
+    assert answers == dict.fromkeys(receivers, Reply(202, {"status": "parked"}))
+
+
+def test_other_methods_and_healthz_are_identical(receivers: dict[str, Call]) -> None:
+    assert {n: r.status for n, r in _answers(receivers, "GET", WEBHOOK, b"", {}).items()} == dict.fromkeys(
+        receivers, 405
+    )
+    assert _answers(receivers, "GET", "/healthz", b"", {}) == dict.fromkeys(
+        receivers, Reply(200, {"status": "ok"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"NEN_WEBHOOK_SECRET": None}, "receiver has no webhook secret"),
+        ({"NEN_WEBHOOK_SCHEME": "standard", "NEN_WEBHOOK_SECRET": None}, "receiver has no webhook secret"),
+        ({"NEN_API_URL": "ftp://not-http"}, "receiver is misconfigured"),
+    ],
+)
+def test_misconfigured_receivers_answer_503_identically(
+    stack: Stack, receivers: dict[str, Call], settings: dict[str, str | None], message: str
+) -> None:
+    body = webhook_body("m")
+    stack.counter.wait_idle()  # the in-process worker shares these settings
+    with env(**settings):
+        answers = _answers(receivers, "POST", WEBHOOK, body, signed(body, SIM_WEBHOOK_SECRET))
+    expected = Reply(503, {"error": "not_configured", "message": message})
+    assert answers == dict.fromkeys(receivers, expected)

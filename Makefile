@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test faults lint typecheck bench soak clean
+.PHONY: install demo test faults lint typecheck bench soak flower clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,18 @@ typecheck: install
 faults: install
 	$(PY) scripts/with_redis.py $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
+# Benchmarks against bare Celery / bare Starlette (needs wrk); appends to bench/results.md.
 bench: install
-	$(PY) scripts/with_redis.py $(PY) bench/run.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) scripts/with_redis.py $(PY) bench/run.py $(BENCH_ARGS)
 
 # Not in CI: 5,000 runs, 2 workers killed every few seconds, every webhook delivered twice.
 soak: install
 	$(PY) scripts/with_redis.py $(PY) bench/soak.py $(SOAK_ARGS)
+
+# Flower on the configured broker (NEN_BROKER_URL / NEN_REDIS_URL), bound to localhost only.
+flower: install
+	$(VENV)/bin/celery -A nen_celery.worker flower --address=127.0.0.1 --port=5555
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

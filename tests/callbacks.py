@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 import redis
 
+from nen_celery.connections import redis_client
 from nen_celery.worker import _dispatch_token, app
 
-_redis: dict[int, redis.Redis] = {}
+log = logging.getLogger("tests.callbacks")
+_redis: dict[tuple[int, str], redis.Redis] = {}
 
 
 def _client() -> redis.Redis:
-    pid = os.getpid()
-    if pid not in _redis:
+    """The run store's Redis (standalone or Cluster), one client per process and URL."""
+    key = (os.getpid(), os.environ["NEN_REDIS_URL"])
+    if key not in _redis:
         _redis.clear()
-        _redis[pid] = redis.Redis.from_url(os.environ["NEN_REDIS_URL"], decode_responses=True)
-    return _redis[pid]
+        _redis[key] = redis_client(key[1], decode_responses=True)
+    return _redis[key]
 
 
 def calls_key(run_id: str) -> str:
@@ -27,6 +31,7 @@ def calls_key(run_id: str) -> str:
 
 @app.task(name="tests.record")
 def record(run: dict[str, Any], tag: str = "") -> None:
+    log.info("callback %s for a %s run", tag, run.get("status"))
     _client().rpush(calls_key(run["run_id"]), json.dumps({"tag": tag, "run": run}))
 
 

@@ -3,12 +3,17 @@ thread), the receiver, workers and beat (each its own process, on one Redis DB).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +64,14 @@ def db_url(url: str, offset: int) -> str:
 class Cluster:
     """Simulator (thread), receiver and workers (processes) sharing one Redis DB."""
 
-    def __init__(self, tmp: Path, redis_url: str, sim: SimulatorServer) -> None:
+    def __init__(
+        self, tmp: Path, redis_url: str, sim: SimulatorServer, broker_url: str | None = None, **env: str
+    ) -> None:
+        """``broker_url``: an amqp:// URL runs the cluster on RabbitMQ (run state stays on Redis);
+        ``env``: extra NEN_* settings for every process of the cluster."""
         self.tmp = tmp
         self.url = redis_url
+        self.broker_url = broker_url or redis_url
         self.sim = sim
         self.prefix = f"nenfault{uuid.uuid4().hex[:6]}"
         self.receiver_port = free_port()
@@ -70,13 +80,14 @@ class Cluster:
             **FAST_ENV,
             "PYTHONPATH": str(ROOT),
             "NEN_REDIS_URL": redis_url,
-            "NEN_BROKER_URL": redis_url,
+            "NEN_BROKER_URL": self.broker_url,
             "NEN_KEY_PREFIX": self.prefix,
             "NEN_API_URL": sim.url,
             "NEN_WEBHOOK_URL": f"http://127.0.0.1:{self.receiver_port}/webhooks/nen",
             "NEN_API_KEY": SIM_API_KEY,
             "NEN_SIGNING_KEY": SIM_SIGNING_KEY,
             "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET,
+            **env,
         }
         settings = Settings(
             **{
@@ -121,9 +132,19 @@ class Cluster:
         wait_for(lambda: healthy(f"http://127.0.0.1:{self.receiver_port}/healthz"), 30, "receiver")
         return proc
 
-    def worker(self, failpoints: str = "", concurrency: int = 2) -> tuple[subprocess.Popen[bytes], str]:
+    def worker(
+        self,
+        failpoints: str = "",
+        concurrency: int = 2,
+        *,
+        pool: str = "prefork",
+        queues: str = "",
+        loglevel: str = "INFO",
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """A `celery worker` process with its own node name; ``queues`` as for ``-Q`` (default all)."""
         self.workers += 1
         node = f"fault{self.workers}-{os.getpid()}@localhost"
+        extra = ["-P", pool] + (["-Q", queues] if queues else [])
         proc = self.spawn(
             f"worker{self.workers}",
             [
@@ -138,7 +159,8 @@ class Cluster:
                 "-n",
                 node,
                 "--loglevel",
-                "INFO",
+                loglevel,
+                *extra,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -219,6 +241,8 @@ class Cluster:
 
     def quiet(self) -> bool:
         """No message waiting or held unacked anywhere on the broker."""
+        if not self.broker_url.startswith("redis"):
+            return amqp_ready_messages(self.broker_url) == 0  # RabbitMQ: waiting messages only
         pending = sum(self.redis.llen(q) for q in QUEUES)
         return pending == 0 and self.redis.hlen("unacked") == 0
 
@@ -230,8 +254,91 @@ class Cluster:
         wait_for(done, timeout, "every run completed and the broker drained")
 
 
+@contextmanager
+def logs_on_failure(cluster: Cluster) -> Iterator[Cluster]:
+    """Print the processes' logs when the block fails; stop every process after it."""
+    try:
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop_all()
+
+
 def healthy(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------------
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+# the queues Celery's native delayed delivery declares (countdowns on quorum queues wait there)
+DELAY_QUEUES = tuple(f"celery_delayed_{level}" for level in range(28))
+
+
+def rabbitmq_unavailable() -> str | None:
+    """Why RabbitMQ tests cannot run here, or None."""
+    try:
+        socket.create_connection((RABBITMQ_HOST, RABBITMQ_PORT), timeout=2).close()
+    except OSError as exc:
+        return f"RabbitMQ does not answer on {RABBITMQ_HOST}:{RABBITMQ_PORT} ({exc})"
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not on PATH (needed to create a private vhost)"
+    return None
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A private vhost for this test run (deleted after), so parallel runs never share queues
+    (Celery's delay queues have fixed names); yields its amqp:// URL. Each rabbitmqctl call takes
+    seconds, so create one per module, not per test."""
+    vhost = f"nen-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def amqp_ready_messages(url: str, names: tuple[str, ...] = QUEUES + DELAY_QUEUES) -> int:
+    """Messages waiting in the named queues (passive declares; a missing queue counts 0).
+    AMQP does not show unacked messages: callers first wait for the runs themselves."""
+    from kombu import Connection
+
+    total = 0
+    with Connection(url, connect_timeout=5) as conn:
+        for name in names:
+            channel = conn.channel()
+            try:
+                total += int(channel.queue_declare(queue=name, passive=True).message_count)
+            except conn.channel_errors:
+                pass  # NOT_FOUND closes the channel
+            finally:
+                with contextlib.suppress(Exception):  # already closed by the broker
+                    channel.close()
+    return total
+
+
+def rabbitmq_queue_types(url: str) -> dict[str, str]:
+    """Queue name -> type ("quorum"/"classic") in the URL's vhost, as the broker reports them."""
+    vhost = url.rsplit("/", 1)[1]
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return dict(line.split()[:2] for line in done.stdout.splitlines() if len(line.split()) >= 2)

@@ -22,10 +22,11 @@ from nen_celery import (
     unregister_workflow,
 )
 from nen_celery.config import ConfigurationError
+from nen_celery.context import get_context
 from nen_celery.signing import webhook_signature
 from nen_celery.tasks import bind_accepted
 from tests.callbacks import calls, record
-from tests.conftest import PREFIX, SIM_WEBHOOK_SECRET, Stack, env
+from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
 from tests.helpers import free_port, snapshot, wait_for
 
 pytestmark = pytest.mark.integration
@@ -97,8 +98,9 @@ def test_success_with_secure_params_signed_and_accepted(stack: Stack) -> None:
     assert run.finished_at and run.submitted_at and run.created_at <= run.submitted_at <= run.finished_at
     assert posts_for(stack, handle.run_id) == 1
     # the secret is gone from Redis once Nen accepted the run, and never in the record
-    assert not stack.redis.exists(f"{PREFIX}:run:{{{handle.run_id}}}:secure")
-    assert "pw-marker-ae81" not in json.dumps(stack.redis.hgetall(f"{PREFIX}:run:{{{handle.run_id}}}"))
+    store = get_context().store
+    assert not stack.redis.exists(store.secure_key(handle.run_id))
+    assert "pw-marker-ae81" not in json.dumps(stack.redis.hgetall(store.run_key(handle.run_id)))
     assert "pw-marker-ae81" not in json.dumps(run.to_dict())
 
 
@@ -130,6 +132,7 @@ def test_unknown_workflow_is_rejected_with_nen_error_body(stack: Stack) -> None:
 
 def test_invalid_params_change_nothing(stack: Stack) -> None:
     register_workflow(WF, params=Params, secure_params=Secure)
+    stack.counter.wait_idle()  # earlier tests' tasks settled: only this test could change state
     before_keys = snapshot(stack.redis, "*")
     before_posts = stack.sim.stats()["posts"]
     published = sum(stack.counter.published.values())
@@ -151,6 +154,7 @@ def test_invalid_params_change_nothing(stack: Stack) -> None:
 
 
 def test_secure_params_refused_without_secrets_key(stack: Stack) -> None:
+    stack.counter.wait_idle()
     before = snapshot(stack.redis, "*")
     with env(NEN_SECRETS_KEY=""), pytest.raises(ConfigurationError, match="NEN_SECRETS_KEY"):
         start(params={}, secure_params={"password": "x"})
@@ -185,14 +189,14 @@ def test_webhook_before_binding_is_parked_then_applied(stack: Stack, store: Any)
     body = {"workflow_id": WF, "message_id": message_id, "status": "success", "expires_at": 1}
     answer = post_webhook(stack, body)  # unknown messageId: accepted and parked, not an error
     assert answer.status_code == 202 and answer.json()["status"] == "parked"
-    wait_for(lambda: stack.redis.exists(f"{PREFIX}:parked:{{{message_id}}}"), 10, "parked webhook")
+    wait_for(lambda: stack.redis.exists(get_context().store.parked_key(message_id)), 10, "parked webhook")
     assert post_webhook(stack, {**body, "status": "processing"}).status_code == 202
-    wait_for(lambda: stack.redis.llen(f"{PREFIX}:parked:{{{message_id}}}") == 2, 10, "2 parked")
+    wait_for(lambda: stack.redis.llen(get_context().store.parked_key(message_id)) == 2, 10, "2 parked")
     # what submit_run does once the 202 is in: bind, then replay what was parked
     assert bind_accepted(run_id, message_id, {"messageId": message_id}) == "success"
     (call,) = wait_callbacks(run_id)
     assert call["run"]["status"] == "success" and call["run"]["message_id"] == message_id
-    assert not stack.redis.exists(f"{PREFIX}:parked:{{{message_id}}}")
+    assert not stack.redis.exists(get_context().store.parked_key(message_id))
     run = get_run(run_id)
     assert run is not None
     assert [h["source"] for h in run.history] == ["start_run", "nen:202", "webhook:parked"]
@@ -215,6 +219,7 @@ def test_bad_webhooks_are_refused_and_change_nothing(stack: Stack) -> None:
         (b"x" * (1024 * 1024 + 1), sign(b"x" * (1024 * 1024 + 1)), 413),
         (good, {**sign(good), "content-type": "text/plain"}, 415),
     ]
+    stack.counter.wait_idle()
     before = snapshot(stack.redis, "*")
     published = sum(stack.counter.published.values())
     for body, headers, expected in cases:

@@ -139,7 +139,7 @@ def test_sweep_reads_only_due_runs(stack: Stack, store: Any) -> None:
     # so the only due runs are this test's three.
     stack.counter.wait_idle()
     later = time.time() + 3600
-    leftover = store.redis.zrange(store.timers_key, 0, -1)
+    leftover = list(store.timers())
     store.set_timers({rid: later for rid in leftover}, [])
     due = [create(store) for _ in range(3)]
     store.set_timers({rid: 0 for rid in due}, [])
@@ -207,7 +207,8 @@ def test_callback_message_lost_after_dispatch_is_dispatched_again_once(stack: St
             assert store.finish_completion(run_id, "lost-task")
         store.redis.set(store.dispatch_key(finished, "0"), f"{finished}|0|t|done")  # this one ran
         (call,) = wait_callbacks(lost)
-        wait_for(lambda: store.redis.zscore(store.timers_key, finished) is None, 10, "timer dropped")
+        timers = store.timers_key(finished)
+        wait_for(lambda: store.redis.zscore(timers, finished) is None, 10, "timer dropped")
     stack.counter.wait_idle()
     assert call["run"]["run_id"] == lost and len(calls(lost)) == 1
     assert calls(finished) == []

@@ -145,3 +145,19 @@ def test_misconfigured_receivers_answer_503_identically(
         answers = _answers(receivers, "POST", WEBHOOK, body, signed(body, SIM_WEBHOOK_SECRET))
     expected = Reply(503, {"error": "not_configured", "message": message})
     assert answers == dict.fromkeys(receivers, expected)
+
+
+def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, Call]) -> None:
+    from nen_celery.metrics import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("nen_webhooks_total", {"result": "invalid_signature"}) or 0.0
+
+    body, headers, _, _ = REFUSED["unsigned"]
+    for name, call in receivers.items():
+        before = refused()
+        assert call("POST", WEBHOOK, body, headers).status == 401
+        assert refused() == before + 1, name
+    assert {n: r.status for n, r in _answers(receivers, "GET", "/metrics", b"", {}).items()} == dict.fromkeys(
+        receivers, 200
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery.canvas import Signature
 
+from . import metrics
 from .config import ConfigurationError
 from .context import get_context
 from .models import Run
@@ -108,6 +109,7 @@ def start_run(
     except Exception:
         ctx.store.delete(run_id)  # nothing was queued: leave no orphan record behind
         raise
+    metrics.RUNS_STARTED.inc()
     return RunHandle(run_id)
 
 

@@ -1,7 +1,8 @@
 """The ``nen-celery`` command.
 
 Exit codes: 0 ok; 1 the run ended failed/rejected/submit_failed (``start --wait``) or a
-wait timed out; 2 bad input or configuration; 3 run not found.
+wait timed out; 2 bad input or configuration (``config check`` found an error); 3 run not found.
+Every read command takes ``--json`` (``runs watch --json`` prints one JSON array per refresh).
 """
 
 from __future__ import annotations
@@ -164,19 +165,117 @@ def list_runs(status_: str | None, workflow: str | None, limit: int, as_json: bo
     _list(status_, workflow, limit, as_json)
 
 
-def _list(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+def _fetch(status_: str | None, workflow: str | None, limit: int) -> list[Run]:
     from .context import get_context
 
-    runs = get_context().store.list(limit=limit, status=status_, workflow_id=workflow)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
-        return
+    try:
+        return get_context().store.list(limit=limit, status=status_, workflow_id=workflow)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _table(runs: list[Run]) -> Table:
     table = Table("run_id", "workflow_id", "status", "message_id", "created", "finished")
     for r in runs:
         table.add_row(
             r.run_id, r.workflow_id, r.status, r.message_id or "-", _ts(r.created_at), _ts(r.finished_at)
         )
-    console.print(table)
+    return table
+
+
+def _list(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    runs = _fetch(status_, workflow, limit)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    console.print(_table(runs))
+
+
+@runs.command(name="watch")
+@click.option("--status", "status_", default=None)
+@click.option("--workflow", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes")
+@click.option("--count", default=0, help="Stop after this many refreshes (0: until Ctrl-C)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array per refresh (NDJSON)")
+def runs_watch(
+    status_: str | None, workflow: str | None, limit: int, interval: float, count: int, as_json: bool
+) -> None:
+    """A live table of recent runs, refreshed every --interval seconds."""
+    import time
+
+    from rich.live import Live
+
+    if interval <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--interval")
+    refreshes = 0
+    try:
+        if as_json:
+            while count == 0 or refreshes < count:
+                runs = _fetch(status_, workflow, limit)
+                click.echo(json.dumps([r.to_dict() for r in runs]))
+                refreshes += 1
+                if count == 0 or refreshes < count:
+                    time.sleep(interval)
+            return
+        with Live(_table(_fetch(status_, workflow, limit)), console=console, auto_refresh=False) as live:
+            refreshes = 1
+            while count == 0 or refreshes < count:
+                time.sleep(interval)
+                live.update(_table(_fetch(status_, workflow, limit)), refresh=True)
+                refreshes += 1
+    except KeyboardInterrupt:
+        return
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command(name="check")
+@click.option("--json", "as_json", is_flag=True)
+def config_check(as_json: bool) -> None:
+    """Validate NEN_* settings and reach Redis, the broker and Nen (no secret is printed)."""
+    from .probes import run_probes, summary
+
+    probes = run_probes()
+    result = summary(probes)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        colour = {"ok": "green", "warning": "yellow", "error": "red"}
+        table = Table("check", "result", "detail")
+        for p in probes:
+            table.add_row(p.name, f"[{colour[p.level]}]{p.level}[/]", p.detail)
+        console.print(table)
+    sys.exit(0 if result["ok"] else 2)
+
+
+@main.group(name="metrics")
+def metrics_group() -> None:
+    """Prometheus metrics."""
+
+
+@metrics_group.command(name="serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9808, show_default=True)
+def metrics_serve(host: str, port: int) -> None:
+    """Serve /metrics for this host's worker processes (PROMETHEUS_MULTIPROC_DIR)."""
+    from .metrics import multiprocess_dir
+    from .web.metrics import serve_metrics
+
+    if not multiprocess_dir():
+        raise click.UsageError("set PROMETHEUS_MULTIPROC_DIR to the directory the workers write to")
+    serve_metrics(host, port)
+
+
+@metrics_group.command(name="show")
+def metrics_show() -> None:
+    """Print the current exposition once (this host's processes and the run store gauges)."""
+    from .metrics import render
+
+    click.echo(render()[0].decode(), nl=False)
 
 
 @main.command()

@@ -24,7 +24,8 @@ from tenacity import (
 from . import signing
 from .config import ConfigurationError, Settings
 from .errors import NenAPIError, NenError, NenProtocolError
-from .retry import classify_status, classify_transport
+from .ratelimit import RateLimited, RateLimiter, limiter_for
+from .retry import classify_status, classify_transport, parse_retry_after
 
 log = logging.getLogger("nen_celery.client")
 
@@ -113,11 +114,24 @@ class NenClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        limiter: RateLimiter | bool | None = True,
     ) -> None:
         self.settings = settings
         self.http = http or shared_http_client(settings)
         self._sleep = sleep
         self._clock = clock
+        # True: the shared bucket when NEN_RATE_LIMIT is set (ratelimit.py); None/False: none
+        self.limiter = limiter_for(settings) if limiter is True else (limiter or None)
+
+    def throttle(self) -> None:
+        """Take a token from the shared bucket (raises RateLimited if it is far away)."""
+        if self.limiter is not None:
+            self.limiter.acquire()
+
+    def _feedback(self, response: httpx.Response) -> None:
+        """A 429 pauses the shared bucket, so every worker holds off, not only this one."""
+        if response.status_code == 429 and self.limiter is not None:
+            self.limiter.feedback(parse_retry_after(response.headers.get("retry-after"), self._clock()))
 
     def _url(self, path: str) -> str:
         return self.settings.api_url + path
@@ -127,8 +141,12 @@ class NenClient:
         assert self.settings.api_key is not None
         return {"x-api-key": self.settings.api_key.get_secret_value()}
 
-    def post_run_once(self, request: StartRunRequest, idempotency_key: str) -> Accepted:
-        """One POST /runs. Raises NenAPIError / NenTransportError / NenProtocolError."""
+    def post_run_once(
+        self, request: StartRunRequest, idempotency_key: str, *, throttle: bool = True
+    ) -> Accepted:
+        """One POST /runs. Raises NenAPIError / NenTransportError / NenProtocolError / RateLimited."""
+        if throttle:
+            self.throttle()
         body = request.body(self.settings.webhook_field)
         headers = {
             **self._auth(),
@@ -144,6 +162,7 @@ class NenClient:
             response = self.http.post(self._url(RUNS_PATH), content=body, headers=headers)
         except httpx.TransportError as exc:
             raise classify_transport(exc, retry_read_timeout=self.settings.retry_read_timeout) from None
+        self._feedback(response)
         if response.status_code in (200, 201, 202):
             data = _body(response)
             if not isinstance(data, dict) or not isinstance(data.get("messageId"), str):
@@ -185,8 +204,8 @@ class NenClient:
             # Exponential backoff plus up to one initial step of jitter, capped.
             exponential = initial * 2.0 ** (state.attempt_number - 1)
             delay: float = min(ceiling, exponential + random.uniform(0, initial))
-            if isinstance(exc, NenAPIError) and exc.retry_after is not None:
-                delay = max(delay, exc.retry_after)
+            if isinstance(exc, NenAPIError) and exc.retry_after is not None and self.limiter is None:
+                delay = max(delay, exc.retry_after)  # with a limiter, the paused bucket waits instead
             return delay
 
         def log_retry(state: RetryCallState) -> None:
@@ -200,9 +219,10 @@ class NenClient:
             )
 
         def attempt() -> Accepted:
+            self.throttle()  # before anything is marked as possibly sent
             hooks.before_send()
             try:
-                return self.post_run_once(request, idempotency_key)
+                return self.post_run_once(request, idempotency_key, throttle=False)
             except NenError as exc:
                 if not exc.maybe_sent:
                     hooks.not_sent()
@@ -211,7 +231,10 @@ class NenClient:
         retrying = Retrying(
             stop=stop_before_delay(budget),
             wait=wait,
-            retry=retry_if_exception(lambda e: isinstance(e, NenError) and e.retryable),
+            # RateLimited goes back to the task, which re-queues itself instead of sleeping here
+            retry=retry_if_exception(
+                lambda e: isinstance(e, NenError) and e.retryable and not isinstance(e, RateLimited)
+            ),
             reraise=True,
             sleep=self._sleep,
             before_sleep=log_retry,
@@ -237,10 +260,13 @@ class NenClient:
 
     def _get_json(self, path: str, what: str, *, missing_ok: bool) -> dict[str, Any] | None:
         """GET a JSON object from Nen (reads are safe to retry); None on 404 when missing_ok."""
+        headers = self._auth()
+        self.throttle()
         try:
-            response = self.http.get(self._url(path), headers=self._auth())
+            response = self.http.get(self._url(path), headers=headers)
         except httpx.TransportError as exc:
             raise classify_transport(exc, retry_read_timeout=True) from None
+        self._feedback(response)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 200:

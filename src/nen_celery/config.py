@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     key_prefix: str = "nen"
+    # Run-store key layout: runs and their timers are spread over this many hash tags (Redis
+    # Cluster slots). Part of the layout: keep it fixed for the life of a deployment.
+    store_shards: int = Field(default=16, ge=1, le=4096)
     visibility_timeout: int = Field(default=3600, gt=0)
     restore_interval: int = Field(default=10, gt=0)  # Redis broker: sweep for abandoned messages
 
@@ -94,6 +97,27 @@ class Settings(BaseSettings):
     clock_skew_max: float = Field(default=60.0, gt=0)  # warn when the clock is off Nen's by more (s)
     # answer to a verified webhook whose message_id is not bound yet (queued and parked)
     webhook_parked_status: int = Field(default=202, ge=200, le=299)
+
+    # --- scaling settings ---
+    # RabbitMQ broker only: queue type of the project's queues ("quorum": replicated, needs
+    # RabbitMQ >= 3.10; "classic" for older or single-node brokers).
+    broker_queue_type: Literal["quorum", "classic"] = "quorum"
+    # Requests per second towards Nen shared by every worker (token bucket in Redis); 0 = off.
+    rate_limit: float = Field(default=0.0, ge=0)
+    # Requests allowed at once after an idle spell; unset = max(1, NEN_RATE_LIMIT).
+    rate_limit_burst: float | None = Field(default=None, ge=1)
+    # Longest a task blocks for a token; a longer wait re-queues the task with a countdown instead.
+    rate_limit_max_wait: float = Field(default=2.0, ge=0, le=10)
+    # How long every worker holds off after a 429 that carries no Retry-After (s).
+    rate_limit_pause: float = Field(default=5.0, gt=0, le=60)
+
+    @property
+    def rate_burst(self) -> float:
+        """The bucket's capacity: NEN_RATE_LIMIT_BURST, or one second's worth (at least 1)."""
+        return self.rate_limit_burst if self.rate_limit_burst is not None else max(1.0, self.rate_limit)
+
+    # Logs: "json" = one JSON object per line with run_id/message_id/workflow_id (see runlog.py).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("webhook_scheme", mode="before")
     @classmethod
@@ -146,6 +170,17 @@ class Settings(BaseSettings):
         if "{idempotency_key}" not in value or not value.startswith("/"):
             raise ValueError("NEN_LOOKUP_PATH must start with / and contain {idempotency_key}")
         return value
+
+    @model_validator(mode="after")
+    def _broker_for_cluster_store(self) -> Settings:
+        scheme = self.redis_url.split("://", 1)[0].lower()
+        if scheme.endswith(("+cluster", "+sentinel")) and not self.broker_url:
+            raise ValueError(
+                "NEN_BROKER_URL must be set when NEN_REDIS_URL is a redis+cluster:// or "
+                "redis+sentinel:// URL (the Celery broker cannot use it: give a redis://, "
+                "sentinel:// or amqp:// broker URL)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _visibility_covers_tasks(self) -> Settings:

@@ -10,6 +10,7 @@ import redis
 
 from .client import NenClient
 from .config import Settings, get_settings
+from .connections import redis_client
 from .crypto import Sealer
 from .store import RunStore
 
@@ -38,7 +39,7 @@ def get_context() -> Context:
             ctx = _current.get(pid)
             if ctx is None:
                 settings = get_settings()
-                client = redis.Redis.from_url(
+                client = redis_client(
                     settings.redis_url,
                     decode_responses=True,
                     socket_connect_timeout=5,

@@ -1,23 +1,33 @@
 """RunStore: run records, the messageId index and every state change, over Redis.
 
-Each state change is one Lua script touching one hash slot (keys share a ``{...}`` hash tag),
-so changes are atomic and the layout works on Redis Cluster. Key layout (prefix ``NEN_KEY_PREFIX``):
+Each state change is one Lua script whose keys share one ``{<shard>}`` hash tag, so changes
+are atomic and every script touches one slot: the layout works on a standalone Redis and on a
+Redis Cluster alike. A run belongs to shard ``crc32(run_id) % NEN_STORE_SHARDS``, a messageId
+to shard ``crc32(message_id) % NEN_STORE_SHARDS``; the sorted sets are kept per shard, so they
+spread over the cluster's masters with the records they index. Keys (prefix ``NEN_KEY_PREFIX``,
+``k`` a shard number):
 
-- ``<p>:run:{<run_id>}``          hash: the record (expires ``retention`` after it finishes)
-- ``<p>:run:{<run_id>}:secure``   sealed secure params, deleted once Nen accepted/refused them
-- ``<p>:msg:{<message_id>}``      run_id bound to Nen's messageId (O(1) webhook lookup)
-- ``<p>:parked:{<message_id>}``   webhooks that arrived before their messageId was bound
-- ``<p>:runs``                    zset run_id by creation time (listing)
-- ``<p>:timers``                  zset run_id by next reconcile check (a sweep reads only due runs)
-- ``<p>:parked:due``              zset message_id by next check of its parked webhooks
+- ``<p>:run:{k}:<run_id>``              hash: the record (expires ``retention`` after it finishes)
+- ``<p>:run:{k}:<run_id>:secure``       sealed secure params, deleted once Nen accepted/refused them
+- ``<p>:run:{k}:<run_id>:dispatched:<n>`` callback dispatch guard of attempt n (worker.NenTask)
+- ``<p>:runs:{k}``                      zset run_id by creation time (listing)
+- ``<p>:timers:{k}``                    zset run_id by next reconcile check (sweeps read due runs only)
+- ``<p>:msg:{k}:<message_id>``          run_id bound to Nen's messageId (O(1) webhook lookup)
+- ``<p>:parked:{k}:<message_id>``       webhooks that arrived before their messageId was bound
+- ``<p>:parked:due:{k}``                zset message_id by next check of its parked webhooks
+- ``<p>:reconcile:lock``                the sweep's lock (a single key)
 
-The two timer zsets span slots; on Redis Cluster they move under per-slot hash tags (see README).
+``NEN_STORE_SHARDS`` is part of the layout: keep it fixed for the life of a deployment.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -59,32 +69,50 @@ class RunStore:
         self.settings = settings
         self.sealer = sealer
         self.prefix = settings.key_prefix
+        self.shards = settings.store_shards
         self._scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
 
     # -- keys -------------------------------------------------------------------------------
+    def shard(self, some_id: str) -> int:
+        return zlib.crc32(some_id.encode()) % self.shards
+
     def run_key(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{{{run_id}}}"
+        return f"{self.prefix}:run:{{{self.shard(run_id)}}}:{run_id}"
 
     def secure_key(self, run_id: str) -> str:
-        return f"{self.prefix}:run:{{{run_id}}}:secure"
+        return f"{self.run_key(run_id)}:secure"
 
     def msg_key(self, message_id: str) -> str:
-        return f"{self.prefix}:msg:{{{message_id}}}"
+        return f"{self.prefix}:msg:{{{self.shard(message_id)}}}:{message_id}"
 
     def parked_key(self, message_id: str) -> str:
-        return f"{self.prefix}:parked:{{{message_id}}}"
+        return f"{self.prefix}:parked:{{{self.shard(message_id)}}}:{message_id}"
+
+    def runs_key(self, run_id: str) -> str:
+        return self._runs_key(self.shard(run_id))
+
+    def timers_key(self, run_id: str) -> str:
+        return self._timers_key(self.shard(run_id))
+
+    def parked_due_key(self, message_id: str) -> str:
+        return self._parked_due_key(self.shard(message_id))
+
+    def _runs_key(self, shard: int) -> str:
+        return f"{self.prefix}:runs:{{{shard}}}"
+
+    def _timers_key(self, shard: int) -> str:
+        return f"{self.prefix}:timers:{{{shard}}}"
+
+    def _parked_due_key(self, shard: int) -> str:
+        return f"{self.prefix}:parked:due:{{{shard}}}"
 
     @property
-    def runs_key(self) -> str:
-        return f"{self.prefix}:runs"
+    def all_timers_keys(self) -> list[str]:
+        return [self._timers_key(k) for k in range(self.shards)]
 
     @property
-    def timers_key(self) -> str:
-        return f"{self.prefix}:timers"
-
-    @property
-    def parked_due_key(self) -> str:
-        return f"{self.prefix}:parked:due"
+    def all_parked_due_keys(self) -> list[str]:
+        return [self._parked_due_key(k) for k in range(self.shards)]
 
     @property
     def reconcile_lock_key(self) -> str:
@@ -117,22 +145,23 @@ class RunStore:
         args: list[Any] = [run_id, now, sealed_secure or "", self.settings.retention_seconds, check]
         for k, v in fields.items():
             args += [k, v]
-        keys = [self.run_key(run_id), self.runs_key, self.secure_key(run_id), self.timers_key]
+        keys = [self.run_key(run_id), self.runs_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
         return bool(self._call("create", keys, args))
 
     def delete(self, run_id: str) -> None:
         """Undo a create whose task could not be queued."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(self.run_key(run_id), self.secure_key(run_id))
-        pipe.zrem(self.runs_key, run_id)
-        pipe.zrem(self.timers_key, run_id)
+        pipe.delete(self.run_key(run_id))  # one key per DELETE: a Cluster pipeline allows no more
+        pipe.delete(self.secure_key(run_id))
+        pipe.zrem(self.runs_key(run_id), run_id)
+        pipe.zrem(self.timers_key(run_id), run_id)
         pipe.execute()
 
     def claim_submit(self, run_id: str, lease: float, holder: str) -> tuple[str, str]:
         retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
         res = self._call(
             "claim_submit",
-            [self.run_key(run_id), self.timers_key],
+            [self.run_key(run_id), self.timers_key(run_id)],
             [time.time(), lease, retry_ambiguous, holder],
         )
         return str(res[0]), str(res[1])
@@ -162,7 +191,7 @@ class RunStore:
         now = time.time()
         verdict, status = self._call(
             "bind",
-            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)],
             [message_id, now, json.dumps(accepted), next_check or now + self.next_check_after("submitted")],
         )
         if verdict == "conflict":
@@ -174,7 +203,7 @@ class RunStore:
     def drop_parked(self, message_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(self.parked_key(message_id))
-        pipe.zrem(self.parked_due_key, message_id)
+        pipe.zrem(self.parked_due_key(message_id), message_id)
         pipe.execute()
 
     def parked(self, message_id: str) -> list[str]:
@@ -182,7 +211,7 @@ class RunStore:
 
     def find_or_park(self, message_id: str, sealed_body: str) -> str | None:
         """run_id bound to message_id, or None after parking the webhook for the binding."""
-        keys = [self.msg_key(message_id), self.parked_key(message_id), self.parked_due_key]
+        keys = [self.msg_key(message_id), self.parked_key(message_id), self.parked_due_key(message_id)]
         due = time.time() + self.settings.parked_grace
         res = self._call(
             "park", keys, [sealed_body, self.settings.retention_seconds, PARKED_MAX, message_id, due]
@@ -208,7 +237,7 @@ class RunStore:
         now = time.time()
         res = self._call(
             "apply",
-            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)],
             [
                 status,
                 now,
@@ -235,7 +264,7 @@ class RunStore:
         return bool(
             self._call(
                 "finish_completion",
-                [self.run_key(run_id), self.timers_key],
+                [self.run_key(run_id), self.timers_key(run_id)],
                 [now, callback_task_id, run_id, now + self.settings.callback_timeout],
             )
         )
@@ -259,19 +288,40 @@ class RunStore:
         now = time.time()
         res = self._call(
             "redrive",
-            [self.run_key(run_id), self.secure_key(run_id), self.timers_key],
+            [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)],
             [now, now + self.settings.queued_grace],
         )
         return str(res[0]), str(res[1])
 
     # -- reconciliation ---------------------------------------------------------------------
     def due_runs(self, now: float, limit: int) -> list[str]:
-        due = self.redis.zrangebyscore(self.timers_key, "-inf", now, start=0, num=limit)
-        return [str(x) for x in due]
+        """The ``limit`` most overdue runs over every shard (one pipelined read per shard)."""
+        return self._due(self.all_timers_keys, now, limit)
 
     def due_parked(self, now: float, limit: int) -> list[str]:
-        due = self.redis.zrangebyscore(self.parked_due_key, "-inf", now, start=0, num=limit)
-        return [str(x) for x in due]
+        return self._due(self.all_parked_due_keys, now, limit)
+
+    def _due(self, keys: list[str], now: float, limit: int) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrangebyscore(key, "-inf", now, start=0, num=limit, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda pair: pair[1])
+        return [str(member) for member, _ in list(merged)[:limit]]
+
+    def pending_counts(self) -> tuple[int, int]:
+        """(runs with a timer, messageIds with parked webhooks), summed over the shards."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.all_timers_keys + self.all_parked_due_keys:
+            pipe.zcard(key)
+        counts = [int(n) for n in pipe.execute()]
+        return sum(counts[: self.shards]), sum(counts[self.shards :])
+
+    def timers(self) -> dict[str, float]:
+        """Every run timer (tests and tooling; O(timers))."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.all_timers_keys:
+            pipe.zrange(key, 0, -1, withscores=True)
+        return {str(m): float(s) for pairs in pipe.execute() for m, s in pairs}
 
     def raw_many(self, run_ids: list[str]) -> list[dict[str, str]]:
         pipe = self.redis.pipeline(transaction=False)
@@ -279,25 +329,31 @@ class RunStore:
             pipe.hgetall(self.run_key(rid))
         return list(pipe.execute())
 
-    def set_timers(self, timers: dict[str, float], drop: list[str]) -> None:
-        self._set_zset(self.timers_key, timers, drop)
+    def set_timers(self, timers: dict[str, float], drop: Iterable[str]) -> None:
+        self._set_zsets(self._timers_key, timers, drop)
 
-    def set_parked_timers(self, timers: dict[str, float], drop: list[str]) -> None:
-        self._set_zset(self.parked_due_key, timers, drop)
+    def set_parked_timers(self, timers: dict[str, float], drop: Iterable[str]) -> None:
+        self._set_zsets(self._parked_due_key, timers, drop)
 
-    def _set_zset(self, key: str, timers: dict[str, float], drop: list[str]) -> None:
-        if not timers and not drop:
+    def _set_zsets(self, key_of: Any, timers: dict[str, float], drop: Iterable[str]) -> None:
+        adds: dict[int, dict[str, float]] = defaultdict(dict)
+        removes: dict[int, list[str]] = defaultdict(list)
+        for member, score in timers.items():
+            adds[self.shard(member)][member] = score
+        for member in drop:
+            removes[self.shard(member)].append(member)
+        if not adds and not removes:
             return
         pipe = self.redis.pipeline(transaction=False)
-        if timers:
-            pipe.zadd(key, dict(timers))
-        if drop:
-            pipe.zrem(key, *drop)
+        for shard, mapping in adds.items():
+            pipe.zadd(key_of(shard), mapping)
+        for shard, members in removes.items():
+            pipe.zrem(key_of(shard), *members)
         pipe.execute()
 
     # -- callback dispatch guard (see worker.NenTask) ------------------------------------------
     def dispatch_key(self, run_id: str, attempt: str) -> str:
-        return f"{self.prefix}:run:{{{run_id}}}:dispatched:{attempt}"
+        return f"{self.run_key(run_id)}:dispatched:{attempt}"
 
     def claim_dispatch(self, token: str) -> str:
         """'run' | 'done' | 'skip' for a callback message carrying ``token`` (run|attempt|nonce)."""
@@ -345,13 +401,21 @@ class RunStore:
             json.loads(on_failure) if on_failure else None,
         )
 
+    def _newest(self, count: int) -> list[str]:
+        """The ``count`` newest run ids over every shard."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.zrevrange(self._runs_key(shard), 0, count - 1, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda pair: pair[1], reverse=True)
+        return [str(member) for member, _ in list(merged)[:count]]
+
     def list(self, limit: int = 100, status: str | None = None, workflow_id: str | None = None) -> list[Run]:
-        """Newest first; filters applied after the fetch (issue: listing indexes come later)."""
+        """Newest first; filters applied after the fetch (no per-status index yet)."""
         runs: list[Run] = []
         offset = 0
         batch = max(limit, 100)
         while len(runs) < limit:
-            ids = self.redis.zrevrange(self.runs_key, offset, offset + batch - 1)
+            ids = self._newest(offset + batch)[offset:]
             if not ids:
                 break
             offset += batch

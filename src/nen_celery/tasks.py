@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 from collections import Counter
@@ -22,14 +23,15 @@ from celery import Task
 from celery.canvas import signature
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from . import reconcile
+from . import metrics, reconcile, runlog
 from .client import AttemptHooks, StartRunRequest
 from .config import ConfigurationError
 from .context import get_context
 from .errors import NenAPIError, NenError
 from .faults import failpoint
+from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
-from .worker import DISPATCH_HEADER, app
+from .worker import DISPATCH_HEADER, RECEIVED_AT_HEADER, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
 
@@ -70,8 +72,10 @@ def enqueue_submit(
     )
 
 
-def enqueue_complete(run_id: str) -> None:
-    complete_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
+def enqueue_complete(run_id: str, received_at: str | None = None) -> None:
+    """``received_at``: when the receiver got the terminal webhook (for the latency metric)."""
+    headers = {RECEIVED_AT_HEADER: received_at} if received_at else None
+    complete_run.apply_async(args=(run_id,), argsrepr=_repr(run_id), headers=headers)
 
 
 def _finish(run_id: str, status: Status, error: dict[str, Any], source: str) -> str:
@@ -84,14 +88,16 @@ def _finish(run_id: str, status: Status, error: dict[str, Any], source: str) -> 
     return now
 
 
-def apply_nen_status(run_id: str, body: dict[str, Any], source: str) -> tuple[str, str]:
+def apply_nen_status(
+    run_id: str, body: dict[str, Any], source: str, received_at: str | None = None
+) -> tuple[str, str]:
     """Apply a webhook/retrieval body to the run; dispatch completion if still pending."""
     store = get_context().store
     status = str(body["status"])
     payload = body if is_terminal(status) else None
     verdict, now, completion = store.apply(run_id, status, source=source, payload=payload)
     if completion == "pending":
-        enqueue_complete(run_id)
+        enqueue_complete(run_id, received_at)
     return verdict, now
 
 
@@ -147,6 +153,7 @@ def submit_run(
         return {"run_id": run_id, "status": Status.UNKNOWN.value}
 
     data = store.raw(run_id)
+    runlog.bind(workflow_id=data.get("workflow_id"))
     try:
         secure = store.secure_params(run_id)
         if data.get("has_secure") == "1" and secure is None:
@@ -163,9 +170,22 @@ def submit_run(
             webhook_url=settings.webhook_url,
         )
         idem_key = data.get("idem_key") or run_id
-        answer = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
+        started = time.monotonic()
+        try:
+            answer = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
+        finally:
+            outcome = "accepted" if sys.exc_info()[0] is None else _outcome(sys.exc_info()[1])
+            metrics.SUBMIT_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
+    except RateLimited as exc:
+        # Nen's shared request budget is spent for longer than a task may block: come back with
+        # a countdown (<= 60 s). Not a failure, so it does not count as a re-schedule.
+        store.release_submit(run_id)
+        raise self.retry(
+            kwargs={"reschedule": reschedule}, countdown=exc.retry_in, max_retries=None
+        ) from None
     except (NenError, ConfigurationError) as exc:
         return _submit_error(self, run_id, reschedule, exc)
+    metrics.RUNS_ACCEPTED.inc()
 
     failpoint("submit:after_accept")
     try:
@@ -182,6 +202,13 @@ def submit_run(
         ) from None
     log.info("run %s accepted by Nen as message %s", run_id, answer.message_id)
     return {"run_id": run_id, "status": status, "message_id": answer.message_id}
+
+
+def _outcome(exc: BaseException | None) -> str:
+    """A small fixed label for a failed submit: the HTTP status class or the error type."""
+    if isinstance(exc, NenAPIError):
+        return f"http_{exc.status_code // 100}xx"
+    return type(exc).__name__ if exc is not None else "error"
 
 
 def _retrying_redis(fn: Any, budget: float = 30.0) -> Any:
@@ -251,12 +278,15 @@ def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
     message_id, status = body["message_id"], body["status"]
+    runlog.bind(message_id=message_id, workflow_id=body.get("workflow_id"))
     run_id = ctx.store.find_or_park(message_id, sealed_body)
+    runlog.bind(run_id=run_id)
     if run_id is None:
         log.info("webhook %s for message %s parked: messageId not bound yet", status, message_id)
         return {"message_id": message_id, "status": status, "verdict": "parked"}
     failpoint("ingest:before_apply")
-    verdict, now = apply_nen_status(run_id, body, source="webhook")
+    received_at = request_header(self.request, RECEIVED_AT_HEADER)
+    verdict, now = apply_nen_status(run_id, body, source="webhook", received_at=received_at)
     log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)
     return {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
 
@@ -271,6 +301,7 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "verdict": verdict}
     run = ctx.store.get(run_id)
     assert run is not None
+    runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
     on_complete, on_failure = ctx.store.callbacks(run_id)
     sig = on_complete if run.status == Status.SUCCESS else on_failure
     task_id = ""
@@ -293,6 +324,10 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
             raise self.retry(countdown=1.0, max_retries=None) from exc
     failpoint("complete:after_dispatch")
     ctx.store.finish_completion(run_id, task_id)
+    metrics.RUNS_COMPLETED.labels(status=run.status).inc()
+    received_at = request_header(self.request, RECEIVED_AT_HEADER)
+    if received_at:
+        metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
     log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
     return {"run_id": run_id, "status": run.status, "callback_task_id": task_id}
 
@@ -403,6 +438,7 @@ def reconcile_runs(self: Task) -> dict[str, int]:
         store.release_reconcile_lock(token)
     if counts:
         log.info("reconcile: %s", dict(counts))
+        metrics.reconciled(counts)
     return dict(counts)
 
 

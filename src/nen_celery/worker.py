@@ -23,26 +23,51 @@ Reliability settings and why each is here:
 from __future__ import annotations
 
 import logging
+import math
+import os
 from typing import Any
 
 import httpx
 from celery import Celery, Task
-from celery.signals import worker_init, worker_ready
-from kombu import Queue  # type: ignore[attr-defined]
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+)
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from .config import Settings, get_settings
+from .config import ConfigurationError, Settings, get_settings
 
 SUBMIT_QUEUE = "nen.submit"
 INGEST_QUEUE = "nen.ingest"
 COMPLETE_QUEUE = "nen.complete"
 DEFAULT_QUEUE = "celery"  # user callbacks land here unless they route them elsewhere
 DISPATCH_HEADER = "nen_dispatch"
+# Unix time the receiver got a webhook: rides ingest_webhook -> complete_run for a latency metric.
+RECEIVED_AT_HEADER = "nen_received_at"
 
 log = logging.getLogger("nen_celery.worker")
 
 
-def celery_config(settings: Settings) -> dict[str, object]:
-    transport = {
+QUEUE_NAMES = (DEFAULT_QUEUE, SUBMIT_QUEUE, INGEST_QUEUE, COMPLETE_QUEUE)
+
+
+def is_redis_url(url: str | None) -> bool:
+    return bool(url) and str(url).split("://", 1)[0] in ("redis", "rediss", "redis+socket", "sentinel")
+
+
+def is_amqp_url(url: str | None) -> bool:
+    return bool(url) and str(url).split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def redis_transport_options(settings: Settings) -> dict[str, object]:
+    """Only a Redis broker/backend has a visibility timeout and an unacked-restore sweep."""
+    return {
         "visibility_timeout": settings.visibility_timeout,
         "socket_connect_timeout": settings.publish_timeout,
         # Scan for messages whose worker vanished every restore_interval seconds (kombu's
@@ -50,6 +75,42 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "unacked_restore_interval": settings.restore_interval,
         "unacked_restore_throttle": 1,
     }
+
+
+def broker_options(settings: Settings) -> dict[str, object]:
+    """Settings that depend on the broker: Redis (default) or RabbitMQ.
+
+    RabbitMQ: publisher confirms (a publish returns once the broker has the message, so the
+    receiver answers Nen 200 only for a webhook RabbitMQ holds), quorum queues (replicated,
+    NEN_BROKER_QUEUE_TYPE), topic exchanges (Celery's native delayed delivery needs them for
+    countdowns on quorum queues: a countdown then waits in the broker, not in a worker), and
+    quorum-aware QoS (global QoS is off, the prefetch count is static). A dead worker's
+    unacked messages come back as soon as its connection closes: no visibility timeout.
+    """
+    broker = settings.broker
+    options: dict[str, object] = {}
+    if is_redis_url(broker):
+        options["broker_transport_options"] = redis_transport_options(settings)
+    elif is_amqp_url(broker):
+        quorum = settings.broker_queue_type == "quorum"
+        options["broker_transport_options"] = {"confirm_publish": True}
+        options["task_default_queue_type"] = settings.broker_queue_type
+        options["task_create_missing_queue_type"] = settings.broker_queue_type
+        options["task_default_exchange_type"] = "topic"
+        options["task_create_missing_queue_exchange_type"] = "topic"
+        options["worker_detect_quorum_queues"] = True
+        options["broker_native_delayed_delivery_queue_type"] = settings.broker_queue_type
+        arguments = {"x-queue-type": "quorum"} if quorum else None
+        options["task_queues"] = tuple(
+            Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments)
+            for name in QUEUE_NAMES
+        )
+    if is_redis_url(settings.result_backend):
+        options["result_backend_transport_options"] = redis_transport_options(settings)
+    return options
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
     return {
         "broker_url": settings.broker,
         "result_backend": settings.result_backend,
@@ -62,18 +123,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_prefetch_multiplier": 1,
         "worker_soft_shutdown_timeout": 10.0,
         "worker_enable_soft_shutdown_on_idle": True,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.publish_timeout,
         "task_default_queue": DEFAULT_QUEUE,
         # A plain worker (no -Q) consumes every queue listed here.
-        "task_queues": (
-            Queue(DEFAULT_QUEUE),
-            Queue(SUBMIT_QUEUE),
-            Queue(INGEST_QUEUE),
-            Queue(COMPLETE_QUEUE),
-        ),
+        "task_queues": tuple(Queue(name) for name in QUEUE_NAMES),
         "task_routes": {
             "nen_celery.submit_run": {"queue": SUBMIT_QUEUE},
             "nen_celery.poll_run": {"queue": SUBMIT_QUEUE},
@@ -95,6 +149,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_track_started": True,
         "enable_utc": True,
         "timezone": "UTC",
+        **broker_options(settings),
     }
 
 
@@ -110,6 +165,12 @@ class NenTask(Task):  # type: ignore[misc]
     NEN_CALLBACK_TIMEOUT. An exception raised by the callback counts as its end: retries of a
     failing callback are the callback's own business (autoretry_for, ...).
     """
+
+    def apply_async(self, *args: Any, countdown: float | None = None, **options: Any) -> Any:
+        if countdown and countdown > 0 and countdown != int(countdown) and _native_delays(self.app):
+            # Native delayed delivery counts whole seconds and refuses 0 < countdown < 1
+            countdown = float(math.ceil(countdown))
+        return super().apply_async(*args, countdown=countdown, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.id is None:  # called directly, not by a worker
@@ -136,12 +197,24 @@ class NenTask(Task):  # type: ignore[misc]
             store.finish_dispatch(token)
 
 
-def _dispatch_token(request: Any) -> str | None:
+def request_header(request: Any, name: str) -> str | None:
+    """A custom message header of the running task (kept in ``request.headers`` or as attribute)."""
     headers = getattr(request, "headers", None) or {}
-    token = headers.get(DISPATCH_HEADER) if isinstance(headers, dict) else None
-    if token is None:
-        token = getattr(request, DISPATCH_HEADER, None)
-    return str(token) if token else None
+    value = headers.get(name) if isinstance(headers, dict) else None
+    if value is None:
+        value = getattr(request, name, None)
+    return str(value) if value else None
+
+
+def _native_delays(app: Celery) -> bool:
+    """Countdowns go through RabbitMQ's delay queues (quorum queues on an AMQP broker)."""
+    return is_amqp_url(app.conf.broker_url) and any(
+        (q.queue_arguments or {}).get("x-queue-type") == "quorum" for q in app.amqp.queues.values()
+    )
+
+
+def _dispatch_token(request: Any) -> str | None:
+    return request_header(request, DISPATCH_HEADER)
 
 
 app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)
@@ -160,6 +233,58 @@ def _check_configuration(**_: object) -> None:
     for level, message in config_problems(settings):
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
     check_durability()
+
+
+@beat_init.connect
+def _beat_redaction(**_: object) -> None:
+    from .logging_filters import install_redaction
+
+    install_redaction()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    """Run ids on every record; NEN_LOG_FORMAT=json swaps the handlers' formatter."""
+    from . import runlog
+
+    try:
+        log_format = get_settings().log_format
+    except ConfigurationError:
+        log_format = "text"  # the start-up check reports the settings error itself
+    runlog.configure(log_format, logger)
+
+
+@task_prerun.connect
+def _bind_run_ids(task: Any = None, args: Any = None, **_: object) -> None:
+    """A task's ids on its log lines: our tasks take run_id first, callbacks the run dict."""
+    from . import runlog
+
+    runlog.clear()
+    first = args[0] if args else None
+    if isinstance(first, dict):
+        runlog.bind(**{k: first.get(k) for k in runlog.IDS})
+    elif isinstance(first, str) and task is not None and task.name in _RUN_ID_TASKS:
+        runlog.bind(run_id=first)
+
+
+@task_postrun.connect
+def _unbind_run_ids(**_: object) -> None:
+    from . import runlog
+
+    runlog.clear()
+
+
+@worker_process_shutdown.connect
+def _metrics_process_exited(pid: int | None = None, **_: object) -> None:
+    from . import metrics
+
+    metrics.process_exited(pid or os.getpid())
+
+
+_RUN_ID_TASKS = frozenset(
+    f"nen_celery.{name}" for name in ("submit_run", "complete_run", "poll_run", "lookup_run")
+)
 
 
 @worker_ready.connect

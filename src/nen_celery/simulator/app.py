@@ -212,6 +212,7 @@ class SimulatorState:
         self._posts = 0
         self._accepted = 0
         self._posts_by_key: dict[str, int] = {}
+        self._post_times: list[float] = []  # arrival (Unix time) of every POST /runs
         self._replays = 0
         self._errors_injected = 0
         self._dropped_connections = 0
@@ -239,6 +240,7 @@ class SimulatorState:
             "posts": self._posts,
             "accepted": self._accepted,
             "posts_by_idempotency_key": dict(self._posts_by_key),
+            "post_times": list(self._post_times),
             "idempotent_replays": self._replays,
             "errors_injected": self._errors_injected,
             "dropped_connections": self._dropped_connections,
@@ -289,6 +291,7 @@ class SimulatorState:
         with self.changed:
             self._posts += 1
             self._posts_by_key[idempotency_key] = self._posts_by_key.get(idempotency_key, 0) + 1
+            self._post_times.append(time.time())
             self.changed.notify_all()
 
     def record_replay(self) -> None:
@@ -565,6 +568,7 @@ class SimulatorState:
             self._posts = 0
             self._accepted = 0
             self._posts_by_key.clear()
+            self._post_times.clear()
             self._replays = 0
             self._errors_injected = 0
             self._dropped_connections = 0

@@ -18,9 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .. import metrics, runlog
 from ..config import ConfigurationError, get_settings
 from ..context import get_context
 from ..logging_filters import install_redaction
+from .metrics import metrics_endpoint
 from .receiver import Answer, check, deliver, run_lookup
 
 log = logging.getLogger("nen_celery.web")
@@ -47,11 +49,11 @@ async def webhook(request: Request) -> JSONResponse:
     except ConfigurationError:
         # Never log the error text itself: a settings error may quote the values it was given.
         log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
-        return JSONResponse({"error": "not_configured", "message": "receiver is misconfigured"}, 503)
+        return _answer(Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"}))
     body = await _read_limited(request, ctx.settings.webhook_max_body)
     if body is None:
         limit = ctx.settings.webhook_max_body
-        return JSONResponse({"error": "body_too_large", "message": f"limit is {limit} bytes"}, 413)
+        return _answer(Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"}))
     # HTTP header names are case-insensitive: X-Hmac-Signature, x-hmac-signature, X-HMAC-SIGNATURE.
     headers = {k.lower(): v for k, v in request.headers.items()}
     error, parsed = check(ctx.settings, body, headers)
@@ -71,8 +73,24 @@ async def webhook(request: Request) -> JSONResponse:
     return JSONResponse(answer.body, answer.status_code)
 
 
+def _answer(answer: Answer) -> JSONResponse:
+    """A refusal made before ``check`` ran: counted here, as check/deliver count theirs."""
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return JSONResponse(answer.body, answer.status_code)
+
+
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+def _configure_logging() -> None:
+    """Run ids on records; JSON lines on the root and uvicorn handlers with NEN_LOG_FORMAT=json."""
+    try:
+        log_format = get_settings().log_format
+    except ConfigurationError:
+        log_format = "text"  # reported by the lifespan / first request
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    runlog.configure(log_format, *loggers)
 
 
 @contextlib.asynccontextmanager
@@ -83,10 +101,12 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 def create_app() -> Starlette:
     install_redaction()
+    _configure_logging()
     return Starlette(
         routes=[
             Route("/webhooks/nen", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=_lifespan,
     )

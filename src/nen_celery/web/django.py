@@ -30,6 +30,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from .. import metrics
 from ..config import ConfigurationError, install_overrides
 from ..logging_filters import install_redaction
 from .host import HEALTHY, receive
@@ -82,8 +83,16 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return _json(HEALTHY)
 
 
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition (nen_celery.metrics); protect it as you protect your admin URLs."""
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)
+
+
 app_name = "nen_celery"
 urlpatterns = [
     path("webhooks/nen", webhook, name="webhook"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 
 from ..logging_filters import install_redaction
 from .asgi import healthz, webhook
+from .metrics import metrics_endpoint
 
 
 def create_router() -> APIRouter:
@@ -25,6 +26,7 @@ def create_router() -> APIRouter:
     router = APIRouter(tags=["nen-celery"])
     router.add_api_route("/webhooks/nen", webhook, methods=["POST"], include_in_schema=False)
     router.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     return router
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
+from .. import metrics
 from ..config import install_overrides
 from ..logging_filters import install_redaction
 from .host import HEALTHY, receive
@@ -41,6 +42,13 @@ def webhook() -> tuple[Response, int]:
 @blueprint.get("/healthz")
 def healthz() -> tuple[Response, int]:
     return _json(HEALTHY)
+
+
+@blueprint.get("/metrics")
+def metrics_endpoint() -> Response:
+    """Prometheus exposition (nen_celery.metrics)."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 class NenCelery:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from .. import metrics
 from ..config import ConfigurationError
 from ..context import get_context
 from .receiver import Answer, check, deliver, run_lookup
@@ -40,6 +41,12 @@ def read_limited(read: Read, declared: str | None, limit: int) -> bytes | None:
     return None if size > limit else b"".join(chunks)
 
 
+def _counted(answer: Answer) -> Answer:
+    """A refusal made before ``check`` ran: counted here, as check/deliver count theirs."""
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
+
+
 def receive(read: Read, declared_length: str | None, headers: Mapping[str, str]) -> Answer:
     """Handle one ``POST /webhooks/nen``: the answer the ASGI receiver gives for the same request.
 
@@ -51,11 +58,11 @@ def receive(read: Read, declared_length: str | None, headers: Mapping[str, str])
     except ConfigurationError:
         # Never log the error text itself: a settings error may quote the values it was given.
         log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
-        return NOT_CONFIGURED
+        return _counted(NOT_CONFIGURED)
     limit = ctx.settings.webhook_max_body
     body = read_limited(read, declared_length, limit)
     if body is None:
-        return too_large(limit)
+        return _counted(too_large(limit))
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return error

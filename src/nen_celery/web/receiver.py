@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .. import signing
+from .. import metrics, runlog, signing
 from ..config import Settings
+from ..connections import redis_client
 from ..crypto import Sealer
 from ..store import RunStore
 
@@ -60,10 +61,20 @@ def verify_signature(settings: Settings, body: bytes, headers: Mapping[str, str]
 def check(
     settings: Settings, body: bytes, headers: Mapping[str, str], now: float | None = None
 ) -> tuple[Answer | None, dict[str, Any]]:
-    """Everything short of enqueueing: (error answer or None, parsed body). Pure, no state.
+    """Everything short of enqueueing: (error answer or None, parsed body). No state is read or
+    written; a refusal is counted in ``nen_webhooks``.
 
     Header names are matched case-insensitively (an adapter may pass its framework's own dict).
     """
+    error, parsed = _check(settings, body, headers, now)
+    if error is not None:
+        metrics.webhook_answered(error.status_code, error.body)
+    return error, parsed
+
+
+def _check(
+    settings: Settings, body: bytes, headers: Mapping[str, str], now: float | None
+) -> tuple[Answer | None, dict[str, Any]]:
     from ..tasks import parse_webhook
 
     headers = {name.lower(): value for name, value in headers.items()}
@@ -93,14 +104,24 @@ def check(
     return None, parsed
 
 
-def enqueue(sealer: Sealer, body: bytes, parsed: dict[str, Any], publish_timeout: float) -> Answer:
+def enqueue(
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    received_at: float | None = None,
+) -> Answer:
     """Queue ingest_webhook; 503 when the broker cannot take it, so Nen redelivers."""
     from ..tasks import ingest_webhook
+    from ..worker import RECEIVED_AT_HEADER
+
+    received_at = time.time() if received_at is None else received_at
 
     sealed = sealer.seal_if_enabled(body)
     try:
         ingest_webhook.apply_async(
             args=(sealed,),
+            headers={RECEIVED_AT_HEADER: repr(received_at)},
             argsrepr=f"(message_id={parsed['message_id']!r}, status={parsed['status']!r})",
             retry=True,
             retry_policy={
@@ -126,6 +147,19 @@ def deliver(
 ) -> Answer:
     """Look the messageId up, then queue the webhook whatever the lookup said (blocking I/O)."""
     message_id = str(parsed["message_id"])
+    with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
+        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status)
+
+
+def _deliver(
+    lookup: Lookup,
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    parked_status: int,
+) -> Answer:
+    message_id = str(parsed["message_id"])
     known: bool | None
     try:
         known = lookup(message_id) is not None
@@ -137,7 +171,8 @@ def deliver(
     answer = enqueue(sealer, body, parsed, publish_timeout)
     if answer.status_code == 200 and known is False:
         log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
-        return Answer(parked_status, {"status": "parked"})
+        answer = Answer(parked_status, {"status": "parked"})
+    metrics.webhook_answered(answer.status_code, answer.body)
     return answer
 
 
@@ -158,7 +193,7 @@ def run_lookup(ctx: Context) -> Lookup:
             cached = _lookups.get(key)
             if cached is None or cached[0] is not ctx:
                 timeout = ctx.settings.publish_timeout
-                client = redis.Redis.from_url(
+                client = redis_client(
                     ctx.settings.redis_url,
                     decode_responses=True,
                     socket_connect_timeout=timeout,

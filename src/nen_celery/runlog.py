@@ -1,0 +1,112 @@
+"""Run ids on every log record, and a JSON formatter, so one grep follows a run everywhere.
+
+``bind(run_id=..., message_id=..., workflow_id=...)`` sets the ids for the current context (a
+task, a webhook request); every record made while they are set carries them as ``record.nen``
+(a dict; a namespaced attribute, so a caller's own ``extra={"run_id": ...}`` never collides).
+The tasks bind what they know as soon as they know it; Celery's task_prerun/postrun clear it
+so a pool thread never lends one task's ids to the next.
+
+``NEN_LOG_FORMAT=json`` makes the worker, beat and receiver log one JSON object per line:
+``ts, level, logger, message, run_id, message_id, workflow_id, task_name, task_id`` (+ ``exc``).
+Records are redacted (logging_filters) before this formatter sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+IDS = ("run_id", "message_id", "workflow_id")
+
+_ids: ContextVar[dict[str, str] | None] = ContextVar("nen_celery_run_ids", default=None)
+
+
+def current() -> dict[str, str]:
+    return dict(_ids.get() or {})
+
+
+def bind(**ids: str | None) -> None:
+    """Add ids to the current context (None values are ignored)."""
+    merged = {**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}}
+    _ids.set(merged)
+
+
+def clear() -> None:
+    _ids.set(None)
+
+
+@contextlib.contextmanager
+def bound(**ids: str | None) -> Iterator[None]:
+    token = _ids.set({**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}})
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+_installed = False
+
+
+def install_context() -> None:
+    """Stamp the bound ids on every record when it is made (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        ids = _ids.get()
+        if ids:
+            record.nen = dict(ids)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the run ids come from ``record.nen`` or the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ids: dict[str, Any] = dict(getattr(record, "nen", None) or {})
+        for name in IDS:
+            value = getattr(record, name, None) or ids.get(name)
+            if value:
+                out[name] = value
+        for name in ("task_name", "task_id"):
+            value = getattr(record, name, None)
+            if value and value != "???":
+                out[name] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, default=str)
+
+
+def use_json(logger: logging.Logger | None = None) -> None:
+    """Put the JSON formatter on every handler of ``logger`` (default: root)."""
+    target = logger or logging.getLogger()
+    formatter = JsonFormatter()
+    for handler in target.handlers:
+        handler.setFormatter(formatter)
+
+
+def configure(log_format: str, *loggers: logging.Logger) -> None:
+    """Install the id stamping, and the JSON formatter when ``log_format == "json"``."""
+    install_context()
+    if log_format == "json":
+        for logger in loggers or (logging.getLogger(),):
+            use_json(logger)

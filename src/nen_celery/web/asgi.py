@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .. import metrics, runlog
+from .. import runlog
 from ..config import ConfigurationError, get_settings
 from ..context import get_context
 from ..logging_filters import install_redaction
 from .metrics import metrics_endpoint
-from .receiver import Answer, check, deliver, run_lookup
+from .receiver import HEALTHY, NOT_CONFIGURED, Answer, check, deliver_checked, refused_early, too_large
 
 log = logging.getLogger("nen_celery.web")
 
@@ -43,44 +43,28 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _json(answer: Answer) -> JSONResponse:
+    return JSONResponse(answer.body, answer.status_code)
+
+
 async def webhook(request: Request) -> JSONResponse:
     try:
         ctx = get_context()
     except ConfigurationError:
-        # Never log the error text itself: a settings error may quote the values it was given.
-        log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
-        return _answer(Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"}))
+        return _json(refused_early(NOT_CONFIGURED))
     body = await _read_limited(request, ctx.settings.webhook_max_body)
     if body is None:
-        limit = ctx.settings.webhook_max_body
-        return _answer(Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"}))
+        return _json(refused_early(too_large(ctx.settings.webhook_max_body)))
     # HTTP header names are case-insensitive: X-Hmac-Signature, x-hmac-signature, X-HMAC-SIGNATURE.
     headers = {k.lower(): v for k, v in request.headers.items()}
     error, parsed = check(ctx.settings, body, headers)
-    answer: Answer
     if error is not None:
-        answer = error
-    else:
-        answer = await run_in_threadpool(
-            deliver,
-            run_lookup(ctx),
-            ctx.sealer,
-            body,
-            parsed,
-            ctx.settings.publish_timeout,
-            ctx.settings.webhook_parked_status,
-        )
-    return JSONResponse(answer.body, answer.status_code)
-
-
-def _answer(answer: Answer) -> JSONResponse:
-    """A refusal made before ``check`` ran: counted here, as check/deliver count theirs."""
-    metrics.webhook_answered(answer.status_code, answer.body)
-    return JSONResponse(answer.body, answer.status_code)
+        return _json(error)  # pure and fast: no thread hop for a refusal
+    return _json(await run_in_threadpool(deliver_checked, ctx, body, parsed))
 
 
 async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    return _json(HEALTHY)
 
 
 def _configure_logging() -> None:

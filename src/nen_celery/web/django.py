@@ -33,8 +33,8 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import metrics
 from ..config import ConfigurationError, install_overrides
 from ..logging_filters import install_redaction
-from .host import HEALTHY, receive
-from .receiver import Answer
+from .host import receive
+from .receiver import HEALTHY, Answer
 
 SETTING = "NEN_CELERY"
 

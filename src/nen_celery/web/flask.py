@@ -22,8 +22,8 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from .. import metrics
 from ..config import install_overrides
 from ..logging_filters import install_redaction
-from .host import HEALTHY, receive
-from .receiver import Answer
+from .host import receive
+from .receiver import HEALTHY, Answer
 
 blueprint = Blueprint("nen_celery", __name__)
 

@@ -43,6 +43,43 @@ class Answer:
     body: dict[str, Any] = field(default_factory=dict)
 
 
+HEALTHY = Answer(200, {"status": "ok"})
+NOT_CONFIGURED = Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"})
+
+
+def too_large(limit: int) -> Answer:
+    return Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"})
+
+
+def refused_early(answer: Answer) -> Answer:
+    """A refusal an adapter makes before ``check`` runs (settings, size): counted like the rest."""
+    if answer is NOT_CONFIGURED:
+        # Never log the error text itself: a settings error may quote the values it was given.
+        log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
+
+
+def handle(ctx: Context, body: bytes, headers: Mapping[str, str]) -> Answer:
+    """``check`` then ``deliver``: the whole answer to a body read within the limit (blocking)."""
+    error, parsed = check(ctx.settings, body, headers)
+    if error is not None:
+        return error
+    return deliver_checked(ctx, body, parsed)
+
+
+def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any]) -> Answer:
+    """``deliver`` with the process context's lookup, sealer and settings (blocking I/O)."""
+    return deliver(
+        run_lookup(ctx),
+        ctx.sealer,
+        body,
+        parsed,
+        ctx.settings.publish_timeout,
+        ctx.settings.webhook_parked_status,
+    )
+
+
 def verify_signature(settings: Settings, body: bytes, headers: Mapping[str, str], now: float) -> str | None:
     """None when the delivery is signed under the configured scheme, else the reason.
 

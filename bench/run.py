@@ -1,86 +1,71 @@
-"""Benchmarks, run by `make bench`: each compares our code with a bare baseline in the same run,
-on the same Redis, and prints the ratio (absolute numbers vary between runs on these machines).
+"""Benchmarks, run by `make bench` (a throwaway Redis is started by scripts/with_redis.py).
 
-1. start_run (validate + seal + one Lua write + publish) vs a bare Celery publish + one HSET:
-   the cost a web request pays to start a run. Nothing here waits on Nen.
+Each compares our code with a bare baseline (or a hard bound) in the same run on the same
+Redis, prints its figures and the ratio, and the run appends a table to bench/results.md.
+Timings are never asserted: these are not tests.
+
+    python bench/run.py [start lifecycle receiver submit cost latency]   (default: all)
+
+Environment: BENCH_N (runs in the throughput benchmark, default 2000), BENCH_SUBMIT_N,
+BENCH_SUBMIT_CONCURRENCY, BENCH_SWEEP_STORED, BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS,
+BENCH_RECEIVER_SECONDS, BENCH_RECEIVER_CONNECTIONS.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib
 import os
-import statistics
 import sys
-import time
-import uuid
-from collections.abc import Callable
+import traceback
+from pathlib import Path
 
-from cryptography.fernet import Fernet
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-REDIS_URL = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13").rsplit("/", 1)[0] + "/11"
-os.environ.update(
-    NEN_REDIS_URL=REDIS_URL,
-    NEN_BROKER_URL=REDIS_URL,
-    NEN_KEY_PREFIX=f"nenbench{uuid.uuid4().hex[:6]}",
-    NEN_SECRETS_KEY=Fernet.generate_key().decode(),
-)
+from bench.common import HEADER, ROOT, Result, configure
 
-import redis  # noqa: E402
+configure()  # before nen_celery.worker is imported: its Celery app reads the settings once
 
-from nen_celery import start_run  # noqa: E402
-from nen_celery.worker import app  # noqa: E402
-
-WF = "12345678-1234-1234-1234-123456789abc"
-N = int(os.environ.get("BENCH_N", "2000"))
+MODULES = {
+    "start": "bench.start",
+    "lifecycle": "bench.lifecycle",
+    "receiver": "bench.receiver",
+    "submit": "bench.submit",
+    "cost": "bench.redis_cost",
+    "latency": "bench.latency",
+}
+RESULTS = ROOT / "bench" / "results.md"
 
 
-@app.task(name="bench.noop")
-def noop(run_id: str) -> None:
-    return None
-
-
-def timed(fn: Callable[[int], object], n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def pct(values: list[float], p: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * p))] * 1000
-
-
-def main() -> int:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-
-    def ours(i: int) -> None:
-        start_run(
-            WF, {"PATIENT_NAME": f"P{i}", "DATE_OF_BIRTH": "1990-01-15"}, secure_params={"password": "x"}
-        )
-
-    def bare(i: int) -> None:
-        rid = str(uuid.uuid4())
-        client.hset(f"bare:{rid}", mapping={"workflow_id": WF, "status": "queued"})
-        noop.apply_async((rid,))
-
-    timed(ours, 50)  # warm up connections and script caches
-    timed(bare, 50)
-    a = timed(ours, N)
-    b = timed(bare, N)
-    client.flushdb()
-    rows = [
-        ("start_run", statistics.median(a) * 1000, pct(a, 0.99)),
-        ("bare HSET + apply_async", statistics.median(b) * 1000, pct(b, 0.99)),
-    ]
-    print(f"## start_run latency (N={N}, Redis {REDIS_URL})\n")
-    print("| path | p50 ms | p99 ms |\n|---|---|---|")
-    for name, p50, p99 in rows:
-        print(f"| {name} | {p50:.3f} | {p99:.3f} |")
-    print(f"\nratio p50 ours/bare: {rows[0][1] / rows[1][1]:.2f}x; p99: {rows[0][2] / rows[1][2]:.2f}x")
-    return 0
+def main(argv: list[str]) -> int:
+    names = argv or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
+        return 2
+    results: list[Result] = []
+    for name in names:
+        print(f"\n== {name}", flush=True)
+        try:
+            results += importlib.import_module(MODULES[name]).run()
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            results.append(Result(name, "error", "", None, "", False, f"{type(exc).__name__}: {exc}"))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    title = (
+        f"### {stamp}: `make bench` ({' '.join(names)}), {os.cpu_count()} cores, "
+        f"load {load}, BENCH_N={os.environ.get('BENCH_N', '2000')}"
+    )
+    table = "\n".join([title, "", HEADER, *(r.row() for r in results)])
+    print("\n" + table)
+    new = not RESULTS.exists()
+    with RESULTS.open("a") as out:
+        if new:
+            out.write("# Benchmark results (newest last; written by bench/run.py)\n")
+        out.write("\n" + table + "\n")
+    return 0 if all(r.ours != "error" for r in results) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

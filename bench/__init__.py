@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): our code against bare Celery / bare Starlette, in one run."""

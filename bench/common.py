@@ -1,0 +1,221 @@
+"""Shared by the benchmarks: one private Redis, settings for this process and its children,
+processes started (and stopped by pid) per benchmark, and the result rows.
+
+Every benchmark runs our path and a bare baseline in the same run on the same Redis and
+reports a ratio: absolute numbers move with the machine's load, ratios much less.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import wait_for  # one condition poller for tests and benchmarks
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+_BASE = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13").rsplit("/", 1)[0]
+RUN_DB, BROKER_DB, BOOK_DB = 11, 12, 10
+REDIS_URL = f"{_BASE}/{RUN_DB}"  # run state
+BROKER_URL = f"{_BASE}/{BROKER_DB}"  # Celery broker: a separate DB, so round trips can be told apart
+BOOK_URL = f"{_BASE}/{BOOK_DB}"  # the benchmarks' own bookkeeping (callback timestamps)
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+WF = "12345678-1234-1234-1234-123456789abc"
+
+API_KEY = "bench-api-key-" + secrets.token_hex(4)
+SIGNING_KEY = "bench-signing-key-" + secrets.token_hex(4)
+WEBHOOK_SECRET = "bench-webhook-secret-" + secrets.token_hex(4)
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def configure(**extra: str | None) -> dict[str, str]:
+    """Set NEN_* for this process (settings and context rebuilt); return the env for children."""
+    from cryptography.fernet import Fernet
+
+    values: dict[str, str | None] = {
+        "NEN_REDIS_URL": REDIS_URL,
+        "NEN_BROKER_URL": BROKER_URL,
+        "NEN_KEY_PREFIX": os.environ.get("NEN_KEY_PREFIX") or f"nenbench{uuid.uuid4().hex[:6]}",
+        "NEN_SECRETS_KEY": os.environ.get("NEN_SECRETS_KEY") or Fernet.generate_key().decode(),
+        "NEN_API_KEY": API_KEY,
+        "NEN_SIGNING_KEY": SIGNING_KEY,
+        "NEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "NEN_API_URL": None,
+        "NEN_WEBHOOK_URL": None,
+        **extra,
+    }
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    from nen_celery.config import reset_settings
+    from nen_celery.context import reset_context
+
+    reset_settings()
+    reset_context()
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def flush() -> None:
+    import redis
+
+    for url in (REDIS_URL, BROKER_URL, BOOK_URL):
+        redis.Redis.from_url(url).flushdb()
+
+
+def sim_config(**overrides: Any) -> Any:
+    from nen_celery.simulator import SimulatorConfig
+
+    values: dict[str, Any] = {"processing_delay": 0.0, "terminal_delay": 0.0, **overrides}
+    return SimulatorConfig(api_key=API_KEY, signing_key=SIGNING_KEY, webhook_secret=WEBHOOK_SECRET, **values)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Procs:
+    """Processes one benchmark started; each in its own session, stopped by its own pid."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.env = env
+        self.logs = Path(tempfile.mkdtemp(prefix=f"nen-bench-{name}-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        if PROFILE:  # BENCH_PROFILE=1: py-spy samples the process tree (collapsed stacks, logs dir)
+            out_file = str(self.logs / f"{name}.folded")
+            argv = [
+                str(BIN / "py-spy"),
+                "record",
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                out_file,
+                "-s",
+                "--",
+                *argv,
+            ]
+        with (self.logs / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, concurrency: int, pool: str = "prefork") -> str:
+        """A real `celery worker` of the project's app, with the benchmark tasks loaded."""
+        node = f"{name}-{os.getpid()}@localhost"
+        argv = [str(BIN / "celery"), "-A", "nen_celery.worker", "worker", "-I", "bench.tasks"]
+        argv += ["-P", pool, "-c", str(concurrency), "-n", node, "--loglevel", "WARNING"]
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.spawn(name, argv)
+        from nen_celery.worker import app
+
+        wait_for(lambda: bool(app.control.ping(destination=[node], timeout=0.5)), 90, f"worker {node}")
+        return node
+
+    def uvicorn(self, name: str, target: str, port: int, workers: int = 1) -> str:
+        argv = [str(BIN / "uvicorn"), target, "--port", str(port), "--workers", str(workers)]
+        argv += ["--log-level", "warning", "--no-access-log"]
+        self.spawn(name, argv)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(url + "/healthz"), 60, f"{name} on {url}")
+        return url
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                # py-spy writes its profile on SIGINT; celery and uvicorn shut down warm on either
+                os.killpg(proc.pid, signal.SIGINT if PROFILE else signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        self.procs.clear()
+
+
+@contextmanager
+def processes(env: dict[str, str], name: str) -> Iterator[Procs]:
+    procs = Procs(env, name)
+    try:
+        yield procs
+    except BaseException:
+        print(f"  ({name}: process logs kept in {procs.logs})", file=sys.stderr)
+        raise
+    finally:
+        procs.stop_all()
+        if PROFILE:
+            print(f"  ({name}: profiles in {procs.logs}; summarise with bench/profile_top.py)")
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def broker_quiet() -> bool:
+    """No message waiting or unacked on the broker."""
+    import redis
+
+    r = redis.Redis.from_url(BROKER_URL)
+    queues = ("celery", "nen.submit", "nen.ingest", "nen.complete")
+    return sum(int(r.llen(q)) for q in queues) == 0 and int(r.hlen("unacked")) == 0
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One row of the table: our figure, the baseline (bare code or a bound), and the target."""
+
+    name: str
+    ours: str
+    baseline: str
+    ratio: float | None
+    target: str
+    met: bool
+    notes: str = ""
+
+    def row(self) -> str:
+        ratio = "" if self.ratio is None else f"{self.ratio:.2f}x"
+        met = "yes" if self.met else "**no**"
+        cells = [self.name, self.ours, self.baseline, ratio, self.target, met, self.notes]
+        return "| " + " | ".join(cells) + " |"
+
+
+HEADER = "| benchmark | ours | baseline | ratio | target | met | notes |\n|---|---|---|---|---|---|---|"

@@ -1,0 +1,108 @@
+"""5. Completion latency: the simulator sends the terminal webhook -> on_complete starts, with
+runs started at BENCH_LATENCY_RATE (default 100/s) for BENCH_LATENCY_SECONDS (default 10) through
+one `celery worker -c 2`. Baseline: bare 3-hop sequences (a task that enqueues the next, twice)
+published at the same rate on the same worker, timed from the first publish to the third
+task's start: our path is the same three queue hops (ingest -> complete -> callback).
+Target: ours p99 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import (
+    WF,
+    Result,
+    broker_quiet,
+    configure,
+    env_int,
+    flush,
+    free_port,
+    pct,
+    processes,
+    sim_config,
+    wait_for,
+)
+
+
+def _paced(rate: int, seconds: int, fn: Callable[[int], object]) -> float:
+    """Call ``fn`` ``rate`` times a second for ``seconds``; returns the rate achieved."""
+    n = rate * seconds
+    t0 = time.monotonic()
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        fn(i)
+    return n / (time.monotonic() - t0)
+
+
+def _ours(sim: Any, rate: int, seconds: int) -> tuple[list[float], float]:
+    from bench.tasks import done, finished, stamps
+    from nen_celery import start_run
+
+    sent: dict[str, float] = {}
+    deliver = sim.state._deliver
+
+    async def timed(run: Any, status: str, body: bytes) -> None:
+        if status in ("success", "failed"):
+            sent[run.message_id] = time.time()
+        await deliver(run, status, body)
+
+    sim.state._deliver = timed  # stamp the moment each terminal webhook leaves the simulator
+    key = f"lat:{uuid.uuid4().hex[:8]}"
+    achieved = _paced(
+        rate, seconds, lambda i: start_run(WF, {"PATIENT_NAME": f"P{i}"}, on_complete=done.s(key=key))
+    )
+    n = rate * seconds
+    wait_for(lambda: finished(key) >= n, 120 + n / 5, f"{n} callbacks")
+    sim.state._deliver = deliver
+    return [at - sent[mid] for mid, at in stamps(key)], achieved
+
+
+def _bare(rate: int, seconds: int) -> tuple[list[float], float]:
+    from bench.tasks import finished, stamps, step
+
+    key = f"latbare:{uuid.uuid4().hex[:8]}"
+    achieved = _paced(rate, seconds, lambda i: step.apply_async((key, 2, time.time())))
+    n = rate * seconds
+    wait_for(lambda: finished(key) >= n, 120 + n / 5, f"{n} bare sequences")
+    return [at - float(sent) for sent, at in stamps(key)], achieved
+
+
+def run() -> list[Result]:
+    from nen_celery.simulator import SimulatorServer
+
+    rate = env_int("BENCH_LATENCY_RATE", 100)
+    seconds = env_int("BENCH_LATENCY_SECONDS", 10)
+    flush()
+    with SimulatorServer(sim_config(terminal_delay=0.02)) as sim:
+        port = free_port()
+        env = configure(NEN_API_URL=sim.url, NEN_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/nen")
+        with processes(env, "latency") as procs:
+            procs.uvicorn("receiver", "nen_celery.web.asgi:app", port)
+            procs.worker("lat", concurrency=2)
+            _bare(20, 1)  # warm up both paths
+            _ours(sim, 20, 1)
+            wait_for(broker_quiet, 60, "the warm-up to drain")
+            bare, bare_rate = _bare(rate, seconds)
+            wait_for(broker_quiet, 120, "the bare sequences to drain")
+            ours, ours_rate = _ours(sim, rate, seconds)
+    o50, o99 = pct(ours, 0.5) * 1000, pct(ours, 0.99) * 1000
+    b50, b99 = pct(bare, 0.5) * 1000, pct(bare, 0.99) * 1000
+    print(f"latency at {ours_rate:.0f} runs/s: p50 {o50:.1f} ms, p99 {o99:.1f} ms")
+    print(f"latency bare 3-hop at {bare_rate:.0f}/s: p50 {b50:.1f} ms, p99 {b99:.1f} ms")
+    return [
+        Result(
+            f"5. completion latency at {rate} runs/s for {seconds}s (2 prefork processes)",
+            f"p50 {o50:.0f} ms, p99 {o99:.0f} ms",
+            f"p50 {b50:.0f} ms, p99 {b99:.0f} ms (bare 3 hops)",
+            o99 / b99,
+            "p99 < 100 ms",
+            o99 < 100,
+            "terminal webhook sent -> on_complete started; ratio = our p99 / bare p99",
+        )
+    ]

@@ -1,0 +1,101 @@
+"""3. I/O-bound submit: the simulator holds every POST /runs for 200 ms; one worker node with a
+threads pool (then gevent) at high concurrency works through N queued submissions. Figure:
+submissions/s in steady state (10%..90% of the POSTs) against the bound concurrency / latency.
+Target: >= 400/s. The shared httpx client allows 100 connections per process, so a
+concurrency above 100 is capped at 100 / 0.2 s = 500/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import WF, Result, configure, env_int, flush, processes, sim_config
+
+LATENCY = 0.2
+HTTP_POOL = 100  # client.shared_http_client: httpx.Limits(max_connections=100)
+
+
+def _steady_rate(sim: object, n: int, timeout: float) -> float:
+    """POSTs/s between the 10% and 90% marks of ``n`` accepted POSTs."""
+    marks: dict[float, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(marks) < 2:
+        accepted = sim.stats()["accepted"]  # type: ignore[attr-defined]
+        now = time.monotonic()
+        for frac in (0.1, 0.9):
+            if frac not in marks and accepted >= frac * n:
+                marks[frac] = now
+        if now > deadline:
+            raise RuntimeError(f"only {accepted}/{n} POSTs after {timeout:.0f}s")
+        time.sleep(0.02)
+    return 0.8 * n / max(1e-6, marks[0.9] - marks[0.1])
+
+
+def sim_capacity(concurrency: int, seconds: int = 8) -> float:
+    """POST /runs answers/s the simulator itself gives wrk at this concurrency (same latency)."""
+    import json
+
+    from bench.common import API_KEY
+    from bench.receiver import wrk, wrk_script
+    from nen_celery.simulator import SimulatorServer
+
+    body = json.dumps({"workflow_id": WF, "workflow_params": {"PATIENT_NAME": "P"}}).encode()
+    script = wrk_script(body, {"x-api-key": API_KEY})
+    with SimulatorServer(sim_config(post_latency=LATENCY)) as sim:
+        rps, _ = wrk(sim.url + "/runs", script, seconds, min(concurrency, HTTP_POOL))
+    return rps
+
+
+def _one(pool: str, n: int, concurrency: int) -> float:
+    from nen_celery import start_run
+    from nen_celery.context import get_context
+    from nen_celery.simulator import SimulatorServer
+
+    flush()
+    with SimulatorServer(sim_config(post_latency=LATENCY)) as sim:
+        env = configure(NEN_API_URL=sim.url)  # no webhook URL: Nen sends no webhooks
+        handles = [start_run(WF, {"PATIENT_NAME": f"P{i}"}) for i in range(n)]  # queued first
+        with processes(env, f"submit-{pool}") as procs:
+            procs.worker(f"submit-{pool}", concurrency, pool)
+            rate = _steady_rate(sim, n, 60 + n / 50)
+            store = get_context().store
+
+            def bound() -> int:
+                pipe = store.redis.pipeline(transaction=False)
+                for h in handles:
+                    pipe.hget(store.run_key(h.run_id), "message_id")
+                return sum(1 for v in pipe.execute() if v)
+
+            from bench.common import wait_for
+
+            wait_for(lambda: bound() == n, 60, f"all {n} runs bound to a messageId")
+    return rate
+
+
+def run() -> list[Result]:
+    n = env_int("BENCH_SUBMIT_N", 2000)
+    concurrency = env_int("BENCH_SUBMIT_CONCURRENCY", 100)
+    bound = min(concurrency, HTTP_POOL) / LATENCY
+    capacity = sim_capacity(concurrency)
+    print(f"submit: the simulator alone answers {capacity:.0f} POST/s to wrk at this concurrency")
+    results = []
+    for pool in ("threads", "gevent"):
+        try:
+            rate = _one(pool, n, concurrency)
+        except Exception as exc:
+            print(f"submit ({pool}): failed: {exc}")
+            results.append(Result(f"3. I/O-bound submit, {pool}", "error", "", None, "", False, str(exc)))
+            continue
+        print(f"submit ({pool} x{concurrency}): {rate:.0f} submissions/s; bound {bound:.0f}/s")
+        results.append(
+            Result(
+                f"3. I/O-bound submit (N={n}, 1 node, -P {pool} -c {concurrency}, 200 ms POST)",
+                f"{rate:.0f} submissions/s",
+                f"{bound:.0f}/s bound (concurrency / latency); simulator alone {capacity:.0f}/s (wrk)",
+                rate / bound,
+                ">= 400/s",
+                rate >= 400,
+                f"steady state (10%..90% of POSTs); {rate / capacity:.2f}x of what the simulator serves",
+            )
+        )
+    return results

@@ -59,7 +59,7 @@ def test_completion_is_claimed_once(store: Any) -> None:
     assert store.claim_completion(run_id, "t1")[0] == "not_terminal"
     store.apply(run_id, "success", source="t", payload={"status": "success"})
     assert store.claim_completion(run_id, "t1")[0] == "claimed"
-    verdict, left = store.claim_completion(run_id, "t2")  # a duplicate task
+    verdict, left, _, _ = store.claim_completion(run_id, "t2")  # a duplicate task
     assert verdict == "busy" and float(left) > 0
     assert store.claim_completion(run_id, "t1")[0] == "claimed"  # the holder, redelivered
     assert not store.release_completion(run_id, "t2")
@@ -90,7 +90,7 @@ def test_submit_claim_lease_and_ambiguity(store: Any) -> None:
     store.post_not_sent(run_id)
     assert store.claim_submit(run_id, 30, "t2")[0] == "ok"
     store.bind(run_id, "m-" + run_id, {})
-    assert store.claim_submit(run_id, 30, "t1") == ("done", "submitted")
+    assert store.claim_submit(run_id, 30, "t1")[:2] == ("done", "submitted")
 
 
 def test_bind_conflict_and_rebind_are_handled(store: Any) -> None:

@@ -74,7 +74,10 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
     if parts.scheme in CLUSTER_SCHEMES:
         user, password = _credentials(parts.netloc)
         nodes = [ClusterNode(host, port) for host, port in _nodes(parts.netloc, 6379)]  # type: ignore[no-untyped-call]
-        cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
+        # per-node health checks and retry_on_timeout: the cluster client retries on its own
+        cluster_options = {
+            k: v for k, v in options.items() if k not in ("health_check_interval", "retry_on_timeout")
+        }
         client: Any = RedisCluster(
             startup_nodes=nodes,
             username=user,

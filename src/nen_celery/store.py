@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -55,6 +55,20 @@ _SCRIPTS = (
     "reopen_completion",
 )
 PARKED_MAX = 20
+
+
+class Claim(NamedTuple):
+    """A claim's answer: verdict and detail, and the record read in the same script."""
+
+    verdict: str
+    detail: str
+    data: dict[str, str]
+    secure: str | None  # sealed secure params (claim_submit only)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    """A Lua HGETALL reply (k1, v1, k2, v2, ...) as a dict."""
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 @cache
@@ -157,14 +171,17 @@ class RunStore:
         pipe.zrem(self.timers_key(run_id), run_id)
         pipe.execute()
 
-    def claim_submit(self, run_id: str, lease: float, holder: str) -> tuple[str, str]:
+    def claim_submit(self, run_id: str, lease: float, holder: str) -> Claim:
+        """verdict ok | done | busy | ambiguous | missing; with ok, the record and sealed secure params."""
         retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
         res = self._call(
             "claim_submit",
-            [self.run_key(run_id), self.timers_key(run_id)],
+            [self.run_key(run_id), self.timers_key(run_id), self.secure_key(run_id)],
             [time.time(), lease, retry_ambiguous, holder],
         )
-        return str(res[0]), str(res[1])
+        data = _pairs(res[2]) if len(res) > 2 else {}
+        secure = str(res[3]) if len(res) > 3 and res[3] else None
+        return Claim(str(res[0]), str(res[1]), data, secure)
 
     def begin_post(self, run_id: str) -> int:
         """Mark a POST as possibly sent; returns the attempt number (-1: no longer queued)."""
@@ -179,9 +196,12 @@ class RunStore:
 
     def secure_params(self, run_id: str) -> dict[str, str] | None:
         token = self.redis.get(self.secure_key(run_id))
+        return self.open_secure(None if token is None else str(token))
+
+    def open_secure(self, token: str | None) -> dict[str, str] | None:
         if token is None:
             return None
-        result: dict[str, str] = json.loads(self.sealer.open(str(token)))
+        result: dict[str, str] = json.loads(self.sealer.open(token))
         return result
 
     def bind(
@@ -250,11 +270,12 @@ class RunStore:
         )
         return str(res[0]), str(res[1]), str(res[2])
 
-    def claim_completion(self, run_id: str, holder: str) -> tuple[str, str]:
+    def claim_completion(self, run_id: str, holder: str) -> Claim:
+        """verdict claimed | busy | done | not_terminal | missing; with claimed, the record."""
         res = self._call(
             "claim_completion", [self.run_key(run_id)], [time.time(), self.settings.completion_lease, holder]
         )
-        return str(res[0]), str(res[1])
+        return Claim(str(res[0]), str(res[1]), _pairs(res[2]) if len(res) > 2 else {}, None)
 
     def release_completion(self, run_id: str, holder: str) -> bool:
         return bool(self._call("release_completion", [self.run_key(run_id)], [holder]))
@@ -388,18 +409,12 @@ class RunStore:
         data = self.raw(run_id)
         if not data:
             return None
-        return self._to_run(data)
+        return self.to_run(data)
 
-    def _to_run(self, data: dict[str, str]) -> Run:
+    def to_run(self, data: dict[str, str]) -> Run:
         payload = json.loads(self.sealer.open(data["payload"])) if data.get("payload") else None
         return Run.from_hash(data, payload)
 
-    def callbacks(self, run_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        on_complete, on_failure = self.redis.hmget(self.run_key(run_id), ["on_complete", "on_failure"])
-        return (
-            json.loads(on_complete) if on_complete else None,
-            json.loads(on_failure) if on_failure else None,
-        )
 
     def _newest(self, count: int) -> list[str]:
         """The ``count`` newest run ids over every shard."""
@@ -429,7 +444,16 @@ class RunStore:
                     continue
                 if workflow_id and data.get("workflow_id") != workflow_id:
                     continue
-                runs.append(self._to_run(data))
+                runs.append(self.to_run(data))
                 if len(runs) >= limit:
                     break
         return runs
+
+
+def callbacks(data: dict[str, str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The (on_complete, on_failure) signatures kept in a run record."""
+    on_complete, on_failure = data.get("on_complete"), data.get("on_failure")
+    return (
+        json.loads(on_complete) if on_complete else None,
+        json.loads(on_failure) if on_failure else None,
+    )

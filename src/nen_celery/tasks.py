@@ -31,6 +31,7 @@ from .errors import NenAPIError, NenError
 from .faults import failpoint
 from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
+from .store import callbacks
 from .worker import DISPATCH_HEADER, RECEIVED_AT_HEADER, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
@@ -137,7 +138,8 @@ def submit_run(
         # Nen accepted the run, then Redis failed before the binding was stored: bind now.
         status = bind_accepted(run_id, accepted["messageId"], accepted)
         return {"run_id": run_id, "status": status, "message_id": accepted["messageId"]}
-    verdict, detail = store.claim_submit(run_id, settings.submit_lease, holder=str(self.request.id))
+    claim = store.claim_submit(run_id, settings.submit_lease, holder=str(self.request.id))
+    verdict, detail = claim.verdict, claim.detail
     if verdict == "missing":
         log.error("submit_run: run %s has no record (expired or never created)", run_id)
         return {"run_id": run_id, "status": "missing"}
@@ -152,10 +154,10 @@ def submit_run(
         log.error("run %s: a POST may be out from a worker that died; parked as unknown", run_id)
         return {"run_id": run_id, "status": Status.UNKNOWN.value}
 
-    data = store.raw(run_id)
+    data = claim.data  # read in the claim's own script: no further round trip
     runlog.bind(workflow_id=data.get("workflow_id"))
     try:
-        secure = store.secure_params(run_id)
+        secure = store.open_secure(claim.secure)
         if data.get("has_secure") == "1" and secure is None:
             error = {
                 "type": "secure_params_missing",
@@ -295,14 +297,13 @@ def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
 def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     ctx = get_context()
     holder = str(self.request.id)
-    verdict, _ = ctx.store.claim_completion(run_id, holder)
-    if verdict != "claimed":
+    claim = ctx.store.claim_completion(run_id, holder)
+    if claim.verdict != "claimed":
         # busy: another complete_run holds the claim; its message is redelivered if it dies.
-        return {"run_id": run_id, "verdict": verdict}
-    run = ctx.store.get(run_id)
-    assert run is not None
+        return {"run_id": run_id, "verdict": claim.verdict}
+    run = ctx.store.to_run(claim.data)  # the record came back with the claim
     runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
-    on_complete, on_failure = ctx.store.callbacks(run_id)
+    on_complete, on_failure = callbacks(claim.data)
     sig = on_complete if run.status == Status.SUCCESS else on_failure
     task_id = ""
     failpoint("complete:before_dispatch")

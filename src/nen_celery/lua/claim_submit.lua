@@ -1,5 +1,7 @@
--- KEYS: run hash, timers.  ARGV: now, lease seconds, retry_ambiguous ('1' or '0'), task id
--- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing
+-- KEYS: run hash, timers, secure key.  ARGV: now, lease seconds, retry_ambiguous ('1'/'0'), task id
+-- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing;
+-- 'ok' also carries the record (HGETALL) and the sealed secure params ('' if none), so the
+-- submit task needs no further read before it signs and sends.
 -- The same task id (a redelivery of the holder's own message) may take the lease back at once.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
@@ -16,4 +18,4 @@ local until_ = now + tonumber(ARGV[2])
 redis.call('HSET', key, 'submit_lease_until', until_, 'submit_holder', ARGV[4])
 -- if this holder vanishes with its message, reconciliation looks again after the lease
 redis.call('ZADD', KEYS[2], until_ + 1, redis.call('HGET', key, 'run_id'))
-return {'ok', ''}
+return {'ok', '', redis.call('HGETALL', key), redis.call('GET', KEYS[3]) or ''}

@@ -158,7 +158,8 @@ class RunStore:
         check = next_check if next_check is not None else now + self.settings.queued_grace
         args: list[Any] = [run_id, now, sealed_secure or "", self.settings.retention_seconds, check]
         for k, v in fields.items():
-            args += [k, v]
+            if v:  # an absent field reads as "" anyway
+                args += [k, v]
         keys = [self.run_key(run_id), self.runs_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
         return bool(self._call("create", keys, args))
 

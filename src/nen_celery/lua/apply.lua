@@ -15,7 +15,8 @@ if ARGV[6] ~= '' then redis.call('HSET', key, 'error', ARGV[6]) end
 redis.call('ZADD', KEYS[3], ARGV[7], redis.call('HGET', key, 'run_id'))
 if new == 'unknown' then redis.call('HSET', key, 'unknown_at', ARGV[2]) end
 if RANK[new] == 3 then
-  redis.call('HSET', key, 'finished_at', ARGV[2], 'completion', 'pending', 'post_inflight', 0)
+  redis.call('HSET', key, 'finished_at', ARGV[2], 'completion', 'pending')
+  redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
   if new == 'submit_failed' then
     -- Nen never saw the secure params: keep them (sealed, bounded) so the run can be redriven
     redis.call('EXPIRE', KEYS[2], ARGV[5])

@@ -1,12 +1,13 @@
--- KEYS: run hash, secure key, timers.  ARGV: message_id, now, accepted body (json), next check
+-- KEYS: run hash, secure key, timers.  ARGV: message_id, now, accepted body (json, unused), next check
 -- Binds Nen's messageId to the run and drops the secure params (Nen has them now).
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local bound = redis.call('HGET', key, 'message_id')
 if bound and bound ~= '' and bound ~= ARGV[1] then return {'conflict', bound} end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', key, 'message_id', ARGV[1], 'post_inflight', 0, 'accepted', ARGV[3],
-           'submit_lease_until', 0)
+redis.call('HSET', key, 'message_id', ARGV[1])
+-- the submit bookkeeping is over: drop it rather than keep zeros (memory per record)
+redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
 local status = redis.call('HGET', key, 'status')
 if can_transition(status, 'submitted') then
   redis.call('HSET', key, 'status', 'submitted', 'submitted_at', ARGV[2], 'updated_at', ARGV[2])

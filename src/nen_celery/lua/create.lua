@@ -3,8 +3,9 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = ARGV[2]
 for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+-- absent fields read as their defaults (post_inflight 0, idem_key = run_id): less memory per run
 redis.call('HSET', KEYS[1], 'status', 'queued', 'created_at', now, 'updated_at', now,
-           'attempts', 0, 'post_inflight', 0, 'completion', '', 'idem_key', ARGV[1])
+           'attempts', 0, 'completion', '')
 push_history(KEYS[1], 'queued', now, 'start_run')
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[3])

@@ -30,4 +30,4 @@ redis.call('PERSIST', key)
 redis.call('PERSIST', KEYS[2])
 push_history(key, 'queued', ARGV[1], 'redrive')
 redis.call('ZADD', KEYS[3], ARGV[2], run_id)
-return {'ok', redis.call('HGET', key, 'idem_key')}
+return {'ok', redis.call('HGET', key, 'idem_key') or run_id}

@@ -145,7 +145,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
             }
         },
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No "task-sent" events: each costs a second publish per task (the webhook receiver's
+        # enqueue took 2.0 ms with it, 0.9 ms without). Flower shows a task from "received" on.
+        "task_send_sent_event": False,
         "task_track_started": True,
         "enable_utc": True,
         "timezone": "UTC",

@@ -1069,3 +1069,52 @@ def test_cli_rejects_bad_fault_flags(argv: list[str], capsys: pytest.CaptureFixt
         build_parser({}).parse_args(argv)
     assert exited.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_deliveries_queue_behind_the_concurrency_cap_instead_of_failing() -> None:
+    """Many webhooks at once: at most delivery_concurrency in flight; the rest wait their turn
+    (longer than delivery_timeout) without counting a failed attempt."""
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "done": 0}
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+            time.sleep(0.1)  # a slow receiver (the thing under test is the sender's queueing)
+            with lock:
+                state["now"] -= 1
+                state["done"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    config = SimulatorConfig(
+        processing_delay=0.0, terminal_delay=0.0, delivery_concurrency=2, delivery_timeout=0.5
+    )
+    try:
+        with SimulatorServer(config) as sim, httpx.Client(
+            base_url=sim.url, headers={"x-api-key": config.api_key}, trust_env=False
+        ) as client:
+            for _ in range(10):
+                body = {"workflow_id": WORKFLOW, "workflow_params": {}, "webhook_callback": url}
+                assert post_run(client, body).status_code == 202
+            deadline = time.monotonic() + 30
+            while sim.stats()["webhooks_sent"] < 20:
+                assert time.monotonic() < deadline, sim.stats()
+                with sim.state.changed:
+                    sim.state.changed.wait(0.5)
+            stats = sim.stats()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stats["webhooks_attempted"] == 20 and stats["webhooks_failed"] == 0
+    assert state["max"] <= 2 and state["done"] == 20

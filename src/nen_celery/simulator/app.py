@@ -224,6 +224,7 @@ class SimulatorState:
         self._deliveries: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._rng_seed = config.seed
         self._rng = random.Random(config.seed)
         self._wake: asyncio.Event | None = None
@@ -499,8 +500,19 @@ class SimulatorState:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # trust_env=False: a proxy from the environment must not intercept local callbacks.
-            self._client = httpx.AsyncClient(timeout=self.config.delivery_timeout, trust_env=False)
+            # One connection per delivery slot: a delivery never waits on the pool itself.
+            slots = max(1, self.config.delivery_concurrency)
+            self._client = httpx.AsyncClient(
+                timeout=self.config.delivery_timeout,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
+            )
         return self._client
+
+    def _delivery_slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.config.delivery_concurrency))
+        return self._slots
 
     async def _deliver(self, run: Run, status: str, body: bytes) -> None:
         """POST one signed webhook, retrying with exponential backoff on non-2xx or I/O errors."""
@@ -517,7 +529,8 @@ class SimulatorState:
         for attempt in range(1, attempts + 1):
             self._count("_webhooks_attempted")
             try:
-                response = await self._http().post(url, content=body, headers=headers)
+                async with self._delivery_slots():  # queued behind earlier deliveries, not failed
+                    response = await self._http().post(url, content=body, headers=headers)
                 outcome = str(response.status_code)
                 delivered = response.is_success
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -540,7 +553,7 @@ class SimulatorState:
                 return
             if attempt < attempts:
                 await asyncio.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, self.config.delivery_backoff_max)
         logger.warning("webhook %s message=%s given up after %d attempts", status, run.message_id, attempts)
         self._count("_webhooks_failed")
 

@@ -71,6 +71,11 @@ class SimulatorConfig:
     delivery_attempts: int = 5
     #: First pause between delivery attempts; doubles after each failed attempt.
     delivery_backoff: float = 0.2
+    #: Longest pause between two delivery attempts (the doubling stops there).
+    delivery_backoff_max: float = 30.0
+    #: Webhooks in flight at once; the rest wait their turn (not counted as failed attempts),
+    #: as behind a real sender's worker pool.
+    delivery_concurrency: int = 32
     #: Per-attempt timeout of a webhook delivery, seconds (Nen asks for a 200 within 5 s).
     delivery_timeout: float = 5.0
     #: Seconds a result stays downloadable: ``expires_at = now + result_ttl``.

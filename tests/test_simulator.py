@@ -1101,9 +1101,10 @@ def test_deliveries_queue_behind_the_concurrency_cap_instead_of_failing() -> Non
         processing_delay=0.0, terminal_delay=0.0, delivery_concurrency=2, delivery_timeout=0.5
     )
     try:
-        with SimulatorServer(config) as sim, httpx.Client(
-            base_url=sim.url, headers={"x-api-key": config.api_key}, trust_env=False
-        ) as client:
+        with (
+            SimulatorServer(config) as sim,
+            httpx.Client(base_url=sim.url, headers={"x-api-key": config.api_key}, trust_env=False) as client,
+        ):
             for _ in range(10):
                 body = {"workflow_id": WORKFLOW, "workflow_params": {}, "webhook_callback": url}
                 assert post_run(client, body).status_code == 202

@@ -102,7 +102,7 @@ def sim() -> Iterator[SimulatorServer]:
 def test_prefork_workers_metrics_and_json_logs(tmp_path: Path, sim: SimulatorServer) -> None:
     """Counters from a prefork worker's children are summed on the receiver's /metrics, and
     NEN_LOG_FORMAT=json gives JSON lines that carry the run's ids in every process."""
-    url = db_url(TEST_REDIS_URL, 5)
+    url = db_url(TEST_REDIS_URL, 7)
     redis.Redis.from_url(url).flushdb()
     sim.reset()
     prom = tmp_path / "prom"
@@ -146,12 +146,11 @@ def test_prefork_workers_metrics_and_json_logs(tmp_path: Path, sim: SimulatorSer
 
 
 def test_json_formatter_and_id_binding_are_per_context() -> None:
-    runlog.install_context()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(runlog.JsonFormatter())
     logger = logging.getLogger("tests.runlog")
     logger.addHandler(handler)
+    runlog.configure("json", logger)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:

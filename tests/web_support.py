@@ -118,6 +118,7 @@ def drive_run(stack: Stack, post: Post, path: str, statuses: list[str]) -> tuple
     for status in statuses:
         body = webhook_body(str(run.message_id), status)
         assert post(path, body, signed(body)) == Reply(200, {"status": "queued"}), status
+        stack.counter.wait_idle()  # applied before the next is sent, as Nen sends them in order
     wait_for(lambda: calls(handle.run_id), 20, "the callback")
     stack.counter.wait_idle()
     return [c["tag"] for c in calls(handle.run_id)], get_run(handle.run_id)

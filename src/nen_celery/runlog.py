@@ -1,10 +1,12 @@
 """Run ids on every log record, and a JSON formatter, so one grep follows a run everywhere.
 
 ``bind(run_id=..., message_id=..., workflow_id=...)`` sets the ids for the current context (a
-task, a webhook request); every record made while they are set carries them as ``record.nen``
-(a dict; a namespaced attribute, so a caller's own ``extra={"run_id": ...}`` never collides).
-The tasks bind what they know as soon as they know it; Celery's task_prerun/postrun clear it
-so a pool thread never lends one task's ids to the next.
+task, a webhook request); ``RunIdFilter`` on a handler stamps them on every record it emits as
+``record.nen`` (a dict; a namespaced attribute, so a caller's own ``extra={"run_id": ...}``
+never collides). A handler filter, not a LogRecord factory: the factory belongs to the
+redaction (logging_filters), which must stay removable. The tasks bind what they know as soon
+as they know it; Celery's task_prerun/postrun clear it so a pool thread never lends one task's
+ids to the next.
 
 ``NEN_LOG_FORMAT=json`` makes the worker, beat and receiver log one JSON object per line:
 ``ts, level, logger, message, run_id, message_id, workflow_id, task_name, task_id`` (+ ``exc``).
@@ -49,25 +51,14 @@ def bound(**ids: str | None) -> Iterator[None]:
         _ids.reset(token)
 
 
-_installed = False
+class RunIdFilter(logging.Filter):
+    """Stamps the ids bound in the emitting context on the record (handlers emit synchronously)."""
 
-
-def install_context() -> None:
-    """Stamp the bound ids on every record when it is made (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
         ids = _ids.get()
-        if ids:
+        if ids and not hasattr(record, "nen"):
             record.nen = dict(ids)
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _installed = True
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,17 +87,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def use_json(logger: logging.Logger | None = None) -> None:
-    """Put the JSON formatter on every handler of ``logger`` (default: root)."""
-    target = logger or logging.getLogger()
-    formatter = JsonFormatter()
-    for handler in target.handlers:
-        handler.setFormatter(formatter)
-
-
 def configure(log_format: str, *loggers: logging.Logger) -> None:
-    """Install the id stamping, and the JSON formatter when ``log_format == "json"``."""
-    install_context()
-    if log_format == "json":
-        for logger in loggers or (logging.getLogger(),):
-            use_json(logger)
+    """On every handler of ``loggers`` (default: root): the id stamping, and the JSON formatter
+    when ``log_format == "json"`` (idempotent)."""
+    formatter = JsonFormatter() if log_format == "json" else None
+    for logger in loggers or (logging.getLogger(),):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RunIdFilter) for f in handler.filters):
+                handler.addFilter(RunIdFilter())
+            if formatter is not None:
+                handler.setFormatter(formatter)

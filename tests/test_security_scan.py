@@ -33,7 +33,7 @@ from nen_celery import get_run, start_run
 from nen_celery.config import get_settings
 from nen_celery.worker import app as celery_app
 from tests.conftest import TEST_REDIS_URL, Stack
-from tests.helpers import free_port, wait_for
+from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
 from tests.security_callbacks import noted, noted_key
 
 pytestmark = pytest.mark.integration
@@ -420,7 +420,9 @@ def test_marker_and_secrets_appear_nowhere_with_worker_and_receiver_processes_at
     probe_app = Celery("scan-probe", broker=deployed["url"])
 
     def probe() -> str:
-        return str(probe_app.send_task("celery.accumulate", args=(1,)).id)
+        # run by the deployed worker process: not this process's task counter's business
+        sent = probe_app.send_task("celery.accumulate", args=(1,), headers={OTHER_PROCESS_HEADER: "1"})
+        return str(sent.id)
 
     marker = f"mk{uuid.uuid4().hex}zq"
     succeed, fail, refuse = three_workflows(stack)

@@ -143,14 +143,26 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
     c = Cluster(tmp_path, f"redis://127.0.0.1:{port}/0", sim)
     try:
         c.receiver()
-        c.worker()
+        worker, _ = c.worker()
         c.beat()
         run_ids = [c.start() for _ in range(10)]
         wait_for(lambda: any(c.store.raw(r).get("message_id") for r in run_ids), 30, "a run in flight")
         server.send_signal(signal.SIGTERM)  # clean shutdown: the AOF is fsynced
         server.wait(30)
         server = start_redis()
-        c.settle(run_ids, timeout=240)
+
+        def settled_under_a_supervisor() -> bool:
+            # kombu's Redis transport can end a worker with "Unrecoverable error" while it
+            # reconnects (an AttributeError in its channel close; kombu issues #582/#970 are
+            # of that family). Production runs workers under a supervisor (compose:
+            # restart: unless-stopped), so does this test: nothing may be lost either way.
+            nonlocal worker
+            if worker.poll() is not None:
+                worker, _ = c.worker()
+            runs = [c.store.raw(r) for r in run_ids]
+            return all(r.get("completion") == "sent" for r in runs) and c.quiet()
+
+        wait_for(settled_under_a_supervisor, 240, "every run completed and the broker drained")
         for run_id in run_ids:
             assert [x["tag"] for x in c.calls(run_id)] == ["complete"], c.logs()
             assert c.posts(run_id) == 1

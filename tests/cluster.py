@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from nen_celery.config import Settings
 from nen_celery.crypto import Sealer
@@ -167,10 +168,15 @@ class Cluster:
             ],
             NEN_FAILPOINTS=failpoints,
         )
-        wait_for(
-            lambda: bool(self.sender.control.ping(destination=[node], timeout=0.5)), 60, f"worker {node}"
-        )
+        wait_for(lambda: self.answers(node), 60, f"worker {node}")
         return proc, node
+
+    def answers(self, node: str) -> bool:
+        """The worker answers a ping (False while the broker connection is being re-made)."""
+        try:
+            return bool(self.sender.control.ping(destination=[node], timeout=0.5))
+        except (redis.RedisError, OSError, OperationalError):
+            return False
 
     def beat(self) -> subprocess.Popen[bytes]:
         return self.spawn(

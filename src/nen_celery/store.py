@@ -195,11 +195,8 @@ class RunStore:
     def release_submit(self, run_id: str) -> None:
         self.redis.hset(self.run_key(run_id), "submit_lease_until", 0)
 
-    def secure_params(self, run_id: str) -> dict[str, str] | None:
-        token = self.redis.get(self.secure_key(run_id))
-        return self.open_secure(None if token is None else str(token))
-
     def open_secure(self, token: str | None) -> dict[str, str] | None:
+        """The secure params a claim returned sealed (None if the run has none)."""
         if token is None:
             return None
         result: dict[str, str] = json.loads(self.sealer.open(token))

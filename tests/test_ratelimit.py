@@ -179,7 +179,11 @@ def test_worker_processes_share_one_budget(tmp_path: Path, sim: SimulatorServer)
         times = sim.stats()["post_times"]
         assert len(times) == 40 and all(c.posts(r) == 1 for r in run_ids)
         assert max(times) - min(times) >= (40 - burst) / rate * 0.95
-        assert max_excess(times, rate, burst, jitter=0.05) <= 1e-9
+        # Arrival times, as Nen sees them: a process may be descheduled between taking its token
+        # and sending (measured up to ~0.2 s on a loaded 2-core box), which bunches arrivals by
+        # that much. Without the shared bucket the 40 POSTs land within about a second: an
+        # excess of ~25 requests, far above this allowance.
+        assert max_excess(times, rate, burst, jitter=0.25) <= 1e-9
         assert all([x["tag"] for x in c.calls(r)] == ["complete"] for r in run_ids)
 
 

@@ -32,10 +32,13 @@ def current() -> dict[str, str]:
     return dict(_ids.get() or {})
 
 
+def _merged(ids: dict[str, str | None]) -> dict[str, str]:
+    return {**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}}
+
+
 def bind(**ids: str | None) -> None:
     """Add ids to the current context (None values are ignored)."""
-    merged = {**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}}
-    _ids.set(merged)
+    _ids.set(_merged(ids))
 
 
 def clear() -> None:
@@ -44,7 +47,7 @@ def clear() -> None:
 
 @contextlib.contextmanager
 def bound(**ids: str | None) -> Iterator[None]:
-    token = _ids.set({**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}})
+    token = _ids.set(_merged(ids))
     try:
         yield
     finally:

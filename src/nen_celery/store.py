@@ -27,7 +27,7 @@ import json
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
@@ -354,7 +354,7 @@ class RunStore:
     def set_parked_timers(self, timers: dict[str, float], drop: Iterable[str]) -> None:
         self._set_zsets(self._parked_due_key, timers, drop)
 
-    def _set_zsets(self, key_of: Any, timers: dict[str, float], drop: Iterable[str]) -> None:
+    def _set_zsets(self, key_of: Callable[[int], str], timers: dict[str, float], drop: Iterable[str]) -> None:
         adds: dict[int, dict[str, float]] = defaultdict(dict)
         removes: dict[int, list[str]] = defaultdict(list)
         for member, score in timers.items():

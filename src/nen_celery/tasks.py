@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import uuid
 from collections import Counter
@@ -172,11 +171,13 @@ def submit_run(
             webhook_url=settings.webhook_url,
         )
         idem_key = data.get("idem_key") or run_id
-        started = time.monotonic()
+        started, outcome = time.monotonic(), "accepted"
         try:
             answer = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
         finally:
-            outcome = "accepted" if sys.exc_info()[0] is None else _outcome(sys.exc_info()[1])
             metrics.SUBMIT_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
     except RateLimited as exc:
         # Nen's shared request budget is spent for longer than a task may block: come back with
@@ -206,11 +207,11 @@ def submit_run(
     return {"run_id": run_id, "status": status, "message_id": answer.message_id}
 
 
-def _outcome(exc: BaseException | None) -> str:
+def _outcome(exc: BaseException) -> str:
     """A small fixed label for a failed submit: the HTTP status class or the error type."""
     if isinstance(exc, NenAPIError):
         return f"http_{exc.status_code // 100}xx"
-    return type(exc).__name__ if exc is not None else "error"
+    return type(exc).__name__
 
 
 def _retrying_redis(fn: Any, budget: float = 30.0) -> Any:

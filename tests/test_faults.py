@@ -22,7 +22,7 @@ import redis
 from nen_celery.simulator import SimulatorServer
 from tests.cluster import Cluster, db_url
 from tests.conftest import TEST_REDIS_URL, sim_config
-from tests.helpers import free_port, wait_for
+from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -96,6 +96,38 @@ def test_killed_after_nen_accepted_is_never_resent_and_ends_once(cluster: Cluste
     assert cluster.posts(run_id) == 1
 
 
+def test_a_running_submit_redelivered_by_a_broker_reconnect_waits_for_its_holder(
+    cluster: Cluster,
+) -> None:
+    """When a worker's broker connection drops, kombu puts its unacked messages back while their
+    tasks still run: the same submit message arrives again while its first execution holds the
+    202 and has not stored the binding. That duplicate must wait, not park the run as unknown
+    (an unknown run ends submit_failed after NEN_UNKNOWN_TIMEOUT although Nen runs it)."""
+    point = "submit:after_accept"
+    cluster.worker(failpoints=point)
+    cluster.arm(point)
+    run_id = cluster.start()
+    cluster.frozen_pid(point)  # the POST was answered 202; the binding is not stored yet
+    task_id = cluster.store.raw(run_id)["submit_holder"].split("/")[0]
+    cluster.sender.send_task(
+        "nen_celery.submit_run",
+        args=(run_id,),
+        kwargs={"reschedule": 0},
+        queue="nen.submit",
+        task_id=task_id,  # the very message again, as a reconnect restores it
+        headers={OTHER_PROCESS_HEADER: "1"},
+    )
+    wait_for(
+        lambda: f"submit_run[{task_id}] succeeded" in cluster.logs(), 30, "the duplicate to finish"
+    )
+    assert "'status': 'busy'" in cluster.logs()
+    assert cluster.store.raw(run_id)["status"] == "queued"  # not parked as unknown
+    cluster.redis.delete(f"{cluster.prefix}:failpoint:{point}")  # the first execution goes on
+    cluster.settle([run_id])
+    assert [c["tag"] for c in cluster.calls(run_id)] == ["complete"]
+    assert cluster.posts(run_id) == 1
+
+
 def test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run(cluster: Cluster) -> None:
     cluster.sim.state.config.webhook_duplicates = 4  # each webhook delivered 5 times, concurrently
     cluster.worker(concurrency=2)
@@ -163,9 +195,9 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
             return all(r.get("completion") == "sent" for r in runs) and c.quiet()
 
         wait_for(settled_under_a_supervisor, 240, "every run completed and the broker drained")
-        for run_id in run_ids:
-            assert [x["tag"] for x in c.calls(run_id)] == ["complete"], c.logs()
-            assert c.posts(run_id) == 1
+        outcomes = {r: ([x["tag"] for x in c.calls(r)], c.posts(r)) for r in run_ids}
+        wrong = {r: (o, c.store.raw(r)) for r, o in outcomes.items() if o != (["complete"], 1)}
+        assert not wrong, wrong
     except BaseException:
         print(c.logs())
         raise

@@ -85,7 +85,7 @@ def test_parked_webhooks_are_replayed_after_a_crash_between_bind_and_replay(
         store = get_context().store
         run_id = create()
         message_id = str(uuid.uuid4())
-        assert store.claim_submit(run_id, 60, "holder")[0] == "ok"  # keep the sweep from resubmitting
+        assert store.claim_submit(run_id, 60, "holder", "x")[0] == "ok"  # keep the sweep from resubmitting
         body = {"workflow_id": WF, "message_id": message_id, "status": "failed"}
         assert post_webhook(stack, body).status_code in (200, 202)
         wait_for(lambda: store.parked(message_id), 10, "parked webhook")

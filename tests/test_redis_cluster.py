@@ -56,8 +56,8 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     assert not store.create(runs[0], WF, {}, None, None, None)  # exists: refused
 
     rid, mid = runs[0], str(uuid.uuid4())
-    assert store.claim_submit(rid, 30, holder="h1")[0] == "ok"
-    assert store.begin_post(rid) == 1
+    assert store.claim_submit(rid, 30, "h1", "x1")[0] == "ok"
+    assert store.begin_post(rid, "x1") == 1
     assert store.find_or_park(mid, "early-webhook") is None  # before the binding: parked
     status, parked = store.bind(rid, mid, {"messageId": mid})
     assert status == "submitted" and parked == ["early-webhook"]

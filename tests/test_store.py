@@ -80,17 +80,41 @@ def test_completion_lease_lapses_for_a_dead_holder(store: Any) -> None:
 
 def test_submit_claim_lease_and_ambiguity(store: Any) -> None:
     run_id = new_run(store)
-    assert store.claim_submit(run_id, 30, "t1")[0] == "ok"
-    assert store.claim_submit(run_id, 30, "t2")[0] == "busy"  # a concurrent duplicate
-    assert store.begin_post(run_id) == 1
-    # the holder's worker died after sending: its redelivered message must not resend blindly
-    assert store.claim_submit(run_id, 30, "t1")[0] == "ambiguous"
-    store.redis.hset(store.run_key(run_id), "submit_lease_until", 0)  # lease lapsed
-    assert store.claim_submit(run_id, 30, "t2")[0] == "ambiguous"
-    store.post_not_sent(run_id)
-    assert store.claim_submit(run_id, 30, "t2")[0] == "ok"
+    assert store.claim_submit(run_id, 30, "t1", "x1")[0] == "ok"
+    assert store.claim_submit(run_id, 30, "t2", "x2")[0] == "busy"  # a concurrent duplicate
+    assert store.begin_post(run_id, "x1") == 1
+    # t1's own message again while its lease runs: its worker may be alive and mid-POST (a broker
+    # reconnect redelivers running tasks), so it waits for the lease rather than guessing
+    assert store.claim_submit(run_id, 30, "t1", "x3")[0] == "busy"
+    store.redis.hset(store.run_key(run_id), "submit_lease_until", 0)  # lease lapsed: holder dead
+    # the dead holder may have sent: a redelivery must not resend blindly
+    assert store.claim_submit(run_id, 30, "t1", "x3")[0] == "ambiguous"
+    assert store.claim_submit(run_id, 30, "t2", "x2")[0] == "ambiguous"
+    store.post_not_sent(run_id, "x1")
+    assert store.claim_submit(run_id, 30, "t2", "x2")[0] == "ok"
     store.bind(run_id, "m-" + run_id, {})
-    assert store.claim_submit(run_id, 30, "t1")[:2] == ("done", "submitted")
+    assert store.claim_submit(run_id, 30, "t1", "x1")[:2] == ("done", "submitted")
+
+
+def test_a_redelivered_execution_takes_over_and_the_old_one_cannot_send(store: Any) -> None:
+    """A broker reconnect redelivers a running submit: its own message again, no POST marked
+    yet. The new execution takes the lease; the old one is refused at begin_post, so at most one
+    of them sends."""
+    run_id = new_run(store)
+    assert store.claim_submit(run_id, 30, "t1", "old")[0] == "ok"
+    assert store.claim_submit(run_id, 30, "t1", "new")[0] == "ok"
+    assert store.begin_post(run_id, "old") == -2
+    store.post_not_sent(run_id, "old")  # a stale execution changes nothing
+    store.release_submit(run_id, "old")
+    raw = store.raw(run_id)
+    assert float(raw["submit_lease_until"]) > 0 and raw.get("post_inflight") in (None, "0")
+    assert store.begin_post(run_id, "new") == 1
+    store.post_not_sent(run_id, "old")
+    assert store.raw(run_id)["post_inflight"] == "1"  # the stale one cannot clear the new mark
+    store.post_not_sent(run_id, "new")
+    assert store.raw(run_id)["post_inflight"] == "0"
+    store.release_submit(run_id, "new")
+    assert float(store.raw(run_id)["submit_lease_until"]) == 0
 
 
 def test_bind_conflict_and_rebind_are_handled(store: Any) -> None:

@@ -42,6 +42,7 @@ _SCRIPTS = (
     "create",
     "claim_submit",
     "begin_post",
+    "holder_hset",
     "bind",
     "index",
     "park",
@@ -172,28 +173,35 @@ class RunStore:
         pipe.zrem(self.timers_key(run_id), run_id)
         pipe.execute()
 
-    def claim_submit(self, run_id: str, lease: float, holder: str) -> Claim:
-        """verdict ok | done | busy | ambiguous | missing; with ok, the record and sealed secure params."""
+    def claim_submit(self, run_id: str, lease: float, holder: str, execution: str) -> Claim:
+        """verdict ok | done | busy | ambiguous | missing; with ok, the record and sealed secure params.
+
+        ``holder`` is the task id (its own redelivery may take the lease back while no POST is
+        marked); ``execution`` is unique per task execution and gates begin_post.
+        """
         retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
         res = self._call(
             "claim_submit",
             [self.run_key(run_id), self.timers_key(run_id), self.secure_key(run_id)],
-            [time.time(), lease, retry_ambiguous, holder],
+            [time.time(), lease, retry_ambiguous, holder, execution],
         )
         data = _pairs(res[2]) if len(res) > 2 else {}
         secure = str(res[3]) if len(res) > 3 and res[3] else None
         return Claim(str(res[0]), str(res[1]), data, secure)
 
-    def begin_post(self, run_id: str) -> int:
-        """Mark a POST as possibly sent; returns the attempt number (-1: no longer queued)."""
-        return int(self._call("begin_post", [self.run_key(run_id)], [time.time()]))
+    def begin_post(self, run_id: str, execution: str) -> int:
+        """Mark a POST as possibly sent; returns the attempt number.
 
-    def post_not_sent(self, run_id: str) -> None:
+        -1: the run is no longer queued; -2: another execution holds the submit lease.
+        """
+        return int(self._call("begin_post", [self.run_key(run_id)], [time.time(), execution]))
+
+    def post_not_sent(self, run_id: str, execution: str) -> None:
         """The last POST surely never reached Nen (connect error): a resend is safe."""
-        self.redis.hset(self.run_key(run_id), "post_inflight", 0)
+        self._call("holder_hset", [self.run_key(run_id)], [execution, "post_inflight", 0])
 
-    def release_submit(self, run_id: str) -> None:
-        self.redis.hset(self.run_key(run_id), "submit_lease_until", 0)
+    def release_submit(self, run_id: str, execution: str) -> None:
+        self._call("holder_hset", [self.run_key(run_id)], [execution, "submit_lease_until", 0])
 
     def open_secure(self, token: str | None) -> dict[str, str] | None:
         """The secure params a claim returned sealed (None if the run has none)."""

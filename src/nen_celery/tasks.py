@@ -113,18 +113,26 @@ def bind_accepted(run_id: str, message_id: str, accepted: dict[str, Any]) -> str
     return status
 
 
+class LeaseLost(Exception):
+    """Another execution of this run's submit holds the lease: this one must not send."""
+
+
 class _StoreHooks(AttemptHooks):
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, execution: str) -> None:
         self.run_id = run_id
+        self.execution = execution
         self.store = get_context().store
 
     def before_send(self) -> None:
         failpoint("submit:before_post")
-        if self.store.begin_post(self.run_id) < 0:
+        attempt = self.store.begin_post(self.run_id, self.execution)
+        if attempt == -2:
+            raise LeaseLost(self.run_id)
+        if attempt < 0:
             raise RuntimeError(f"run {self.run_id} left 'queued' while being submitted")
 
     def not_sent(self) -> None:
-        self.store.post_not_sent(self.run_id)
+        self.store.post_not_sent(self.run_id, self.execution)
 
 
 @app.task(name="nen_celery.submit_run", bind=True, **RETRY_ON_REDIS)
@@ -137,7 +145,8 @@ def submit_run(
         # Nen accepted the run, then Redis failed before the binding was stored: bind now.
         status = bind_accepted(run_id, accepted["messageId"], accepted)
         return {"run_id": run_id, "status": status, "message_id": accepted["messageId"]}
-    claim = store.claim_submit(run_id, settings.submit_lease, holder=str(self.request.id))
+    execution = uuid.uuid4().hex[:12]
+    claim = store.claim_submit(run_id, settings.submit_lease, str(self.request.id), execution)
     verdict, detail = claim.verdict, claim.detail
     if verdict == "missing":
         log.error("submit_run: run %s has no record (expired or never created)", run_id)
@@ -173,21 +182,27 @@ def submit_run(
         idem_key = data.get("idem_key") or run_id
         started, outcome = time.monotonic(), "accepted"
         try:
-            answer = ctx.client.start_run(request, idempotency_key=idem_key, hooks=_StoreHooks(run_id))
+            answer = ctx.client.start_run(
+                request, idempotency_key=idem_key, hooks=_StoreHooks(run_id, execution)
+            )
         except BaseException as exc:
             outcome = _outcome(exc)
             raise
         finally:
             metrics.SUBMIT_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
+    except LeaseLost:
+        # This message was redelivered (a broker reconnect) and its new execution took over.
+        log.warning("run %s: another execution of its submit took over; this one stops", run_id)
+        return {"run_id": run_id, "status": "busy"}
     except RateLimited as exc:
         # Nen's shared request budget is spent for longer than a task may block: come back with
         # a countdown (<= 60 s). Not a failure, so it does not count as a re-schedule.
-        store.release_submit(run_id)
+        store.release_submit(run_id, execution)
         raise self.retry(
             kwargs={"reschedule": reschedule}, countdown=exc.retry_in, max_retries=None
         ) from None
     except (NenError, ConfigurationError) as exc:
-        return _submit_error(self, run_id, reschedule, exc)
+        return _submit_error(self, run_id, reschedule, exc, execution)
     metrics.RUNS_ACCEPTED.inc()
 
     failpoint("submit:after_accept")
@@ -224,14 +239,16 @@ def _retrying_redis(fn: Any, budget: float = 30.0) -> Any:
     return retrying(fn)
 
 
-def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception) -> dict[str, Any]:
+def _submit_error(
+    task: Task, run_id: str, reschedule: int, exc: Exception, execution: str
+) -> dict[str, Any]:
     ctx = get_context()
     settings, store = ctx.settings, ctx.store
     error = exc.to_dict() if isinstance(exc, NenError) else {"type": type(exc).__name__, "message": str(exc)}
     retryable = isinstance(exc, ConfigurationError) or (isinstance(exc, NenError) and exc.retryable)
     if retryable:
         if reschedule < settings.submit_reschedules:
-            store.release_submit(run_id)
+            store.release_submit(run_id, execution)
             delay = settings.reschedule_delay
             if isinstance(exc, NenAPIError) and exc.retry_after is not None:
                 delay = min(60.0, max(delay, exc.retry_after))

@@ -1,21 +1,26 @@
--- KEYS: run hash, timers, secure key.  ARGV: now, lease seconds, retry_ambiguous ('1'/'0'), task id
+-- KEYS: run hash, timers, secure key.  ARGV: now, lease seconds, retry_ambiguous ('1'/'0'),
+-- task id, execution token (unique per task execution). submit_holder holds '<task id>/<token>'.
 -- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing;
 -- 'ok' also carries the record (HGETALL) and the sealed secure params ('' if none), so the
 -- submit task needs no further read before it signs and sends.
--- The same task id (a redelivery of the holder's own message) may take the lease back at once.
+-- The same task id (a redelivery of the holder's own message) may take the lease back at once,
+-- but only while no POST is marked in flight: a broker reconnect redelivers messages whose task
+-- is still running, so a live holder may be mid-POST until its lease lapses. begin_post only
+-- marks a POST for the execution holding the lease, so two executions never both send.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local now = tonumber(ARGV[1])
 local status = redis.call('HGET', key, 'status')
 if status ~= 'queued' then return {'done', status} end
 local lease = tonumber(redis.call('HGET', key, 'submit_lease_until') or '0') or 0
-local holder = redis.call('HGET', key, 'submit_holder') or ''
-if lease > now and holder ~= ARGV[4] then return {'busy', tostring(lease - now)} end
-if redis.call('HGET', key, 'post_inflight') == '1' and ARGV[3] ~= '1' then
+local holder = string.match(redis.call('HGET', key, 'submit_holder') or '', '^[^/]*')
+local inflight = redis.call('HGET', key, 'post_inflight') == '1'
+if lease > now and (holder ~= ARGV[4] or inflight) then return {'busy', tostring(lease - now)} end
+if inflight and ARGV[3] ~= '1' then
   return {'ambiguous', ''}
 end
 local until_ = now + tonumber(ARGV[2])
-redis.call('HSET', key, 'submit_lease_until', until_, 'submit_holder', ARGV[4])
+redis.call('HSET', key, 'submit_lease_until', until_, 'submit_holder', ARGV[4] .. '/' .. ARGV[5])
 -- if this holder vanishes with its message, reconciliation looks again after the lease
 redis.call('ZADD', KEYS[2], until_ + 1, redis.call('HGET', key, 'run_id'))
 return {'ok', '', redis.call('HGETALL', key), redis.call('GET', KEYS[3]) or ''}

@@ -129,7 +129,7 @@ def drive(
         for rid in run_ids:
             pipe.hget(c.store.run_key(rid), "completion")
         done = sum(1 for v in pipe.execute() if v == "sent")
-        if done == len(run_ids) and c.quiet():
+        if done == len(run_ids) and c.settled(run_ids):  # callbacks ran, broker empty
             return
         if time.monotonic() >= next_kill and done < len(run_ids):
             i = rng.randrange(len(workers))

@@ -252,12 +252,19 @@ class Cluster:
         pending = sum(self.redis.llen(q) for q in QUEUES)
         return pending == 0 and self.redis.hlen("unacked") == 0
 
-    def settle(self, run_ids: list[str], timeout: float = 60) -> None:
-        def done() -> bool:
-            runs = [self.store.raw(r) for r in run_ids]
-            return all(r.get("completion") == "sent" for r in runs) and self.quiet()
+    def settled(self, run_ids: list[str]) -> bool:
+        """Every run's completion is sent, every callback reached its end (its dispatch guard
+        says done: a completion is marked sent before the dispatch it covers), and the broker
+        holds nothing."""
+        runs = [self.store.raw(r) for r in run_ids]
+        if not all(r.get("completion") == "sent" for r in runs):
+            return False
+        with_callback = [(r["run_id"], r.get("redrives") or "0") for r in runs if r.get("callback_task_id")]
+        guards = self.store.dispatch_state(with_callback)
+        return all(g is not None and g.endswith("|done") for g in guards) and self.quiet()
 
-        wait_for(done, timeout, "every run completed and the broker drained")
+    def settle(self, run_ids: list[str], timeout: float = 60) -> None:
+        wait_for(lambda: self.settled(run_ids), timeout, "every run completed and the broker drained")
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,13 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, sim: SimulatorServer) -> Iterator[Cluster]:
+@contextmanager
+def fresh_cluster(tmp_path: Path, sim: SimulatorServer, **settings: str) -> Iterator[Cluster]:
+    """A cluster with its receiver on a flushed DB; logs printed on failure, processes stopped."""
     url = db_url(TEST_REDIS_URL, 2)
     redis.Redis.from_url(url).flushdb()
     sim.reset()
-    c = Cluster(tmp_path, url, sim)
+    c = Cluster(tmp_path, url, sim, **settings)
     c.receiver()
     try:
         yield c
@@ -48,6 +50,12 @@ def cluster(tmp_path: Path, sim: SimulatorServer) -> Iterator[Cluster]:
         raise
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sim: SimulatorServer) -> Iterator[Cluster]:
+    with fresh_cluster(tmp_path, sim) as c:
+        yield c
 
 
 @pytest.mark.parametrize(
@@ -79,9 +87,8 @@ def test_whole_worker_killed_mid_task_is_redelivered_to_a_new_worker(cluster: Cl
     assert cluster.posts(run_id) == 1
 
 
-def test_killed_after_nen_accepted_is_never_resent_and_ends_once(cluster: Cluster) -> None:
-    """The 202 was lost with the worker: the run is `unknown`, Nen is not asked again, and the
-    beat sweep ends it submit_failed (fate unknown) after NEN_UNKNOWN_TIMEOUT: one on_failure."""
+def killed_after_accept(cluster: Cluster) -> tuple[str, dict[str, str]]:
+    """Kill the pool process holding Nen's 202 before the binding is stored; settle the run."""
     point = "submit:after_accept"
     cluster.worker(failpoints=point)
     cluster.beat()
@@ -89,11 +96,34 @@ def test_killed_after_nen_accepted_is_never_resent_and_ends_once(cluster: Cluste
     run_id = cluster.start()
     os.kill(cluster.frozen_pid(point), signal.SIGKILL)
     cluster.settle([run_id])
-    assert [c["tag"] for c in cluster.calls(run_id)] == ["failure"]
-    data = cluster.store.raw(run_id)
-    assert data["status"] == "submit_failed" and json.loads(data["error"])["type"] == "fate_unknown"
-    assert "unknown" in [h["status"] for h in json.loads(data["history"])]
-    assert cluster.posts(run_id) == 1
+    assert cluster.posts(run_id) == 1  # never resent
+    return run_id, cluster.store.raw(run_id)
+
+
+def test_killed_after_nen_accepted_is_never_resent_and_completes_through_its_webhooks(
+    cluster: Cluster,
+) -> None:
+    """The 202 was lost with the worker. Once the holder's lease lapses the run is `unknown`
+    and Nen is not asked again; Nen's webhooks, which name the run (hints.py) and were kept with
+    it, bind it to its messageId: it completes, one POST, one callback."""
+    run_id, data = killed_after_accept(cluster)
+    assert [c["tag"] for c in cluster.calls(run_id)] == ["complete"]
+    history = [(h["status"], h["source"]) for h in json.loads(data["history"])]
+    assert data["status"] == "success"
+    assert ("unknown", "submit:redelivered") in history and ("submitted", "webhook:run_hint") in history
+
+
+def test_killed_after_nen_accepted_without_run_hints_ends_once_as_fate_unknown(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """With NEN_WEBHOOK_RUN_PARAM="" nothing names the run: it stays `unknown`, Nen is not asked
+    again, and the beat sweep ends it submit_failed (fate unknown) after NEN_UNKNOWN_TIMEOUT:
+    one on_failure."""
+    with fresh_cluster(tmp_path, sim, NEN_WEBHOOK_RUN_PARAM="") as cluster:
+        run_id, data = killed_after_accept(cluster)
+        assert [c["tag"] for c in cluster.calls(run_id)] == ["failure"]
+        assert data["status"] == "submit_failed" and json.loads(data["error"])["type"] == "fate_unknown"
+        assert "unknown" in [h["status"] for h in json.loads(data["history"])]
 
 
 def test_a_running_submit_redelivered_by_a_broker_reconnect_waits_for_its_holder(
@@ -191,8 +221,7 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
             nonlocal worker
             if worker.poll() is not None:
                 worker, _ = c.worker()
-            runs = [c.store.raw(r) for r in run_ids]
-            return all(r.get("completion") == "sent" for r in runs) and c.quiet()
+            return c.settled(run_ids)
 
         wait_for(settled_under_a_supervisor, 240, "every run completed and the broker drained")
         outcomes = {r: ([x["tag"] for x in c.calls(r)], c.posts(r)) for r in run_ids}

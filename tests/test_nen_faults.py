@@ -83,12 +83,36 @@ def test_429_retry_after_is_honoured(sim: Stack) -> None:
 )
 def test_ambiguous_answers_park_the_run_and_never_resend(sim: Stack, fault: dict[str, Any]) -> None:
     configure(sim, **fault)
+    with env(NEN_WEBHOOK_RUN_PARAM=""):  # no run hint: Nen's webhooks cannot name the run
+        handle = start()
+        run = wait_for(lambda: (r := get_run(handle.run_id)) and r.status == "unknown" and r, 20, "unknown")
+        assert run.error is not None
+        sim.counter.wait_idle()
+        assert posts_for(sim, handle.run_id) == 1  # Nen got it once; we did not ask again
+        assert runs_created_for(sim, handle.run_id) == 1  # ... and it did start the workflow
+        assert get_run(handle.run_id).status == "unknown"  # its webhooks were kept, not guessed at
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"post_latency": 5.0}, {"bad_accept_body": 1}, {"drop_after_accept": 1}],
+    ids=["slow-past-read-timeout", "202-not-json", "connection-dropped"],
+)
+def test_unknown_runs_are_found_by_their_own_webhooks_through_the_run_hint(
+    sim: Stack, fault: dict[str, Any]
+) -> None:
+    """The 202 was lost, but Nen calls back the URL it was given, which names the run: the
+    webhook binds the unknown run to its messageId and completes it. No lookup endpoint, no
+    second POST."""
+    configure(sim, **fault)
     handle = start()
-    run = wait_for(lambda: (r := get_run(handle.run_id)) and r.status == "unknown" and r, 20, "unknown")
-    assert run.error is not None
-    sim.counter.wait_idle()
-    assert posts_for(sim, handle.run_id) == 1  # Nen got it once; we did not ask again
-    assert runs_created_for(sim, handle.run_id) == 1  # ... and it did start the workflow
+    run = one_callback(sim, handle.run_id)
+    assert run["status"] == "success"
+    history = [(h["status"], h["source"]) for h in run["history"]]
+    assert ("unknown", "submit:ambiguous") in history and ("submitted", "webhook:run_hint") in history
+    made = [m for m, r in sim.sim.stats()["runs"].items() if r["idempotency_key"] == handle.run_id]
+    assert made == [run["message_id"]]  # bound to the messageId Nen made for it
+    assert posts_for(sim, handle.run_id) == 1 and runs_created_for(sim, handle.run_id) == 1
 
 
 @pytest.mark.parametrize(
@@ -100,7 +124,7 @@ def test_unknown_runs_are_resolved_by_lookup_when_nen_offers_it(
     sim: Stack, beat: None, fault: dict[str, Any]
 ) -> None:
     configure(sim, lookup_by_idempotency_key=True, **fault)
-    with env(**FAST, **LOOKUP):
+    with env(**FAST, **LOOKUP, NEN_WEBHOOK_RUN_PARAM=""):  # without the hint, only a lookup finds it
         handle = start()
         run = one_callback(sim, handle.run_id)
     assert run["status"] == "success"

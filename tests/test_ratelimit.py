@@ -25,8 +25,13 @@ from tests.conftest import TEST_REDIS_URL, env, sim_config
 
 
 @pytest.fixture
-def client() -> redis.Redis:
-    return redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+def client() -> Iterator[redis.Redis]:
+    """The test DB; buckets made here are deleted after the test (left behind, their expiry
+    would show up in a later test's proof that nothing changed)."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    yield client
+    for key in client.scan_iter(match="nentest:rl:*"):
+        client.delete(key)
 
 
 def bucket(client: redis.Redis, rate: float = 2.0, burst: float = 3.0, **kw: float) -> RateLimiter:

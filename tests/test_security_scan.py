@@ -269,11 +269,15 @@ def wait_flower(flower: Flower, done: dict[str, Any]) -> dict[str, dict[str, Any
             if task.get("state") == "SUCCESS":
                 by_name.setdefault(str(task.get("name")), []).append(str(task.get("args")))
         submit = [a for a in by_name.get("nen_celery.submit_run", []) if run_id in a]
-        complete = [a for a in by_name.get("nen_celery.complete_run", []) if run_id in a]
+        # the successful run completes inside its hinted ingest_webhook; the rejected one through
+        # complete_run
+        complete = [
+            a for a in by_name.get("nen_celery.complete_run", []) if any(r in a for r in done["run_ids"])
+        ]
         ingest = [a for a in by_name.get("nen_celery.ingest_webhook", []) if message_id in a]
         return tasks if submit and complete and len(ingest) >= 2 else None
 
-    return wait_for(mine, 30, "Flower to list the run's submit_run, 2 ingest_webhook and complete_run")
+    return wait_for(mine, 30, "Flower to list the runs' submit_run, 2 ingest_webhook and a complete_run")
 
 
 def check_flower(flower: Flower, done: dict[str, Any], needles: dict[str, str]) -> list[str]:

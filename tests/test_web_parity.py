@@ -161,3 +161,26 @@ def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, 
     assert {n: r.status for n, r in _answers(receivers, "GET", "/metrics", b"", {}).items()} == dict.fromkeys(
         receivers, 200
     )
+
+
+def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
+    stack: Stack, receivers: dict[str, Call]
+) -> None:
+    """``?nen_run=<run id>``: queued at once (200, no messageId lookup, where an unbound messageId
+    alone gets 202), and the ingest task keeps it with that run until the run binds."""
+    from nen_celery.context import get_context
+
+    store = get_context().store
+    kept = {}
+    for name, call in receivers.items():
+        run_id = f"parity-run-{uuid.uuid4()}"
+        assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+        body = webhook_body(f"parity-{uuid.uuid4()}")
+        assert call("POST", f"{WEBHOOK}?nen_run={run_id}", body, signed(body)) == Reply(
+            200, {"status": "queued"}
+        )
+        kept[name] = (run_id, body)
+    stack.counter.wait_idle()
+    for name, (run_id, body) in kept.items():
+        parked = store.redis.lrange(store.run_parked_key(run_id), 0, -1)
+        assert [json.loads(get_context().sealer.open(p)) for p in parked] == [json.loads(body)], name

@@ -4,7 +4,6 @@ so calling them from a web request never waits on Nen."""
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from typing import Any
@@ -14,10 +13,9 @@ from celery.canvas import Signature
 from . import metrics
 from .config import ConfigurationError
 from .context import get_context
+from .hints import RUN_ID_RE
 from .models import Run
 from .params import validate_params
-
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class RunConflict(ValueError):

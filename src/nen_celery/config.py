@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .hints import PARAM_RE
+
 
 class ConfigurationError(RuntimeError):
     """A setting the requested operation needs is missing or invalid; the message names it."""
@@ -31,6 +33,8 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     webhook_url: str | None = None
     webhook_field: str = "webhook_callback"
+    # query parameter carrying our run id in each run's webhook URL (hints.py); "" turns it off
+    webhook_run_param: str = "nen_run"
     retrieval_path: str = "/runs/{message_id}"
 
     # Webhooks in
@@ -152,6 +156,16 @@ class Settings(BaseSettings):
         assert value is not None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"NEN_WEBHOOK_URL must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("webhook_run_param")
+    @classmethod
+    def _run_param(cls, value: str) -> str:
+        if value and not PARAM_RE.match(value):
+            raise ValueError(
+                "NEN_WEBHOOK_RUN_PARAM must be a query parameter name (letters, digits, _ . -), "
+                f"got {value!r}"
+            )
         return value
 
     @field_validator("retrieval_path")

@@ -33,10 +33,12 @@ from importlib import resources
 from typing import Any, NamedTuple
 
 import redis
+from redis.cluster import RedisCluster
 
 from .config import Settings
 from .crypto import Sealer
 from .models import Run
+from .status import is_terminal
 
 _SCRIPTS = (
     "create",
@@ -47,6 +49,7 @@ _SCRIPTS = (
     "index",
     "park",
     "apply",
+    "ingest",
     "claim_completion",
     "finish_completion",
     "release_completion",
@@ -75,7 +78,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 @cache
 def _source(name: str) -> str:
     lua = resources.files("nen_celery") / "lua"
-    return (lua / "_ranks.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return (lua / "_common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class RunStore:
@@ -99,6 +102,10 @@ class RunStore:
 
     def msg_key(self, message_id: str) -> str:
         return f"{self.prefix}:msg:{{{self.shard(message_id)}}}:{message_id}"
+
+    def run_parked_key(self, run_id: str) -> str:
+        """Webhooks that named their run (hints.py) and came before its binding."""
+        return f"{self.run_key(run_id)}:parked"
 
     def parked_key(self, message_id: str) -> str:
         return f"{self.prefix}:parked:{{{self.shard(message_id)}}}:{message_id}"
@@ -135,6 +142,24 @@ class RunStore:
 
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
+
+    def _pipelined(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Several scripts in one round trip (single server only: keys in different slots).
+
+        EVALSHA straight into the pipeline: redis-py's Script objects would add a SCRIPT EXISTS
+        trip to every pipeline. A script the server lost (restart, SCRIPT FLUSH) is run again on
+        its own; only those that failed are, so a script that consumed something is not re-run.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        for i, (name, keys, args) in enumerate(calls):
+            if isinstance(results[i], redis.exceptions.NoScriptError):
+                results[i] = self._call(name, keys, args)
+            elif isinstance(results[i], Exception):
+                raise results[i]
+        return results
 
     # -- lifecycle --------------------------------------------------------------------------
     def create(
@@ -213,18 +238,38 @@ class RunStore:
     def bind(
         self, run_id: str, message_id: str, accepted: dict[str, Any], next_check: float | None = None
     ) -> tuple[str, list[str]]:
-        """Bind Nen's messageId; return (status, webhooks parked for it before the binding)."""
+        """Bind Nen's messageId; return (status, webhooks parked before the binding).
+
+        The parked ones are those kept with the run (hinted, ingest.lua) and those kept under the
+        messageId (no hint, park.lua). The binding and the messageId index sit in different
+        slots: one pipelined trip on a single server, two on a cluster.
+        """
         now = time.time()
-        verdict, status = self._call(
-            "bind",
-            [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)],
-            [message_id, now, json.dumps(accepted), next_check or now + self.next_check_after("submitted")],
-        )
-        if verdict == "conflict":
-            raise RuntimeError(f"run {run_id} is already bound to messageId {status}")
-        ttl = 2 * self.settings.retention_seconds
-        parked = self._call("index", [self.msg_key(message_id), self.parked_key(message_id)], [run_id, ttl])
-        return str(status), [str(p) for p in parked]
+        check = next_check or now + self.next_check_after("submitted")
+        bind_keys = [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
+        bind_keys.append(self.run_parked_key(run_id))
+        bind_args: list[Any] = [message_id, now, json.dumps(accepted), check]
+        index_keys = [self.msg_key(message_id), self.parked_key(message_id)]
+        index_args: list[Any] = [run_id, 2 * self.settings.retention_seconds]
+        if isinstance(self.redis, RedisCluster):
+            bound = self._call("bind", bind_keys, bind_args)
+            by_message = self._call("index", index_keys, index_args) if bound[0] == "bound" else []
+        else:
+            bound, by_message = self._pipelined(
+                [("bind", bind_keys, bind_args), ("index", index_keys, index_args)]
+            )
+        if bound[0] == "conflict":
+            raise RuntimeError(f"run {run_id} is already bound to messageId {bound[1]}")
+        return str(bound[1]), [str(p) for p in [*bound[2:], *by_message]]
+
+    def take_run_parked(self, run_id: str) -> tuple[int, list[str]]:
+        """(the run's attempt, the webhooks kept with it), removing them: one pipelined trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.run_key(run_id), "redrives")
+        pipe.lrange(self.run_parked_key(run_id), 0, -1)
+        pipe.delete(self.run_parked_key(run_id))
+        redrives, parked, _ = pipe.execute()
+        return int(redrives or 0), [str(p) for p in parked]
 
     def drop_parked(self, message_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -275,6 +320,53 @@ class RunStore:
             ],
         )
         return str(res[0]), str(res[1]), str(res[2])
+
+    def ingest(
+        self,
+        run_id: str,
+        attempt: int,
+        body: dict[str, Any],
+        sealed_body: str,
+        *,
+        source: str,
+        holder: str = "",
+        callback_id: str = "",
+    ) -> tuple[str, str, str, dict[str, str]]:
+        """Apply a webhook that named its run, in one trip (ingest.lua).
+
+        Returns (verdict, status now, completion, record): verdict applied | noop | parked |
+        mismatch | stale | missing; with a ``holder``, a terminal run's completion comes back
+        ``claimed`` with the record, for the caller to dispatch the callback; the record's
+        completion is then already ``sent`` (with ``callback_id``, the callback task id for the
+        body's status) unless the run had ended otherwise, when ``finish_completion`` follows.
+        """
+        status = str(body["status"])
+        payload = self.sealer.seal_if_enabled(json.dumps(body).encode()) if is_terminal(status) else ""
+        now = time.time()
+        keys = [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
+        res = self._call(
+            "ingest",
+            [*keys, self.run_parked_key(run_id)],
+            [
+                str(body["message_id"]),
+                status,
+                now,
+                payload,
+                source,
+                self.settings.retention_seconds,
+                now + self.next_check_after(status),
+                self.settings.retention_seconds,
+                PARKED_MAX,
+                sealed_body,
+                self.settings.completion_lease,
+                holder,
+                attempt,
+                callback_id,
+                now + self.settings.callback_timeout,
+            ],
+        )
+        data = _pairs(res[3]) if len(res) > 3 else {}
+        return str(res[0]), str(res[1]), str(res[2]), data
 
     def claim_completion(self, run_id: str, holder: str) -> Claim:
         """verdict claimed | busy | done | not_terminal | missing; with claimed, the record."""
@@ -387,7 +479,7 @@ class RunStore:
         run_id, attempt = [*token.split("|"), "0"][:2]
         key = self.dispatch_key(run_id, attempt)
         args = [token, self.settings.retention_seconds, time.time(), self.settings.callback_timeout]
-        return str(self._call("claim_dispatch", [key], args))
+        return str(self._call("claim_dispatch", [key, self.run_key(run_id)], args))
 
     def dispatch_state(self, run_ids_attempts: list[tuple[str, str]]) -> list[str | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -420,7 +512,6 @@ class RunStore:
     def to_run(self, data: dict[str, str]) -> Run:
         payload = json.loads(self.sealer.open(data["payload"])) if data.get("payload") else None
         return Run.from_hash(data, payload)
-
 
     def _newest(self, count: int) -> list[str]:
         """The ``count`` newest run ids over every shard."""

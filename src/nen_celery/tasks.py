@@ -28,6 +28,7 @@ from .config import ConfigurationError
 from .context import get_context
 from .errors import NenAPIError, NenError
 from .faults import failpoint
+from .hints import url_with_run
 from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .store import callbacks
@@ -107,10 +108,27 @@ def bind_accepted(run_id: str, message_id: str, accepted: dict[str, Any]) -> str
     status, parked = ctx.store.bind(run_id, message_id, accepted)
     for sealed in parked:
         body = json.loads(ctx.sealer.open(sealed))
+        if body.get("message_id") != message_id:
+            continue  # kept with the run by a hint, but signed for another messageId: not ours
         _, status = apply_nen_status(run_id, body, source="webhook:parked")
     if parked:
         ctx.store.drop_parked(message_id)
     return status
+
+
+def _park_unknown(run_id: str, error: dict[str, Any], source: str) -> None:
+    """Mark the POST's fate unknown, then replay the webhooks that named the run (hints.py)
+    while it was still queued: from now on they bind it, and they say the POST landed."""
+    store = get_context().store
+    verdict, _, _ = store.apply(run_id, Status.UNKNOWN, source=source, error=error)
+    if verdict != "applied":
+        return
+    # Once the run is unknown, ingest.lua binds instead of parking: this list can only shrink.
+    attempt, parked = store.take_run_parked(run_id)
+    for sealed in parked:
+        ingest_webhook.apply_async(
+            args=(sealed,), kwargs={"run_id": run_id, "attempt": attempt}, argsrepr=_repr(run_id)
+        )
 
 
 class LeaseLost(Exception):
@@ -158,7 +176,7 @@ def submit_run(
     if verdict == "ambiguous":
         # A previous attempt may have reached Nen before its worker died: never resend blindly.
         error = {"type": "ambiguous", "message": "a previous POST /runs may have been received"}
-        store.apply(run_id, Status.UNKNOWN, source="submit:redelivered", error=error)
+        _park_unknown(run_id, error, "submit:redelivered")
         log.error("run %s: a POST may be out from a worker that died; parked as unknown", run_id)
         return {"run_id": run_id, "status": Status.UNKNOWN.value}
 
@@ -177,7 +195,10 @@ def submit_run(
             workflow_id=data["workflow_id"],
             params=json.loads(data.get("params") or "{}"),
             secure_params=secure,
-            webhook_url=settings.webhook_url,
+            webhook_url=settings.webhook_url
+            and url_with_run(
+                settings.webhook_url, settings.webhook_run_param, run_id, int(data.get("redrives") or 0)
+            ),
         )
         idem_key = data.get("idem_key") or run_id
         started, outcome = time.monotonic(), "accepted"
@@ -264,7 +285,7 @@ def _submit_error(
         _finish(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
         return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
     if isinstance(exc, NenError) and exc.maybe_sent:
-        store.apply(run_id, Status.UNKNOWN, source="submit:ambiguous", error=error)
+        _park_unknown(run_id, error, "submit:ambiguous")
         log.error(
             "run %s: POST /runs fate unknown (%s); parked as unknown, not resent",
             run_id,
@@ -294,11 +315,16 @@ def parse_webhook(raw: bytes) -> dict[str, Any]:
 
 
 @app.task(name="nen_celery.ingest_webhook", bind=True, **RETRY_ON_REDIS)
-def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
+def ingest_webhook(
+    self: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0
+) -> dict[str, Any]:
+    """Apply one webhook. ``run_id``/``attempt``: the run its URL named (hints.py), if any."""
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
     message_id, status = body["message_id"], body["status"]
     runlog.bind(message_id=message_id, workflow_id=body.get("workflow_id"))
+    if run_id is not None:
+        return _ingest_hinted(self, run_id, attempt, body, sealed_body)
     run_id = ctx.store.find_or_park(message_id, sealed_body)
     runlog.bind(run_id=run_id)
     if run_id is None:
@@ -311,6 +337,42 @@ def ingest_webhook(self: Task, sealed_body: str) -> dict[str, Any]:
     return {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
 
 
+def _ingest_hinted(
+    task: Task, run_id: str, attempt: int, body: dict[str, Any], sealed_body: str
+) -> dict[str, Any]:
+    """One script applies the webhook and, if it ended the run, claims the completion: the
+    callback is dispatched from here, with no complete_run hop."""
+    ctx = get_context()
+    runlog.bind(run_id=run_id)
+    message_id, status = body["message_id"], body["status"]
+    failpoint("ingest:before_apply")
+    holder = str(task.request.id)
+    callback_id = callback_task_id(run_id, status) if is_terminal(status) else ""
+    verdict, now, completion, data = ctx.store.ingest(
+        run_id, attempt, body, sealed_body, source="webhook", holder=holder, callback_id=callback_id
+    )
+    result = {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
+    if verdict in ("mismatch", "stale", "missing"):
+        # The query string is not signed: a hint that does not fit the signed body is refused.
+        log.warning(
+            "webhook %s for message %s names run %s (attempt %d), which it does not belong to (%s)",
+            status,
+            message_id,
+            run_id,
+            attempt,
+            verdict,
+        )
+        return result
+    if verdict == "parked":
+        log.info("run %s webhook %s kept with the run: its messageId is not bound yet", run_id, status)
+        return result
+    log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)
+    if completion == "claimed":
+        received_at = request_header(task.request, RECEIVED_AT_HEADER)
+        result["callback_task_id"] = _dispatch_completion(task, run_id, holder, data, received_at)
+    return result
+
+
 @app.task(name="nen_celery.complete_run", bind=True, **RETRY_ON_REDIS)
 def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     ctx = get_context()
@@ -319,9 +381,20 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     if claim.verdict != "claimed":
         # busy: another complete_run holds the claim; its message is redelivered if it dies.
         return {"run_id": run_id, "verdict": claim.verdict}
-    run = ctx.store.to_run(claim.data)  # the record came back with the claim
+    received_at = request_header(self.request, RECEIVED_AT_HEADER)
+    task_id = _dispatch_completion(self, run_id, holder, claim.data, received_at)
+    return {"run_id": run_id, "status": claim.data.get("status"), "callback_task_id": task_id}
+
+
+def _dispatch_completion(
+    task: Task, run_id: str, holder: str, data: dict[str, str], received_at: str | None
+) -> str:
+    """Send the claimed run's callback, then mark the completion sent (unless the claim did
+    already, ingest.lua); the callback's task id."""
+    ctx = get_context()
+    run = ctx.store.to_run(data)  # the record came back with the claim
     runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
-    on_complete, on_failure = callbacks(claim.data)
+    on_complete, on_failure = callbacks(data)
     sig = on_complete if run.status == Status.SUCCESS else on_failure
     task_id = ""
     failpoint("complete:before_dispatch")
@@ -340,15 +413,15 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
         except Exception as exc:
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
-            raise self.retry(countdown=1.0, max_retries=None) from exc
+            raise task.retry(countdown=1.0, max_retries=None) from exc
     failpoint("complete:after_dispatch")
-    ctx.store.finish_completion(run_id, task_id)
+    if data.get("completion") != "sent":
+        ctx.store.finish_completion(run_id, task_id)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
-    received_at = request_header(self.request, RECEIVED_AT_HEADER)
     if received_at:
         metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
     log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
-    return {"run_id": run_id, "status": run.status, "callback_task_id": task_id}
+    return task_id
 
 
 @app.task(name="nen_celery.poll_run", bind=True, **RETRY_ON_REDIS)

@@ -1,5 +1,8 @@
--- KEYS: run hash, secure key, timers.  ARGV: message_id, now, accepted body (json, unused), next check
+-- KEYS: run hash, secure key, timers, the run's parked webhooks.
+-- ARGV: message_id, now, accepted body (json, unused), next check
 -- Binds Nen's messageId to the run and drops the secure params (Nen has them now).
+-- Returns {'bound', status, parked...}: the webhooks ingest.lua kept with the run before the
+-- binding (atomic with it: none can slip between), or {'conflict', bound} / {'missing', ''}.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local bound = redis.call('HGET', key, 'message_id')
@@ -15,4 +18,7 @@ if can_transition(status, 'submitted') then
   redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', key, 'run_id'))
   status = 'submitted'
 end
-return {'bound', status}
+local out = {'bound', status}
+for _, body in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do out[#out + 1] = body end
+redis.call('DEL', KEYS[4])
+return out

@@ -1,4 +1,4 @@
--- KEYS: dispatch guard of one run attempt.  ARGV: token, ttl, now, lease
+-- KEYS: dispatch guard of one run attempt, the run hash (same slot).  ARGV: token, ttl, now, lease
 -- The guard holds '<token>@<claimed at>' while a callback runs and '<token>|done' once it
 -- reached its end. Returns:
 --   'run'  first dispatch to start; or a redelivery of the running one (it did not finish);
@@ -9,6 +9,11 @@ local v = redis.call('GET', KEYS[1])
 local mine = ARGV[1] .. '@'
 local function claim()
   redis.call('SET', KEYS[1], mine .. ARGV[3], 'EX', ARGV[2])
+  -- the callback started: a redelivered ingest of the dispatching task must not dispatch again
+  -- (ingest.lua), and the record need not keep the holder
+  if redis.call('HGET', KEYS[2], 'completion') == 'sent' then
+    redis.call('HDEL', KEYS[2], 'completion_holder')
+  end
   return 'run'
 end
 if not v then return claim() end

@@ -60,7 +60,8 @@ async def webhook(request: Request) -> JSONResponse:
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return _json(error)  # pure and fast: no thread hop for a refusal
-    return _json(await run_in_threadpool(deliver_checked, ctx, body, parsed))
+    query = request.scope.get("query_string", b"")
+    return _json(await run_in_threadpool(deliver_checked, ctx, body, parsed, query))
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -80,6 +81,8 @@ def _configure_logging() -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     get_settings()  # fail at start, naming the setting, rather than at the first webhook
+    from .. import tasks  # noqa: F401  (the Celery app and its tasks: not on the first webhook's clock)
+
     yield
 
 

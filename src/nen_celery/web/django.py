@@ -74,7 +74,12 @@ def _json(answer: Answer) -> JsonResponse:
 @require_POST
 def webhook(request: HttpRequest) -> HttpResponse:
     """``POST``: verify the signature on the raw body, queue the webhook, answer within Nen's 5 s."""
-    answer = receive(request.read, request.META.get("CONTENT_LENGTH") or None, request.headers)
+    answer = receive(
+        request.read,
+        request.META.get("CONTENT_LENGTH") or None,
+        request.headers,
+        request.META.get("QUERY_STRING", ""),
+    )
     return _json(answer)
 
 

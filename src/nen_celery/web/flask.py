@@ -36,7 +36,8 @@ def _json(answer: Answer) -> tuple[Response, int]:
 def webhook() -> tuple[Response, int]:
     """Verify the signature on the raw body, queue the webhook, answer within Nen's 5 s."""
     headers = dict(request.headers.items())
-    return _json(receive(request.stream.read, request.headers.get("Content-Length"), headers))
+    length = request.headers.get("Content-Length")
+    return _json(receive(request.stream.read, length, headers, request.query_string))
 
 
 @blueprint.get("/healthz")

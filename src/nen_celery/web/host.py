@@ -30,11 +30,14 @@ def read_limited(read: Read, declared: str | None, limit: int) -> bytes | None:
     return None if size > limit else b"".join(chunks)
 
 
-def receive(read: Read, declared_length: str | None, headers: Mapping[str, str]) -> Answer:
+def receive(
+    read: Read, declared_length: str | None, headers: Mapping[str, str], query: str | bytes = ""
+) -> Answer:
     """Handle one ``POST /webhooks/nen``: the answer the ASGI receiver gives for the same request.
 
     ``read(n)`` returns up to n bytes of the raw body (b"" at the end); ``declared_length`` is
-    the Content-Length header, if any; header names may be in any case.
+    the Content-Length header, if any; header names may be in any case; ``query`` is the raw
+    query string (it may name the run, hints.py).
     """
     try:
         ctx = get_context()
@@ -44,4 +47,4 @@ def receive(read: Read, declared_length: str | None, headers: Mapping[str, str])
     body = read_limited(read, declared_length, limit)
     if body is None:
         return refused_early(too_large(limit))
-    return handle(ctx, body, headers)
+    return handle(ctx, body, headers, query)

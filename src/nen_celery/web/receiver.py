@@ -2,8 +2,10 @@
 
 1. ``check``: size (413), content type (415), signature (401; scheme ``NEN_WEBHOOK_SCHEME``),
    body shape (400). Pure: nothing is read or written.
-2. ``deliver``: one GET of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then
-   ``ingest_webhook`` is queued whatever the lookup said. Known messageId: 200. Unknown:
+2. ``deliver``: a webhook whose URL names its run (``?nen_run=``, hints.py; every run this
+   package starts has one) is queued for that run at once: 200, no Redis read. Otherwise one GET
+   of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then ``ingest_webhook`` is
+   queued whatever the lookup said. Known messageId: 200. Unknown:
    ``NEN_WEBHOOK_PARKED_STATUS`` (202) ``{"status": "parked"}``: the ingest task parks it for
    the binding / reconciliation; not an error, so no retry storm from Nen. Lookup failed
    (Redis down): still queued, 200. Broker down: 503, so Nen redelivers.
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .. import metrics, runlog, signing
+from .. import hints, metrics, runlog, signing
 from ..config import Settings
 from ..connections import redis_client
 from ..crypto import Sealer
@@ -60,15 +62,18 @@ def refused_early(answer: Answer) -> Answer:
     return answer
 
 
-def handle(ctx: Context, body: bytes, headers: Mapping[str, str]) -> Answer:
-    """``check`` then ``deliver``: the whole answer to a body read within the limit (blocking)."""
+def handle(ctx: Context, body: bytes, headers: Mapping[str, str], query: str | bytes = "") -> Answer:
+    """``check`` then ``deliver``: the whole answer to a body read within the limit (blocking).
+
+    ``query``: the request's raw query string (it may carry the run hint).
+    """
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return error
-    return deliver_checked(ctx, body, parsed)
+    return deliver_checked(ctx, body, parsed, query)
 
 
-def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any]) -> Answer:
+def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes = "") -> Answer:
     """``deliver`` with the process context's lookup, sealer and settings (blocking I/O)."""
     return deliver(
         run_lookup(ctx),
@@ -77,6 +82,7 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any]) -> Answer
         parsed,
         ctx.settings.publish_timeout,
         ctx.settings.webhook_parked_status,
+        hints.run_from_query(query, ctx.settings.webhook_run_param),
     )
 
 
@@ -147,6 +153,7 @@ def enqueue(
     parsed: dict[str, Any],
     publish_timeout: float,
     received_at: float | None = None,
+    hint: tuple[str, int] | None = None,
 ) -> Answer:
     """Queue ingest_webhook; 503 when the broker cannot take it, so Nen redelivers."""
     from ..tasks import ingest_webhook
@@ -155,9 +162,11 @@ def enqueue(
     received_at = time.time() if received_at is None else received_at
 
     sealed = sealer.seal_if_enabled(body)
+    kwargs = {"run_id": hint[0], "attempt": hint[1]} if hint else None
     try:
         ingest_webhook.apply_async(
             args=(sealed,),
+            kwargs=kwargs,
             headers={RECEIVED_AT_HEADER: repr(received_at)},
             argsrepr=f"(message_id={parsed['message_id']!r}, status={parsed['status']!r})",
             retry=True,
@@ -181,10 +190,16 @@ def deliver(
     parsed: dict[str, Any],
     publish_timeout: float,
     parked_status: int = 202,
+    hint: tuple[str, int] | None = None,
 ) -> Answer:
-    """Look the messageId up, then queue the webhook whatever the lookup said (blocking I/O)."""
+    """Queue the webhook: for its hinted run at once, else after looking its messageId up."""
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
+        if hint is not None:
+            with runlog.bound(run_id=hint[0]):
+                answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint)
+                metrics.webhook_answered(answer.status_code, answer.body)
+                return answer
         return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status)
 
 

@@ -1,0 +1,59 @@
+-- Status ranks, kept equal to status.RANK (a test checks every pair against can_transition).
+local RANK = {queued=0, unknown=1, submitted=1, processing=2,
+              success=3, failed=3, rejected=3, submit_failed=3}
+local function can_transition(cur, new)
+  if RANK[new] == nil then return false end
+  if cur == 'unknown' and new == 'submitted' then return true end
+  return RANK[new] > (RANK[cur] or -1)
+end
+local function push_history(key, status, now, source)
+  local raw = redis.call('HGET', key, 'history')
+  local hist = {}
+  if raw and raw ~= '' then hist = cjson.decode(raw) end
+  hist[#hist + 1] = {status=status, at=tonumber(now), source=source}
+  redis.call('HSET', key, 'history', cjson.encode(hist))
+end
+-- Move the run to ``new`` if that is forward (apply.lua, ingest.lua).
+-- Returns {verdict, status, completion}: applied | noop.
+local function apply_status(key, secure_key, timers_key, new, now, payload, source, retention, err, check)
+  local cur = redis.call('HGET', key, 'status')
+  if not can_transition(cur, new) then
+    return {'noop', cur, redis.call('HGET', key, 'completion') or ''}
+  end
+  redis.call('HSET', key, 'status', new, 'updated_at', now)
+  push_history(key, new, now, source)
+  if payload ~= '' then redis.call('HSET', key, 'payload', payload) end
+  if err ~= '' then redis.call('HSET', key, 'error', err) end
+  redis.call('ZADD', timers_key, check, redis.call('HGET', key, 'run_id'))
+  if new == 'unknown' then redis.call('HSET', key, 'unknown_at', now) end
+  if RANK[new] == 3 then
+    redis.call('HSET', key, 'finished_at', now, 'completion', 'pending')
+    redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
+    if new == 'submit_failed' then
+      -- Nen never saw the secure params: keep them (sealed, bounded) so the run can be redriven
+      redis.call('EXPIRE', secure_key, retention)
+    else
+      redis.call('DEL', secure_key)
+    end
+    redis.call('EXPIRE', key, retention)
+    return {'applied', new, 'pending'}
+  end
+  return {'applied', new, ''}
+end
+-- Exactly one holder may dispatch the callback. The holder's own redelivered message (same
+-- task id) or anyone after the lease lapsed may take over; a duplicate is told 'busy'.
+-- Returns {verdict, detail}: claimed | busy(seconds left) | done | not_terminal.
+local function claim_completion(key, now, lease, holder)
+  local c = redis.call('HGET', key, 'completion') or ''
+  if c == 'sent' then return {'done', ''} end
+  if c == '' then return {'not_terminal', ''} end
+  if c == 'sending' then
+    local until_ = tonumber(redis.call('HGET', key, 'completion_lease_until') or '0') or 0
+    if until_ > now and (redis.call('HGET', key, 'completion_holder') or '') ~= holder then
+      return {'busy', tostring(until_ - now)}
+    end
+  end
+  redis.call('HSET', key, 'completion', 'sending', 'completion_lease_until', now + lease,
+             'completion_holder', holder)
+  return {'claimed', ''}
+end

@@ -35,6 +35,7 @@ faults: install
 # Benchmarks against bare Celery / bare Starlette (needs wrk); appends to bench/results.md.
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null) || echo "wrk not installed: the receiver benchmark will fail (apt-get install wrk)"
 	$(PY) scripts/with_redis.py $(PY) bench/run.py $(BENCH_ARGS)
 
 # Not in CI: 5,000 runs, 2 workers killed every few seconds, every webhook delivered twice.

@@ -1,12 +1,14 @@
 """3. I/O-bound submit: the simulator holds every POST /runs for 200 ms; one worker node with a
-threads pool (then gevent) at high concurrency works through N queued submissions. Figure:
-submissions/s in steady state (10%..90% of the POSTs) against the bound concurrency / latency.
+threads pool (then gevent) at high concurrency works through N queued submissions, as one worker
+process and as one process per core (BENCH_SUBMIT_PROCS, default "1,2"). Figure: submissions/s
+in steady state (10%..90% of the POSTs) against the bound concurrency / latency.
 Target: >= 400/s. The shared httpx client allows 100 connections per process, so a
-concurrency above 100 is capped at 100 / 0.2 s = 500/s.
+concurrency above 100 is capped at 100 / 0.2 s = 500/s per process.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from bench.common import WF, Result, configure, env_int, flush, processes, sim_config
@@ -46,7 +48,7 @@ def sim_capacity(concurrency: int, seconds: int = 8) -> float:
     return rps
 
 
-def _one(pool: str, n: int, concurrency: int) -> float:
+def _one(pool: str, n: int, concurrency: int, nprocs: int) -> float:
     from nen_celery import start_run
     from nen_celery.context import get_context
     from nen_celery.simulator import SimulatorServer
@@ -56,7 +58,8 @@ def _one(pool: str, n: int, concurrency: int) -> float:
         env = configure(NEN_API_URL=sim.url)  # no webhook URL: Nen sends no webhooks
         handles = [start_run(WF, {"PATIENT_NAME": f"P{i}"}) for i in range(n)]  # queued first
         with processes(env, f"submit-{pool}") as procs:
-            procs.worker(f"submit-{pool}", concurrency, pool)
+            for i in range(nprocs):
+                procs.worker(f"submit-{pool}{i}", concurrency, pool)
             rate = _steady_rate(sim, n, 60 + n / 50)
             store = get_context().store
 
@@ -68,34 +71,38 @@ def _one(pool: str, n: int, concurrency: int) -> float:
 
             from bench.common import wait_for
 
-            wait_for(lambda: bound() == n, 60, f"all {n} runs bound to a messageId")
+            wait_for(lambda: bound() == n, 60 + n / 50, f"all {n} runs bound to a messageId")
     return rate
 
 
 def run() -> list[Result]:
     n = env_int("BENCH_SUBMIT_N", 2000)
     concurrency = env_int("BENCH_SUBMIT_CONCURRENCY", 100)
-    bound = min(concurrency, HTTP_POOL) / LATENCY
     capacity = sim_capacity(concurrency)
     print(f"submit: the simulator alone answers {capacity:.0f} POST/s to wrk at this concurrency")
     results = []
-    for pool in ("threads", "gevent"):
-        try:
-            rate = _one(pool, n, concurrency)
-        except Exception as exc:
-            print(f"submit ({pool}): failed: {exc}")
-            results.append(Result(f"3. I/O-bound submit, {pool}", "error", "", None, "", False, str(exc)))
-            continue
-        print(f"submit ({pool} x{concurrency}): {rate:.0f} submissions/s; bound {bound:.0f}/s")
-        results.append(
-            Result(
-                f"3. I/O-bound submit (N={n}, 1 node, -P {pool} -c {concurrency}, 200 ms POST)",
-                f"{rate:.0f} submissions/s",
-                f"{bound:.0f}/s bound (concurrency / latency); simulator alone {capacity:.0f}/s (wrk)",
-                rate / bound,
-                ">= 400/s",
-                rate >= 400,
-                f"steady state (10%..90% of POSTs); {rate / capacity:.2f}x of what the simulator serves",
+    for pool in os.environ.get("BENCH_SUBMIT_POOLS", "threads,gevent").split(","):
+        for nprocs in (int(p) for p in os.environ.get("BENCH_SUBMIT_PROCS", "1,2").split(",")):
+            bound = nprocs * min(concurrency, HTTP_POOL) / LATENCY
+            shape = f"-P {pool} -c {concurrency}, {nprocs} process{'es' if nprocs > 1 else ''}"
+            try:
+                rate = _one(pool, n, concurrency, nprocs)
+            except Exception as exc:
+                print(f"submit ({shape}): failed: {exc}")
+                results.append(
+                    Result(f"3. I/O-bound submit, {shape}", "error", "", None, "", False, str(exc))
+                )
+                continue
+            print(f"submit ({shape}): {rate:.0f} submissions/s; bound {bound:.0f}/s")
+            results.append(
+                Result(
+                    f"3. I/O-bound submit (N={n}, 1 node, {shape}, 200 ms POST)",
+                    f"{rate:.0f} submissions/s",
+                    f"{bound:.0f}/s bound (concurrency / latency); simulator alone {capacity:.0f}/s (wrk)",
+                    rate / bound,
+                    ">= 400/s",
+                    rate >= 400,
+                    f"steady state (10%..90% of POSTs); {rate / capacity:.2f}x of what the simulator serves",
+                )
             )
-        )
     return results

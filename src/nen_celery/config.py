@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     store_shards: int = Field(default=16, ge=1, le=4096)
     visibility_timeout: int = Field(default=3600, gt=0)
     restore_interval: int = Field(default=10, gt=0)  # Redis broker: sweep for abandoned messages
+    # Redis broker connections per worker process (kombu's default, 10, fails the acks of a
+    # -P gevent -c 100 worker: each greenlet acks on a connection of its own)
+    broker_max_connections: int = Field(default=200, ge=10)
 
     # HTTP towards Nen
     connect_timeout: float = Field(default=5.0, gt=0)

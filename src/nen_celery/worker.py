@@ -41,6 +41,7 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from . import redis_transport
 from .config import ConfigurationError, Settings, get_settings
 
 SUBMIT_QUEUE = "nen.submit"
@@ -74,6 +75,7 @@ def redis_transport_options(settings: Settings) -> dict[str, object]:
         # default is interval x throttle = 100 s on top of the visibility timeout).
         "unacked_restore_interval": settings.restore_interval,
         "unacked_restore_throttle": 1,
+        "max_connections": settings.broker_max_connections,
     }
 
 
@@ -221,6 +223,7 @@ def _dispatch_token(request: Any) -> str | None:
 
 app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)
 app.conf.update(celery_config(get_settings()))
+redis_transport.install()  # workers, receivers and callers alike publish through kombu
 
 
 @worker_init.connect

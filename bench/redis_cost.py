@@ -173,12 +173,17 @@ def _memory(ids: list[str]) -> tuple[float, float]:
     r = store.redis
     record, total = [], []
     for rid in ids[:200]:
-        usage = int(r.memory_usage(store.run_key(rid), samples=0) or 0)
-        payload = int(r.hstrlen(store.run_key(rid), "payload"))
-        record.append(usage - payload)
-        msg_id = r.hget(store.run_key(rid), "message_id")
-        extra = [store.msg_key(str(msg_id)), store.dispatch_key(rid, "0")]
-        total.append(usage - payload + sum(int(r.memory_usage(k, samples=0) or 0) for k in extra))
+        # the record as stored, less its payload field: a copy without it, measured by the
+        # server (usage - strlen would count the payload's allocator rounding as record)
+        data = r.hgetall(store.run_key(rid))
+        data.pop("payload", None)
+        copy = f"{store.run_key(rid)}:bench-nopayload"
+        r.hset(copy, mapping=data)
+        usage = int(r.memory_usage(copy, samples=0) or 0)
+        r.delete(copy)
+        record.append(usage)
+        extra = [store.msg_key(str(data.get("message_id"))), store.dispatch_key(rid, "0")]
+        total.append(usage + sum(int(r.memory_usage(k, samples=0) or 0) for k in extra))
     index_keys = {_key(store, name, rid) for rid in ids for name in ("runs_key", "timers_key")}
     zsets = sum(int(r.memory_usage(k, samples=0) or 0) for k in index_keys)
     members = max(1, sum(int(r.zcard(k)) for k in {_key(store, "runs_key", rid) for rid in ids}))

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_for  # one condition poller for tests and benchmarks
+from tests.helpers import ROOT, spawn_logged, wait_for  # shared by tests and benchmarks
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 _BASE = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13").rsplit("/", 1)[0]
@@ -117,15 +116,7 @@ class Procs:
                 "--",
                 *argv,
             ]
-        with (self.logs / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+        proc = spawn_logged(argv, self.logs / f"{name}.log", {**self.env, **env})
         self.procs.append(proc)
         return proc
 

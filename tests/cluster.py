@@ -29,10 +29,9 @@ from nen_celery.store import RunStore
 from nen_celery.worker import celery_config
 from tests.callbacks import record
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET
-from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
+from tests.helpers import OTHER_PROCESS_HEADER, ROOT, free_port, spawn_logged, wait_for
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
 WF = "12345678-1234-1234-1234-123456789abc"
 QUEUES = ("celery", "nen.submit", "nen.ingest", "nen.complete")
 
@@ -106,15 +105,7 @@ class Cluster:
 
     # -- processes ----------------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
-        with (self.tmp / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+        proc = spawn_logged(argv, self.tmp / f"{name}.log", {**self.env, **env})
         self.procs.append(proc)
         return proc
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -33,6 +35,18 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "con
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_logged(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A process in a session of its own (stopped by its own pid, with its children), from the
+    project root, with stdout and stderr appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
 
 
 class TaskCounter:

@@ -103,6 +103,15 @@ class RunStore:
     def msg_key(self, message_id: str) -> str:
         return f"{self.prefix}:msg:{{{self.shard(message_id)}}}:{message_id}"
 
+    def _run_keys(self, run_id: str) -> list[str]:
+        """The keys of one run that bind.lua and ingest.lua touch (one slot)."""
+        return [
+            self.run_key(run_id),
+            self.secure_key(run_id),
+            self.timers_key(run_id),
+            self.run_parked_key(run_id),
+        ]
+
     def run_parked_key(self, run_id: str) -> str:
         """Webhooks that named their run (hints.py) and came before its binding."""
         return f"{self.run_key(run_id)}:parked"
@@ -246,8 +255,7 @@ class RunStore:
         """
         now = time.time()
         check = next_check or now + self.next_check_after("submitted")
-        bind_keys = [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
-        bind_keys.append(self.run_parked_key(run_id))
+        bind_keys = self._run_keys(run_id)
         bind_args: list[Any] = [message_id, now, json.dumps(accepted), check]
         index_keys = [self.msg_key(message_id), self.parked_key(message_id)]
         index_args: list[Any] = [run_id, 2 * self.settings.retention_seconds]
@@ -343,10 +351,9 @@ class RunStore:
         status = str(body["status"])
         payload = self.sealer.seal_if_enabled(json.dumps(body).encode()) if is_terminal(status) else ""
         now = time.time()
-        keys = [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)]
         res = self._call(
             "ingest",
-            [*keys, self.run_parked_key(run_id)],
+            self._run_keys(run_id),
             [
                 str(body["message_id"]),
                 status,

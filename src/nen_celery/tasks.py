@@ -260,9 +260,7 @@ def _retrying_redis(fn: Any, budget: float = 30.0) -> Any:
     return retrying(fn)
 
 
-def _submit_error(
-    task: Task, run_id: str, reschedule: int, exc: Exception, execution: str
-) -> dict[str, Any]:
+def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, execution: str) -> dict[str, Any]:
     ctx = get_context()
     settings, store = ctx.settings, ctx.store
     error = exc.to_dict() if isinstance(exc, NenError) else {"type": type(exc).__name__, "message": str(exc)}
@@ -368,8 +366,7 @@ def _ingest_hinted(
         return result
     log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)
     if completion == "claimed":
-        received_at = request_header(task.request, RECEIVED_AT_HEADER)
-        result["callback_task_id"] = _dispatch_completion(task, run_id, holder, data, received_at)
+        result["callback_task_id"] = _dispatch_completion(task, run_id, holder, data)
     return result
 
 
@@ -381,14 +378,11 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     if claim.verdict != "claimed":
         # busy: another complete_run holds the claim; its message is redelivered if it dies.
         return {"run_id": run_id, "verdict": claim.verdict}
-    received_at = request_header(self.request, RECEIVED_AT_HEADER)
-    task_id = _dispatch_completion(self, run_id, holder, claim.data, received_at)
+    task_id = _dispatch_completion(self, run_id, holder, claim.data)
     return {"run_id": run_id, "status": claim.data.get("status"), "callback_task_id": task_id}
 
 
-def _dispatch_completion(
-    task: Task, run_id: str, holder: str, data: dict[str, str], received_at: str | None
-) -> str:
+def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, str]) -> str:
     """Send the claimed run's callback, then mark the completion sent (unless the claim did
     already, ingest.lua); the callback's task id."""
     ctx = get_context()
@@ -418,6 +412,7 @@ def _dispatch_completion(
     if data.get("completion") != "sent":
         ctx.store.finish_completion(run_id, task_id)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
+    received_at = request_header(task.request, RECEIVED_AT_HEADER)
     if received_at:
         metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
     log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)

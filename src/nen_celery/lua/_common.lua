@@ -13,6 +13,24 @@ local function push_history(key, status, now, source)
   hist[#hist + 1] = {status=status, at=tonumber(now), source=source}
   redis.call('HSET', key, 'history', cjson.encode(hist))
 end
+-- True when ``token`` is the execution holding the submit lease ('<task id>/<token>').
+local function holds_submit(key, token)
+  local holder = redis.call('HGET', key, 'submit_holder') or ''
+  return string.sub(holder, -string.len(token) - 1) == '/' .. token
+end
+-- Bind Nen's messageId (bind.lua: the 202; ingest.lua: a hinted webhook of an unknown run) and
+-- drop the secure params (Nen has them) and the submit bookkeeping (memory per record).
+-- Returns the status now and whether it moved to submitted.
+local function bind_message(key, secure_key, message_id, now, source)
+  redis.call('DEL', secure_key)
+  redis.call('HSET', key, 'message_id', message_id)
+  redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
+  local status = redis.call('HGET', key, 'status')
+  if not can_transition(status, 'submitted') then return status, false end
+  redis.call('HSET', key, 'status', 'submitted', 'submitted_at', now, 'updated_at', now)
+  push_history(key, 'submitted', now, source)
+  return 'submitted', true
+end
 -- Move the run to ``new`` if that is forward (apply.lua, ingest.lua).
 -- Returns {verdict, status, completion}: applied | noop.
 local function apply_status(key, secure_key, timers_key, new, now, payload, source, retention, err, check)

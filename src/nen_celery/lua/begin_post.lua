@@ -2,7 +2,6 @@
 -- is sent. Returns the attempt number; -1: the run is no longer queued; -2: another execution
 -- of the submit holds the lease (this one must not send).
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return -1 end
-local holder = redis.call('HGET', KEYS[1], 'submit_holder') or ''
-if string.sub(holder, -string.len(ARGV[2]) - 1) ~= '/' .. ARGV[2] then return -2 end
+if not holds_submit(KEYS[1], ARGV[2]) then return -2 end
 redis.call('HSET', KEYS[1], 'post_inflight', 1, 'last_attempt_at', ARGV[1])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)

@@ -7,17 +7,8 @@ local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local bound = redis.call('HGET', key, 'message_id')
 if bound and bound ~= '' and bound ~= ARGV[1] then return {'conflict', bound} end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', key, 'message_id', ARGV[1])
--- the submit bookkeeping is over: drop it rather than keep zeros (memory per record)
-redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
-local status = redis.call('HGET', key, 'status')
-if can_transition(status, 'submitted') then
-  redis.call('HSET', key, 'status', 'submitted', 'submitted_at', ARGV[2], 'updated_at', ARGV[2])
-  push_history(key, 'submitted', ARGV[2], 'nen:202')
-  redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', key, 'run_id'))
-  status = 'submitted'
-end
+local status, moved = bind_message(key, KEYS[2], ARGV[1], ARGV[2], 'nen:202')
+if moved then redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', key, 'run_id')) end
 local out = {'bound', status}
 for _, body in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do out[#out + 1] = body end
 redis.call('DEL', KEYS[4])

@@ -27,11 +27,7 @@ if bound == '' then
   end
   -- our POST's fate was unknown (its answer was lost): Nen's own webhook for this run says it
   -- landed, and under which messageId
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', key, 'message_id', ARGV[1], 'status', 'submitted', 'submitted_at', now,
-             'updated_at', now)
-  redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
-  push_history(key, 'submitted', now, 'webhook:run_hint')
+  bind_message(key, KEYS[2], ARGV[1], now, 'webhook:run_hint')
 elseif bound ~= ARGV[1] then
   return {'mismatch', bound, ''}
 end

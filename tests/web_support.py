@@ -192,8 +192,15 @@ def setup_django() -> None:
     from django.conf import settings
 
     if not settings.configured:
+        ours = "DJANGO_SETTINGS_MODULE" not in os.environ
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_example.settings")
-        django.setup()
+        try:
+            django.setup()
+        finally:
+            # read once; left set, it reaches the worker processes later tests start (their
+            # environment copies ours), and Celery's Django fixup fails there on the import
+            if ours:
+                del os.environ["DJANGO_SETTINGS_MODULE"]
 
 
 @pytest.fixture(scope="module")

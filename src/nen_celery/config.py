@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Webhooks in
     webhook_secret: SecretStr | None = None  # comma-separated: several accepted while rotating
     webhook_max_body: int = Field(default=1024 * 1024, gt=0)
+    # Receiver: push ingest_webhook messages onto a redis:// broker with one LPUSH
+    # (direct_publish.py) rather than through apply_async; false keeps apply_async
+    webhook_direct_publish: bool = True
 
     # Secrets at rest: comma-separated Fernet keys, the first encrypts, all decrypt.
     secrets_key: SecretStr | None = None

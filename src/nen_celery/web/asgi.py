@@ -23,7 +23,16 @@ from ..config import ConfigurationError, get_settings
 from ..context import get_context
 from ..logging_filters import install_redaction
 from .metrics import metrics_endpoint
-from .receiver import HEALTHY, NOT_CONFIGURED, Answer, check, deliver_checked, refused_early, too_large
+from .receiver import (
+    HEALTHY,
+    NOT_CONFIGURED,
+    Answer,
+    check,
+    deliver_checked,
+    deliver_hinted,
+    refused_early,
+    too_large,
+)
 
 log = logging.getLogger("nen_celery.web")
 
@@ -55,13 +64,15 @@ async def webhook(request: Request) -> JSONResponse:
     body = await _read_limited(request, ctx.settings.webhook_max_body)
     if body is None:
         return _json(refused_early(too_large(ctx.settings.webhook_max_body)))
-    # HTTP header names are case-insensitive: X-Hmac-Signature, x-hmac-signature, X-HMAC-SIGNATURE.
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    error, parsed = check(ctx.settings, body, headers)
+    # check() matches header names case-insensitively (X-Hmac-Signature, x-hmac-signature, ...)
+    error, parsed = check(ctx.settings, body, request.headers)
     if error is not None:
         return _json(error)  # pure and fast: no thread hop for a refusal
     query = request.scope.get("query_string", b"")
-    return _json(await run_in_threadpool(deliver_checked, ctx, body, parsed, query))
+    answer = await deliver_hinted(ctx, body, parsed, query)  # every run we start: no thread hop
+    if answer is None:
+        answer = await run_in_threadpool(deliver_checked, ctx, body, parsed, query)
+    return _json(answer)
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .. import hints, metrics, runlog, signing
+from .. import direct_publish, hints, metrics, runlog, signing
 from ..config import Settings
 from ..connections import redis_client
 from ..crypto import Sealer
+from ..direct_publish import DirectPublisher, Outgoing
 from ..store import RunStore
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
         ctx.settings.publish_timeout,
         ctx.settings.webhook_parked_status,
         hints.run_from_query(query, ctx.settings.webhook_run_param),
+        direct_publisher(ctx),
     )
 
 
@@ -147,6 +149,56 @@ def _check(
     return None, parsed
 
 
+def ingest_message(
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    received_at: float | None,
+    hint: tuple[str, int] | None,
+) -> Outgoing:
+    """The ingest_webhook message for one verified webhook (its body sealed when a key is set)."""
+    from ..worker import RECEIVED_AT_HEADER
+
+    received_at = time.time() if received_at is None else received_at
+    kwargs: dict[str, Any] = {"run_id": hint[0], "attempt": hint[1]} if hint else {}
+    return Outgoing(
+        (sealer.seal_if_enabled(body),),
+        kwargs,
+        f"(message_id={parsed['message_id']!r}, status={parsed['status']!r})",
+        repr(kwargs),
+        {RECEIVED_AT_HEADER: repr(received_at)},
+    )
+
+
+def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: Any = None) -> None:
+    """``ingest_webhook.apply_async`` for brokers the direct publisher does not serve."""
+    from ..tasks import ingest_webhook
+
+    ingest_webhook.apply_async(
+        args=outgoing.args,
+        kwargs=outgoing.kwargs,
+        headers=outgoing.headers,
+        argsrepr=outgoing.argsrepr,
+        kwargsrepr=outgoing.kwargsrepr,
+        retry=True,
+        retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": publish_timeout / 2,
+        },
+        connection=connection,
+    )
+
+
+def _not_queued(parsed: dict[str, Any], exc: BaseException) -> Answer:
+    log.error("webhook for message %s not queued: %s: %s", parsed["message_id"], type(exc).__name__, exc)
+    return Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
+
+
+QUEUED = Answer(200, {"status": "queued"})
+
+
 def enqueue(
     sealer: Sealer,
     body: bytes,
@@ -154,33 +206,41 @@ def enqueue(
     publish_timeout: float,
     received_at: float | None = None,
     hint: tuple[str, int] | None = None,
+    publisher: DirectPublisher | None = None,
 ) -> Answer:
-    """Queue ingest_webhook; 503 when the broker cannot take it, so Nen redelivers."""
-    from ..tasks import ingest_webhook
-    from ..worker import RECEIVED_AT_HEADER
-
-    received_at = time.time() if received_at is None else received_at
-
-    sealed = sealer.seal_if_enabled(body)
-    kwargs = {"run_id": hint[0], "attempt": hint[1]} if hint else None
+    """Queue ingest_webhook (with one LPUSH when ``publisher`` is given, else apply_async); 503
+    when the broker cannot take it, so Nen redelivers."""
+    outgoing = ingest_message(sealer, body, parsed, received_at, hint)
     try:
-        ingest_webhook.apply_async(
-            args=(sealed,),
-            kwargs=kwargs,
-            headers={RECEIVED_AT_HEADER: repr(received_at)},
-            argsrepr=f"(message_id={parsed['message_id']!r}, status={parsed['status']!r})",
-            retry=True,
-            retry_policy={
-                "max_retries": 2,
-                "interval_start": 0.1,
-                "interval_step": 0.2,
-                "interval_max": publish_timeout / 2,
-            },
-        )
+        if publisher is not None:
+            publisher.publish(outgoing)
+        else:
+            publish_with_celery(outgoing, publish_timeout)
     except Exception as exc:  # broker down: any kombu/redis/socket error
-        log.error("webhook for message %s not queued: %s: %s", parsed["message_id"], type(exc).__name__, exc)
-        return Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
-    return Answer(200, {"status": "queued"})
+        return _not_queued(parsed, exc)
+    return QUEUED
+
+
+async def deliver_hinted(
+    ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes
+) -> Answer | None:
+    """``deliver`` without a thread: a hinted webhook pushed from the event loop, or None when
+    this needs the blocking path (no hint, or no direct publisher for this broker)."""
+    hint = hints.run_from_query(query, ctx.settings.webhook_run_param)
+    publisher = direct_publisher(ctx) if hint is not None else None
+    if hint is None or publisher is None:
+        return None
+    with runlog.bound(
+        message_id=str(parsed["message_id"]), workflow_id=parsed.get("workflow_id"), run_id=hint[0]
+    ):
+        outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
+        try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
+            await publisher.apublish(outgoing)
+            answer = QUEUED
+        except Exception as exc:  # broker down or slow: any redis/socket error
+            answer = _not_queued(parsed, exc)
+        metrics.webhook_answered(answer.status_code, answer.body)
+        return answer
 
 
 def deliver(
@@ -191,16 +251,17 @@ def deliver(
     publish_timeout: float,
     parked_status: int = 202,
     hint: tuple[str, int] | None = None,
+    publisher: DirectPublisher | None = None,
 ) -> Answer:
     """Queue the webhook: for its hinted run at once, else after looking its messageId up."""
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
         if hint is not None:
             with runlog.bound(run_id=hint[0]):
-                answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint)
+                answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
                 metrics.webhook_answered(answer.status_code, answer.body)
                 return answer
-        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status)
+        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher)
 
 
 def _deliver(
@@ -210,6 +271,7 @@ def _deliver(
     parsed: dict[str, Any],
     publish_timeout: float,
     parked_status: int,
+    publisher: DirectPublisher | None,
 ) -> Answer:
     message_id = str(parsed["message_id"])
     known: bool | None
@@ -220,7 +282,7 @@ def _deliver(
             "webhook for message %s: run lookup failed (%s); queued anyway", message_id, type(exc).__name__
         )
         known = None
-    answer = enqueue(sealer, body, parsed, publish_timeout)
+    answer = enqueue(sealer, body, parsed, publish_timeout, publisher=publisher)
     if answer.status_code == 200 and known is False:
         log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
         answer = Answer(parked_status, {"status": "parked"})
@@ -255,3 +317,27 @@ def run_lookup(ctx: Context) -> Lookup:
                 cached = (ctx, client, RunStore(client, ctx.settings, ctx.sealer))
                 _lookups[key] = cached
     return cached[2].run_for_message
+
+
+_publisher: tuple[object, DirectPublisher | None] = (None, None)
+
+
+def direct_publisher(ctx: Context) -> DirectPublisher | None:
+    """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async.
+
+    Cached with the context it was built for (a forked process has a context of its own)."""
+    global _publisher
+    cached = _publisher
+    if cached[0] is not ctx:
+        with _lookups_lock:
+            cached = _publisher
+            if cached[0] is not ctx:
+                from ..tasks import ingest_webhook
+
+                publisher = None
+                if ctx.settings.webhook_direct_publish:
+                    publisher = direct_publish.for_task(
+                        ingest_webhook, ctx.settings.publish_timeout, ctx.settings.broker_max_connections
+                    )
+                cached = _publisher = (ctx, publisher)
+    return cached[1]

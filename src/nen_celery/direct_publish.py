@@ -1,0 +1,291 @@
+"""Celery task messages written straight onto a Redis broker's queue list: one LPUSH.
+
+Why: publishing through ``Task.apply_async`` costs ~300 µs of CPU per message in Celery and
+kombu (routing, queue declaration, producer pool) on top of the LPUSH itself, and it blocks,
+so an ASGI receiver must hop to a thread for it. The webhook receiver publishes one task,
+``ingest_webhook``, always to the same queue: it resolves the route once, builds each message
+with Celery's own ``as_task_v2`` and kombu's envelope, and pushes it (from asyncio too).
+
+The message is the one ``apply_async`` would write (tests/test_direct_publish.py compares them
+field by field), and ``before_task_publish`` / ``after_task_publish`` are sent with Celery's
+arguments, so tracing hooks still see (and may add headers to) every message. Not sent: the
+deprecated ``task_sent`` signal and ``task-sent`` events (this app turns them off).
+
+``for_task`` returns None, and callers keep ``apply_async``, whenever the message could differ:
+a broker other than plain ``redis://`` (RabbitMQ, TLS, Sentinel, failover lists), another
+serializer or compression, protocol 1, a priority, expiry or time limit on the task, or a route
+that is not a direct exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery, Task, signals
+from celery.utils.nodenames import anon_nodename
+from redis.backoff import ExponentialBackoff
+
+log = logging.getLogger("nen_celery.direct_publish")
+
+
+def dumps(value: Any) -> str:
+    """JSON as kombu writes it (its encoder is the stdlib's plus types these messages never hold:
+    the C encoder, without kombu's subclass, costs a third as much)."""
+    return json.dumps(value)
+
+
+_nodenames: dict[int, str] = {}
+
+
+def _origin() -> str:
+    """Celery's ``origin`` header, ``gen<pid>@<host>``: one hostname lookup per process."""
+    pid = os.getpid()
+    name = _nodenames.get(pid)
+    if name is None:
+        name = _nodenames.setdefault(pid, anon_nodename())
+    return name
+
+
+_DELIVERY_MODES = {"persistent": 2, "transient": 1, 2: 2, 1: 1}
+# exec options of a task that would change the message: any of them set -> apply_async
+_UNSUPPORTED_OPTIONS = ("priority", "expires", "time_limit", "soft_time_limit", "exchange", "routing_key")
+_RETRIES = 2  # as the receiver's apply_async retry_policy: 3 tries in all
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where ``apply_async`` would put the task's messages on a Redis broker."""
+
+    queue: str  # the routing key in delivery_info (anonymous exchange: the queue's name)
+    key: str  # the Redis list: kombu's global_keyprefix + the queue name
+    delivery_mode: int
+    ignore_result: bool
+
+
+def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
+    """The route, or None and why the direct path cannot reproduce ``apply_async`` here."""
+    conf = app.conf
+    url = str(conf.broker_write_url or conf.broker_url or "")
+    if not url.startswith("redis://") or ";" in url:
+        return None, "the broker is not a single plain redis:// URL"
+    if conf.task_protocol != 2 or conf.task_serializer != "json" or conf.task_compression:
+        return None, "task messages are not protocol 2 JSON without compression"
+    if conf.task_default_priority is not None:
+        return None, "a default task priority is set"
+    options = {k: v for k, v in task._get_exec_options().items() if v is not None}
+    if any(options.get(name) is not None for name in _UNSUPPORTED_OPTIONS):
+        return None, "the task sets a priority, expiry, time limit, exchange or routing key"
+    if options.get("serializer", "json") != "json" or options.get("compression"):
+        return None, "the task sets another serializer or compression"
+    routed = app.amqp.router.route(dict(options), task.name, (), {}, task)
+    queue = routed.get("queue")
+    if queue is None or routed.get("exchange") or routed.get("routing_key") or routed.get("priority"):
+        return None, "the task's route names an exchange, routing key or priority"
+    if getattr(queue.exchange, "type", "direct") != "direct" or queue.max_priority:
+        return None, "the task's queue is not on a direct exchange without priorities"
+    mode = routed.get("delivery_mode") or getattr(queue.exchange, "delivery_mode", None)
+    mode = _DELIVERY_MODES.get(mode or conf.task_default_delivery_mode)
+    if mode is None:
+        return None, "unknown delivery mode"
+    transport = conf.broker_transport_options or {}
+    prefix = str(transport.get("global_keyprefix") or "")
+    ignore = bool(task.ignore_result if options.get("ignore_result") is None else options["ignore_result"])
+    return Route(queue.name, prefix + queue.name, mode, ignore), ""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One task message's contents, however it is published (here or by ``apply_async``)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    argsrepr: str
+    kwargsrepr: str
+    headers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Message:
+    task_id: str
+    payload: bytes  # what is pushed
+    body: tuple[Any, ...]  # (args, kwargs, embed), as the publish signals carry it
+    headers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What ``as_task_v2`` and kombu's Redis channel put in every message of one task and route."""
+
+    headers: dict[str, Any]
+    embed: dict[str, Any]
+    delivery: dict[str, Any]
+
+
+def _template(app: Celery, task_name: str, route: Route) -> _Template:
+    placeholder = "00000000-0000-0000-0000-000000000000"
+    headers, _, body, _ = app.amqp.as_task_v2(
+        placeholder,
+        task_name,
+        args=(),
+        kwargs={},
+        root_id=placeholder,
+        ignore_result=route.ignore_result,
+        argsrepr="",
+        kwargsrepr="",
+    )
+    delivery = {
+        "delivery_mode": route.delivery_mode,
+        "delivery_info": {"exchange": "", "routing_key": route.queue},
+        "priority": 0,
+        "body_encoding": "base64",
+    }
+    return _Template(dict(headers), dict(body[2]), delivery)
+
+
+def build(app: Celery, task_name: str, route: Route, template: _Template, outgoing: Outgoing) -> Message:
+    """The message kombu's Redis transport would LPUSH; ``before_task_publish`` sent as Celery does.
+
+    Per message only the ids, the reprs, the origin and ``headers`` change: the rest is the
+    template ``as_task_v2`` made once for this task and route.
+    """
+    task_id = str(uuid.uuid4())
+    msg_headers = template.headers.copy()
+    argsrepr, kwargsrepr = outgoing.argsrepr, outgoing.kwargsrepr
+    msg_headers.update(
+        id=task_id, root_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr, origin=_origin()
+    )
+    msg_headers.update(outgoing.headers)
+    # argsrepr/kwargsrepr: Celery copies its leftover publish options into the properties
+    properties: dict[str, Any] = {
+        "correlation_id": task_id,
+        "reply_to": app.thread_oid,
+        "argsrepr": argsrepr,
+        "kwargsrepr": kwargsrepr,
+    }
+    body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
+    if signals.before_task_publish.receivers:
+        signals.before_task_publish.send(
+            sender=task_name,
+            body=body,
+            exchange="",
+            routing_key=route.queue,
+            declare=[],
+            headers=msg_headers,
+            properties=properties,
+            retry_policy={"max_retries": _RETRIES},
+        )
+    properties.update(template.delivery)
+    properties["delivery_info"] = dict(template.delivery["delivery_info"])
+    properties["delivery_tag"] = str(uuid.uuid4())
+    envelope = {
+        "body": base64.b64encode(dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": msg_headers,
+        "properties": properties,
+    }
+    return Message(task_id, dumps(envelope).encode(), body, msg_headers)
+
+
+def _published(task_name: str, route: Route, message: Message) -> None:
+    if not signals.after_task_publish.receivers:
+        return
+    signals.after_task_publish.send(
+        sender=task_name, body=message.body, headers=message.headers, exchange="", routing_key=route.queue
+    )
+
+
+@dataclass
+class DirectPublisher:
+    """Publishes one task's messages with a single LPUSH, blocking or from asyncio.
+
+    Clients: one blocking client per publisher, one asyncio client per event loop (an asyncio
+    connection belongs to the loop that opened it). Each try is bounded by ``timeout``; a
+    connection error or timeout is retried twice, then raised (the receiver answers 503).
+    The asyncio client has no socket timeout: ``apublish`` puts one deadline on the whole push.
+    """
+
+    app: Celery
+    task_name: str
+    route: Route
+    broker_url: str
+    timeout: float
+    max_connections: int
+    _sync: redis.Redis | None = None
+    _template: _Template | None = None
+    _async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+
+    def build(self, outgoing: Outgoing) -> Message:
+        template = self._template
+        if template is None:
+            template = self._template = _template(self.app, self.task_name, self.route)
+        return build(self.app, self.task_name, self.route, template, outgoing)
+
+    def publish(self, outgoing: Outgoing) -> str:
+        """Push the message (blocking); the task id."""
+        message = self.build(outgoing)
+        client = self._sync
+        if client is None:
+            from redis.retry import Retry
+
+            client = self._sync = redis.Redis.from_url(
+                self.broker_url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(ExponentialBackoff(cap=self.timeout / 2, base=0.1), _RETRIES),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                max_connections=self.max_connections,
+            )
+        client.lpush(self.route.key, message.payload)
+        _published(self.task_name, self.route, message)
+        return message.task_id
+
+    async def apublish(self, outgoing: Outgoing) -> str:
+        """As ``publish``, all of it bounded by ``2 x timeout`` (TimeoutError after that).
+
+        One deadline rather than the client's socket timeout: redis-py's asyncio client wraps
+        every send in ``asyncio.wait_for`` (a task per command) when one is set.
+        """
+        message = self.build(outgoing)
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            from redis.asyncio.retry import Retry
+
+            client = aioredis.Redis.from_url(
+                self.broker_url,
+                socket_timeout=None,  # redis-py's default (5 s) costs a task per send; see above
+                socket_connect_timeout=self.timeout,
+                retry=Retry(ExponentialBackoff(cap=self.timeout / 2, base=0.1), _RETRIES),
+                retry_on_error=[redis.ConnectionError],
+                max_connections=self.max_connections,
+            )
+            self._async[loop] = client
+        async with asyncio.timeout(2 * self.timeout):
+            await client.lpush(self.route.key, message.payload)
+        _published(self.task_name, self.route, message)
+        return message.task_id
+
+
+def for_task(task: Task, timeout: float, max_connections: int) -> DirectPublisher | None:
+    """A publisher for ``task`` on its app's broker, or None (logged once) where it cannot match
+    ``apply_async``."""
+    app = task.app
+    route, reason = route_for(app, task)
+    if route is None:
+        log.info("%s is published through Celery: %s", task.name, reason)
+        return None
+    url = str(app.conf.broker_write_url or app.conf.broker_url)
+    return DirectPublisher(app, task.name, route, url, timeout, max_connections)

@@ -1,0 +1,257 @@
+"""direct_publish: the receiver's one-LPUSH publish writes exactly what apply_async writes, is
+run by real workers, keeps the publish signals, and steps aside wherever it could differ."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery, signals
+from fastapi.testclient import TestClient
+from kombu import Connection, Exchange, Queue
+
+from nen_celery import direct_publish
+from nen_celery.context import get_context
+from nen_celery.crypto import Sealer
+from nen_celery.direct_publish import Outgoing
+from nen_celery.tasks import ingest_webhook
+from nen_celery.web import receiver
+from nen_celery.web.asgi import create_app
+from nen_celery.worker import INGEST_QUEUE, RECEIVED_AT_HEADER
+from tests.cluster import db_url
+from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
+from tests.helpers import OTHER_PROCESS_HEADER
+from tests.web_support import signed, webhook_body
+
+SCRATCH_URL = db_url(TEST_REDIS_URL, 8)  # no worker consumes this database
+# on every scratch message: the suite's TaskCounter must not wait for a worker to run it
+NOT_HERE = {OTHER_PROCESS_HEADER: "1"}
+# the fields that differ between any two messages: fresh ids
+PER_MESSAGE = {
+    ("headers", "id"),
+    ("headers", "root_id"),
+    ("properties", "correlation_id"),
+    ("properties", "delivery_tag"),
+}
+
+
+@pytest.fixture
+def scratch() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(SCRATCH_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def _pop(client: redis.Redis, key: str) -> dict[str, Any]:
+    assert client.llen(key) == 1, f"expected one message in {key}"
+    raw = client.rpop(key)
+    assert isinstance(raw, bytes)
+    message: dict[str, Any] = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    return message
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> set[tuple[str, str]]:
+    out = {("body", "")} if a["body"] != b["body"] else set()
+    for part in ("headers", "properties"):
+        for name in set(a[part]) | set(b[part]):
+            if a[part].get(name, "<missing>") != b[part].get(name, "<missing>"):
+                out.add((part, name))
+    out |= {(name, "") for name in set(a) ^ set(b)}
+    out |= {(name, "") for name in set(a) & set(b) - {"body", "headers", "properties"} if a[name] != b[name]}
+    return out
+
+
+def _publisher(url: str = SCRATCH_URL) -> direct_publish.DirectPublisher:
+    publisher = direct_publish.for_task(ingest_webhook, timeout=2.0, max_connections=10)
+    assert publisher is not None, "the suite's redis:// broker must take the direct path"
+    publisher.broker_url = url
+    return publisher
+
+
+@pytest.mark.parametrize("listeners", [True, False], ids=["signal-listeners", "no-listeners"])
+@pytest.mark.parametrize("hint", [None, ("run-1", 0), ("run-2", 3)])
+def test_the_message_is_the_one_apply_async_writes(
+    scratch: redis.Redis, hint: tuple[str, int] | None, listeners: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not listeners:  # the suite's TaskCounter listens; without listeners no signal is sent
+        monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+        monkeypatch.setattr(signals.after_task_publish, "receivers", [])
+    body = webhook_body(f"m-{uuid.uuid4()}", "success")
+    parsed = json.loads(body)
+    outgoing = receiver.ingest_message(Sealer([]), body, parsed, 1234.5, hint)
+    outgoing.headers.update(NOT_HERE)
+    with Connection(SCRATCH_URL) as conn:
+        receiver.publish_with_celery(outgoing, 2.0, connection=conn)
+    celery_message = _pop(scratch, INGEST_QUEUE)
+    task_id = _publisher().publish(outgoing)
+    ours = _pop(scratch, INGEST_QUEUE)
+
+    assert _differences(celery_message, ours) == PER_MESSAGE
+    assert (
+        ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"] == task_id
+    )
+    assert ours["body"][0] == [body.decode()] and ours["body"][1] == outgoing.kwargs
+    assert ours["headers"][RECEIVED_AT_HEADER] == "1234.5"
+    assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": INGEST_QUEUE}
+
+
+def test_the_asyncio_publish_writes_the_same_message(scratch: redis.Redis) -> None:
+    publisher = _publisher()
+    outgoing = Outgoing(("x",), {"run_id": "r", "attempt": 0}, "(x)", "{}", {"h": "1", **NOT_HERE})
+    task_id = asyncio.run(publisher.apublish(outgoing))
+    sync_id = publisher.publish(outgoing)
+    first, second = _pop_two(scratch)
+    assert {first["headers"]["id"], second["headers"]["id"]} == {task_id, sync_id}
+    assert _differences(first, second) == PER_MESSAGE
+
+
+def _pop_two(client: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
+    raw = client.lrange(INGEST_QUEUE, 0, -1)
+    assert len(raw) == 2
+    client.delete(INGEST_QUEUE)
+    out = []
+    for item in raw:
+        message = json.loads(item)
+        message["body"] = json.loads(base64.b64decode(message["body"]))
+        out.append(message)
+    return out[0], out[1]
+
+
+def test_publish_signals_are_sent_and_their_headers_kept(scratch: redis.Redis) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def before(sender: str, headers: dict[str, Any], routing_key: str, **_: Any) -> None:
+        headers["traceparent"] = "00-trace-span-01"  # what a tracing hook does
+        seen.append(("before", {"sender": sender, "routing_key": routing_key}))
+
+    def after(sender: str, headers: dict[str, Any], body: Any, **_: Any) -> None:
+        seen.append(("after", {"sender": sender, "id": headers["id"], "args": list(body[0])}))
+
+    signals.before_task_publish.connect(before, weak=False)
+    signals.after_task_publish.connect(after, weak=False)
+    try:
+        task_id = _publisher().publish(Outgoing(("x",), {}, "(x)", "{}", dict(NOT_HERE)))
+    finally:
+        signals.before_task_publish.disconnect(before)
+        signals.after_task_publish.disconnect(after)
+    assert seen == [
+        ("before", {"sender": ingest_webhook.name, "routing_key": INGEST_QUEUE}),
+        ("after", {"sender": ingest_webhook.name, "id": task_id, "args": ["x"]}),
+    ]
+    assert _pop(scratch, INGEST_QUEUE)["headers"]["traceparent"] == "00-trace-span-01"
+
+
+def test_a_dead_broker_raises_after_the_retries_and_pushes_nothing(scratch: redis.Redis) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    publisher = _publisher(dead)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        publisher.publish(Outgoing(("x",), {}, "(x)", "{}", dict(NOT_HERE)))
+    assert time.monotonic() - started < 5
+
+
+def _app(**conf: Any) -> tuple[Celery, Any]:
+    """A separate Celery app whose one task is routed to queue q1, with ``conf`` on top."""
+    name = f"t.ingest.{uuid.uuid4().hex[:8]}"
+    app = Celery("direct-test", set_as_current=False)
+    settings: dict[str, Any] = {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "task_serializer": "json",
+        "task_ignore_result": True,
+        "task_queues": (Queue("q1"),),
+        "task_routes": {name: {"queue": "q1"}},
+    }
+    for key, value in conf.items():
+        settings[key] = {name: value} if key == "task_routes" else value
+    app.conf.update(settings)
+
+    @app.task(name=name)
+    def ingest(body: str) -> None:  # pragma: no cover - never run
+        pass
+
+    return app, ingest
+
+
+@pytest.mark.parametrize(
+    ("conf", "reason"),
+    [
+        ({"broker_url": "amqp://guest:guest@127.0.0.1:5672//"}, "not a single plain redis://"),
+        ({"broker_url": "rediss://127.0.0.1:6380/0"}, "not a single plain redis://"),
+        ({"broker_url": "sentinel://127.0.0.1:26379"}, "not a single plain redis://"),
+        ({"broker_url": "redis://a:6379/0;redis://b:6379/0"}, "not a single plain redis://"),
+        ({"task_serializer": "pickle", "accept_content": ["pickle"]}, "protocol 2 JSON"),
+        ({"task_compression": "gzip"}, "protocol 2 JSON"),
+        ({"task_protocol": 1}, "protocol 2 JSON"),
+        ({"task_default_priority": 5}, "default task priority"),
+        ({"task_routes": {"queue": "q1", "priority": 3}}, "route names"),
+        ({"task_queues": (Queue("q1", Exchange("q1", type="topic"), routing_key="q1"),)}, "direct exchange"),
+        ({"task_queues": (Queue("q1", max_priority=10),)}, "without priorities"),
+    ],
+)
+def test_it_steps_aside_where_the_message_could_differ(conf: dict[str, Any], reason: str) -> None:
+    app, task = _app(**conf)
+    route, why = direct_publish.route_for(app, task)
+    assert route is None and reason in why
+
+
+def test_a_task_with_its_own_expiry_or_time_limit_stays_on_apply_async() -> None:
+    app, task = _app()
+    task.time_limit = 30
+    assert direct_publish.route_for(app, task)[0] is None
+    app, task = _app()
+    task.expires = 60
+    assert direct_publish.route_for(app, task)[0] is None
+
+
+def test_the_route_follows_kombus_key_prefix_and_delivery_mode() -> None:
+    app, task = _app(broker_transport_options={"global_keyprefix": "tenant1:"})
+    route, _ = direct_publish.route_for(app, task)
+    assert route == direct_publish.Route("q1", "tenant1:q1", 2, True)
+    app, task = _app(task_default_delivery_mode="transient", task_ignore_result=False)
+    route, _ = direct_publish.route_for(app, task)
+    assert route == direct_publish.Route("q1", "q1", 1, False)
+
+
+def test_the_setting_turns_it_off() -> None:
+    with env(NEN_WEBHOOK_DIRECT_PUBLISH="false"):
+        assert receiver.direct_publisher(get_context()) is None
+    assert receiver.direct_publisher(get_context()) is not None
+
+
+def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread hop for a hinted webhook; one client per event loop (each TestClient has its own)."""
+    calls: list[str] = []
+    original = direct_publish.DirectPublisher.apublish
+
+    async def spy(self: direct_publish.DirectPublisher, outgoing: Outgoing) -> str:
+        calls.append(outgoing.argsrepr)
+        return await original(self, outgoing)
+
+    monkeypatch.setattr(direct_publish.DirectPublisher, "apublish", spy)
+    body = webhook_body(f"unknown-{uuid.uuid4()}", "processing")
+    headers = signed(body, SIM_WEBHOOK_SECRET)
+    before = stack.counter.published[ingest_webhook.name]
+    for _ in range(2):
+        with TestClient(create_app()) as client:
+            answer = client.post("/webhooks/nen?nen_run=no-such-run", content=body, headers=headers)
+            assert answer.status_code == 200 and answer.json() == {"status": "queued"}
+    assert len(calls) == 2
+    # the publish signal counted them: the worker runs them (a hint for no run is dropped)
+    assert stack.counter.published[ingest_webhook.name] == before + 2
+    stack.counter.wait_idle()

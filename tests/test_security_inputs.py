@@ -117,10 +117,10 @@ CONFIG_CASES = [
     ({"NEN_WEBHOOK_URL": "nen.example/hook"}, r"NEN_WEBHOOK_URL must start with http"),
     ({"NEN_RETRY_STATUSES": "429,abc"}, r"NEN_RETRY_STATUSES"),
     ({"NEN_RETRIEVAL_PATH": "runs"}, r"NEN_RETRIEVAL_PATH"),
-    ({"NEN_WEBHOOK_MAX_BODY": "0"}, r"webhook_max_body"),
-    ({"NEN_WEBHOOK_TOLERANCE": "-1"}, r"webhook_tolerance"),
-    ({"NEN_CLOCK_SKEW_MAX": "soon"}, r"clock_skew_max"),
-    ({"NEN_WEBHOOK_PARKED_STATUS": "404"}, r"webhook_parked_status"),
+    ({"NEN_WEBHOOK_MAX_BODY": "0"}, r"NEN_WEBHOOK_MAX_BODY: "),
+    ({"NEN_WEBHOOK_TOLERANCE": "-1"}, r"NEN_WEBHOOK_TOLERANCE: "),
+    ({"NEN_CLOCK_SKEW_MAX": "soon"}, r"NEN_CLOCK_SKEW_MAX: "),
+    ({"NEN_WEBHOOK_PARKED_STATUS": "404"}, r"NEN_WEBHOOK_PARKED_STATUS: "),
 ]
 
 

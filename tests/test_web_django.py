@@ -125,7 +125,7 @@ def test_settings_come_from_django_settings_before_the_environment(stack: Stack,
     ("value", "named"),
     [
         ({"WEBHOOK_SECRETS": "x"}, "WEBHOOK_SECRETS"),
-        ({"WEBHOOK_MAX_BODY": -1}, "webhook_max_body"),
+        ({"WEBHOOK_MAX_BODY": -1}, "NEN_WEBHOOK_MAX_BODY: "),
         ({"API_URL": "ftp://nen"}, "NEN_API_URL"),
         (["WEBHOOK_SECRET"], "must be a dict"),
     ],

@@ -113,7 +113,7 @@ def test_init_app_pattern_with_prefix_and_settings_from_app_config(stack: Stack)
     ("config", "named"),
     [
         ({"NEN_WEBHOOK_SECRETS": "x"}, "NEN_WEBHOOK_SECRETS"),
-        ({"NEN_WEBHOOK_MAX_BODY": 0}, "webhook_max_body"),
+        ({"NEN_WEBHOOK_MAX_BODY": 0}, "NEN_WEBHOOK_MAX_BODY: "),
         ({"NEN_WEBHOOK_URL": "ftp://example"}, "NEN_WEBHOOK_URL"),
     ],
 )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .hints import PARAM_RE
@@ -278,8 +278,8 @@ def install_overrides(values: Mapping[str, Any]) -> None:
     names = {setting_name(key): value for key, value in values.items()}
     try:
         Settings(**names)
-    except Exception as exc:  # pydantic ValidationError -> one clear message, values hidden
-        raise ConfigurationError(f"invalid settings: {exc}") from None
+    except ValidationError as exc:  # one clear message, values hidden
+        raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
     _overrides.clear()
     _overrides.update(names)
     reset_settings()
@@ -291,8 +291,17 @@ def get_settings() -> Settings:
     """The process's settings: installed overrides first, then the environment, on first use."""
     try:
         return Settings(**_overrides)
-    except Exception as exc:  # pydantic ValidationError -> one clear message
-        raise ConfigurationError(f"invalid settings: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """Each problem as ``NEN_<NAME>: <why>``, the variable a user sets; never the value given."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = "NEN_" + ".".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def reset_settings(**_: Any) -> None:

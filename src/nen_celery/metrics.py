@@ -67,13 +67,20 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+_queued: tuple[int, Any] = (0, None)
+
+
 def webhook_answered(status_code: int, body: dict[str, Any]) -> None:
+    global _queued
     if status_code == 200:
-        result = "queued"
-    elif body.get("status") == "parked":
-        result = "parked"
-    else:
-        result = str(body.get("error") or status_code)
+        # every accepted webhook: the labelled child kept (per process), labels() takes a lock
+        pid, child = _queued
+        if pid != os.getpid():
+            child = WEBHOOKS.labels(result="queued")
+            _queued = (os.getpid(), child)
+        child.inc()
+        return
+    result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
     WEBHOOKS.labels(result=result).inc()
 
 

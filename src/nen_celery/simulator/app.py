@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nen_celery.signing import verify_request, webhook_signature
 from nen_celery.simulator.config import FAULT_FIELDS, PlannedError, SimulatorConfig
 from nen_celery.simulator.control import InvalidConfig, config_view, parse_config_update
+from nen_celery.simulator.sender import SendError, WebhookSender
 
 logger = logging.getLogger("nen_celery.simulator")
 
@@ -224,6 +225,7 @@ class SimulatorState:
         self._deliveries: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._sender: WebhookSender | None = None
         self._slots: asyncio.Semaphore | None = None
         self._rng_seed = config.seed
         self._rng = random.Random(config.seed)
@@ -509,6 +511,15 @@ class SimulatorState:
             )
         return self._client
 
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """One delivery attempt's status code: plain http:// through the lean sender, else httpx."""
+        if WebhookSender.handles(url):
+            if self._sender is None:
+                self._sender = WebhookSender(self.config.delivery_timeout, self.config.delivery_concurrency)
+            return await self._sender.post(url, body, headers)
+        response = await self._http().post(url, content=body, headers=headers)
+        return response.status_code
+
     def _delivery_slots(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.config.delivery_concurrency))
@@ -530,10 +541,10 @@ class SimulatorState:
             self._count("_webhooks_attempted")
             try:
                 async with self._delivery_slots():  # queued behind earlier deliveries, not failed
-                    response = await self._http().post(url, content=body, headers=headers)
-                outcome = str(response.status_code)
-                delivered = response.is_success
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    code = await self._post(url, body, headers)
+                outcome = str(code)
+                delivered = 200 <= code < 300
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, SendError) as exc:
                 outcome = type(exc).__name__
                 delivered = False
             logger.info(
@@ -599,6 +610,9 @@ class SimulatorState:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
 
 
 # -- request handling ------------------------------------------------------

@@ -230,17 +230,16 @@ async def deliver_hinted(
     publisher = direct_publisher(ctx) if hint is not None else None
     if hint is None or publisher is None:
         return None
-    with runlog.bound(
-        message_id=str(parsed["message_id"]), workflow_id=parsed.get("workflow_id"), run_id=hint[0]
-    ):
-        outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
-        try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
-            await publisher.apublish(outgoing)
-            answer = QUEUED
-        except Exception as exc:  # broker down or slow: any redis/socket error
+    outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
+    try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
+        await publisher.apublish(outgoing)
+        answer = QUEUED
+    except Exception as exc:  # broker down or slow: any redis/socket error
+        # the run ids on the log line: bound here only, the path that logs
+        with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
             answer = _not_queued(parsed, exc)
-        metrics.webhook_answered(answer.status_code, answer.body)
-        return answer
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
 
 
 def deliver(

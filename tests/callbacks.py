@@ -49,3 +49,22 @@ def record_dispatch(self: Any, run: dict[str, Any], tag: str = "") -> None:
     idempotent user callback (keyed on the message) would see it."""
     token = _dispatch_token(self.request) or self.request.id
     _client().sadd(dispatch_key(run["run_id"]), str(token))
+
+
+def attempts_key(run_id: str) -> str:
+    return f"{os.environ['NEN_KEY_PREFIX']}:test:attempts:{run_id}"
+
+
+@app.task(name="tests.retry_once", bind=True)
+def retry_once(self: Any, run: dict[str, Any], tag: str = "") -> None:
+    """Asks for one retry (as a callback using self.retry or autoretry_for would), then records
+    the call; each attempt notes what Flower and the logs were shown of its arguments."""
+    seen = {"retries": self.request.retries, "argsrepr": self.request.argsrepr}
+    _client().rpush(attempts_key(run["run_id"]), json.dumps({**seen, "kwargsrepr": self.request.kwargsrepr}))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    record(run, tag)
+
+
+def attempts(run_id: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in _client().lrange(attempts_key(run_id), 0, -1)]

@@ -25,7 +25,7 @@ from nen_celery.config import ConfigurationError
 from nen_celery.context import get_context
 from nen_celery.signing import webhook_signature
 from nen_celery.tasks import bind_accepted
-from tests.callbacks import calls, record
+from tests.callbacks import attempts, calls, record, retry_once
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
 from tests.helpers import free_port, snapshot, wait_for
 
@@ -275,3 +275,19 @@ def test_many_runs_each_complete_once(stack: Stack) -> None:
     stack.counter.wait_idle()
     assert all(len(calls(h.run_id)) == 1 for h in handles)
     assert all(posts_for(stack, h.run_id) == 1 for h in handles)
+
+
+def test_a_callback_that_asks_for_a_retry_runs_again_with_its_arguments_still_hidden(stack: Stack) -> None:
+    """A retry is not the callback's end: the retried message (same dispatch token) runs. Celery
+    rebuilds it without argsrepr/kwargsrepr; NenTask.retry keeps them, so the retry does not
+    show the run's payload (result URLs) in Flower or the logs."""
+    handle = start_run(WF, {"PATIENT_NAME": "Jane"}, on_complete=retry_once.s(tag="retried"))
+    wait_for(lambda: len(calls(handle.run_id)) == 1, 30, "the retried callback to finish")
+    first, second = attempts(handle.run_id)
+    assert (first["retries"], second["retries"]) == (0, 1)
+    assert second["argsrepr"] == first["argsrepr"] == f"(run_id={handle.run_id!r}, status='success')"
+    assert second["kwargsrepr"] == first["kwargsrepr"]
+    assert "http" not in second["argsrepr"] + second["kwargsrepr"]
+    assert calls(handle.run_id)[0]["tag"] == "retried"
+    stack.counter.wait_idle()
+    assert len(attempts(handle.run_id)) == 2  # and no third run

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 from celery import Celery, Task
+from celery.exceptions import Retry
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -194,11 +195,56 @@ class NenTask(Task):  # type: ignore[misc]
                 "it already finished" if verdict == "done" else "a duplicate dispatch already ran",
             )
             return None
+        finished = True
         try:
             return self.run(*args, **kwargs)
+        except Retry:
+            # self.retry() / autoretry_for queued this message again, under the same token: that
+            # execution must still run (a retry is not the callback's end)
+            finished = False
+            raise
         finally:
-            # reached its end (a return or an exception): never dispatched again
-            store.finish_dispatch(token)
+            if finished:  # reached its end (a return or an exception): never dispatched again
+                store.finish_dispatch(token)
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's retry, keeping what Flower and the logs are shown of the arguments.
+
+        Celery rebuilds a retried message without ``argsrepr``/``kwargsrepr``, so the retry would
+        show the raw arguments: a callback's run with its payload (result URLs), Nen's 202 body.
+        Kept: the message's own reprs while the arguments are unchanged; new arguments are shown
+        by type, numbers and booleans as they are.
+        """
+        request = self.request
+        if "argsrepr" not in options:
+            options["argsrepr"] = request.argsrepr if args is None else hidden_repr(tuple(args))
+        if "kwargsrepr" not in options:
+            unchanged = kwargs is None and request.kwargsrepr is not None
+            new = kwargs or request.kwargs or {}
+            options["kwargsrepr"] = request.kwargsrepr if unchanged else hidden_repr(new)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
+def hidden_repr(value: tuple[Any, ...] | dict[str, Any]) -> str:
+    """``repr`` of task arguments with every value other than a number, bool or None replaced
+    by its type name: safe to show in Flower and the logs."""
+
+    def shown(v: Any) -> Any:
+        return v if v is None or isinstance(v, int | float | bool) else f"<{type(v).__name__}>"
+
+    if isinstance(value, dict):
+        return repr({k: shown(v) for k, v in value.items()})
+    return repr(tuple(shown(v) for v in value))
 
 
 def request_header(request: Any, name: str) -> str | None:

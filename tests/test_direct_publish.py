@@ -51,13 +51,18 @@ def scratch() -> Iterator[redis.Redis]:
     client.close()
 
 
+def _decoded(raw: bytes) -> dict[str, Any]:
+    """A message as kombu's Redis transport stores it, with its base64 body decoded."""
+    message: dict[str, Any] = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    return message
+
+
 def _pop(client: redis.Redis, key: str) -> dict[str, Any]:
     assert client.llen(key) == 1, f"expected one message in {key}"
     raw = client.rpop(key)
     assert isinstance(raw, bytes)
-    message: dict[str, Any] = json.loads(raw)
-    message["body"] = json.loads(base64.b64decode(message["body"]))
-    return message
+    return _decoded(raw)
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> set[tuple[str, str]]:
@@ -119,11 +124,7 @@ def _pop_two(client: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
     raw = client.lrange(INGEST_QUEUE, 0, -1)
     assert len(raw) == 2
     client.delete(INGEST_QUEUE)
-    out = []
-    for item in raw:
-        message = json.loads(item)
-        message["body"] = json.loads(base64.b64decode(message["body"]))
-        out.append(message)
+    out = [_decoded(item) for item in raw]
     return out[0], out[1]
 
 

@@ -67,21 +67,20 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-_queued: tuple[int, Any] = (0, None)
+_webhook_children: dict[tuple[int, str], Any] = {}
 
 
 def webhook_answered(status_code: int, body: dict[str, Any]) -> None:
-    global _queued
     if status_code == 200:
-        # every accepted webhook: the labelled child kept (per process), labels() takes a lock
-        pid, child = _queued
-        if pid != os.getpid():
-            child = WEBHOOKS.labels(result="queued")
-            _queued = (os.getpid(), child)
-        child.inc()
-        return
-    result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
-    WEBHOOKS.labels(result=result).inc()
+        result = "queued"
+    else:
+        result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
+    # one labelled child per process and result: labels() takes a lock and builds a tuple each call
+    key = (os.getpid(), result)
+    child = _webhook_children.get(key)
+    if child is None:
+        child = _webhook_children.setdefault(key, WEBHOOKS.labels(result=result))
+    child.inc()
 
 
 def reconciled(counts: dict[str, int]) -> None:

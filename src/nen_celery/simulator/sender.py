@@ -82,7 +82,7 @@ class WebhookSender:
         body: bytes,
     ) -> int:
         try:
-            status = await self._roundtrip(conn.protocol, conn, target, headers, body)
+            status = await self._roundtrip(conn, target, headers, body)
         except BaseException:
             conn.close()
             raise
@@ -97,13 +97,8 @@ class WebhookSender:
         return status
 
     @staticmethod
-    async def _roundtrip(
-        protocol: h11.Connection,
-        conn: _Connection,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-    ) -> int:
+    async def _roundtrip(conn: _Connection, target: str, headers: list[tuple[str, str]], body: bytes) -> int:
+        protocol = conn.protocol
         out = protocol.send(h11.Request(method="POST", target=target, headers=headers)) or b""
         out += protocol.send(h11.Data(data=body)) or b""
         out += protocol.send(h11.EndOfMessage()) or b""

@@ -86,7 +86,7 @@ def run() -> list[Result]:
     flush()
     b = max(bare)
     notes = {
-        "sealed": "HMAC + Fernet seal + one LPUSH of Celery's message from the event loop; hinted URL",
+        "sealed": "HMAC + AES-GCM seal + one LPUSH of Celery's message from the event loop; hinted URL",
         "clear": "as above without NEN_SECRETS_KEY: the body is queued unencrypted",
         "apply_async": "NEN_WEBHOOK_DIRECT_PUBLISH=false: Celery's apply_async in a thread (sealed)",
     }

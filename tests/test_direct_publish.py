@@ -24,7 +24,8 @@ from nen_celery.direct_publish import Outgoing
 from nen_celery.tasks import ingest_webhook
 from nen_celery.web import receiver
 from nen_celery.web.asgi import create_app
-from nen_celery.worker import INGEST_QUEUE, RECEIVED_AT_HEADER
+from nen_celery.webhook import RECEIVED_AT_HEADER
+from nen_celery.worker import INGEST_QUEUE
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
 from tests.helpers import OTHER_PROCESS_HEADER

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -198,3 +199,25 @@ def test_bind_survives_a_server_that_lost_its_scripts(store: Any) -> None:
     assert store.bind(run_id, "m-flushed", {}) == ("submitted", [raw])
     assert store.run_for_message("m-flushed") == run_id
     assert store.bind(run_id, "m-flushed", {}) == ("submitted", [])  # scripts are loaded again
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "a&&nen_run=r-1",
+        "nen_run",
+        "nen_run=r-1&",
+        "=x&nen_run=r-1",
+        "nen_run=r=1",
+        "x=1;nen_run=r-1",
+        "nen_run=r-1&x",
+        "&nen_run=r-1~2&&",
+        "nen_run=r-1&nen_run",
+        "NEN_RUN=r-1",
+    ],
+)
+def test_the_quick_split_reads_queries_as_parse_qsl_does(query: str) -> None:
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "nen_run"]
+    reference = run_from_query(query.replace("-", "%2D"), "nen_run")  # the parse_qsl path
+    assert run_from_query(query, "nen_run") == reference
+    assert (reference is not None) == (len(values) == 1 and values[0] not in ("", "r=1"))

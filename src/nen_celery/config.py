@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # (direct_publish.py) rather than through apply_async; false keeps apply_async
     webhook_direct_publish: bool = True
 
-    # Secrets at rest: comma-separated Fernet keys, the first encrypts, all decrypt.
+    # Secrets at rest: comma-separated Fernet-format keys, the first encrypts, all decrypt (crypto.py).
     secrets_key: SecretStr | None = None
 
     # Redis / Celery
@@ -238,9 +238,10 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         return self.broker_url or self.redis_url
 
-    @property
-    def webhook_secrets(self) -> list[str]:
-        return _split(self.webhook_secret.get_secret_value() if self.webhook_secret else None)
+    @cached_property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """Read on every webhook: split once (the settings are frozen)."""
+        return tuple(_split(self.webhook_secret.get_secret_value() if self.webhook_secret else None))
 
     @property
     def secrets_keys(self) -> list[str]:

@@ -24,9 +24,11 @@ import base64
 import json
 import logging
 import os
+import re
 import uuid
 import weakref
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import redis
@@ -119,7 +121,7 @@ class Message:
     task_id: str
     payload: bytes  # what is pushed
     body: tuple[Any, ...]  # (args, kwargs, embed), as the publish signals carry it
-    headers: dict[str, Any]
+    headers: dict[str, Any] | None  # None: built as text, nobody listens to the signals
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class _Template:
     headers: dict[str, Any]
     embed: dict[str, Any]
     delivery: dict[str, Any]
+    texts: dict[tuple[str, ...], list[str]] = field(default_factory=dict)  # _build_text's
 
 
 def _template(app: Celery, task_name: str, route: Route) -> _Template:
@@ -159,6 +162,28 @@ def build(app: Celery, task_name: str, route: Route, template: _Template, outgoi
     template ``as_task_v2`` made once for this task and route.
     """
     task_id = str(uuid.uuid4())
+    body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
+    if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
+        return _build_text(app, template, outgoing, task_id, body)
+    msg_headers, properties = _fields(app, template, outgoing, task_id)
+    signals.before_task_publish.send(
+        sender=task_name,
+        body=body,
+        exchange="",
+        routing_key=route.queue,
+        declare=[],
+        headers=msg_headers,
+        properties=properties,
+        retry_policy={"max_retries": _RETRIES},
+    )
+    envelope = _envelope(template, dumps(body), msg_headers, properties, str(uuid.uuid4()))
+    return Message(task_id, dumps(envelope).encode(), body, msg_headers)
+
+
+def _fields(
+    app: Celery, template: _Template, outgoing: Outgoing, task_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(headers, properties) as Celery hands them to ``before_task_publish``."""
     msg_headers = template.headers.copy()
     argsrepr, kwargsrepr = outgoing.argsrepr, outgoing.kwargsrepr
     msg_headers.update(
@@ -172,33 +197,73 @@ def build(app: Celery, task_name: str, route: Route, template: _Template, outgoi
         "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr,
     }
-    body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
-    if signals.before_task_publish.receivers:
-        signals.before_task_publish.send(
-            sender=task_name,
-            body=body,
-            exchange="",
-            routing_key=route.queue,
-            declare=[],
-            headers=msg_headers,
-            properties=properties,
-            retry_policy={"max_retries": _RETRIES},
-        )
+    return msg_headers, properties
+
+
+def _envelope(
+    template: _Template, body_json: str, headers: dict[str, Any], properties: dict[str, Any], tag: str
+) -> dict[str, Any]:
+    """kombu's Redis envelope around one message."""
     properties.update(template.delivery)
     properties["delivery_info"] = dict(template.delivery["delivery_info"])
-    properties["delivery_tag"] = str(uuid.uuid4())
-    envelope = {
-        "body": base64.b64encode(dumps(body).encode()).decode(),
+    properties["delivery_tag"] = tag
+    return {
+        "body": base64.b64encode(body_json.encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": msg_headers,
+        "headers": headers,
         "properties": properties,
     }
-    return Message(task_id, dumps(envelope).encode(), body, msg_headers)
+
+
+_string = encode_basestring_ascii  # json.dumps of a str, without its two Python frames
+_HOLE = "\x00"
+_HOLES = re.compile(r'"\\u0000([a-z_0-9]+)"')
+
+
+def _text_template(app: Celery, template: _Template, outgoing: Outgoing) -> list[str]:
+    """The envelope's JSON text split around its per-message values: literal, name, literal...
+
+    Made once per template and set of extra header names, from the same ``_fields`` and
+    ``_envelope`` as the signalled path, with a marker string where each value goes.
+    """
+    names = {name: f"h{i}" for i, name in enumerate(outgoing.headers)}
+    marked = Outgoing(
+        (), {}, _HOLE + "argsrepr", _HOLE + "kwargsrepr", {k: _HOLE + v for k, v in names.items()}
+    )
+    headers, properties = _fields(app, template, marked, _HOLE + "id")
+    headers["origin"], properties["reply_to"] = _HOLE + "origin", _HOLE + "reply_to"
+    envelope = _envelope(template, "", headers, properties, _HOLE + "tag")
+    envelope["body"] = _HOLE + "body"
+    return _HOLES.split(dumps(envelope))
+
+
+def _build_text(
+    app: Celery, template: _Template, outgoing: Outgoing, task_id: str, body: tuple[Any, ...]
+) -> Message:
+    """``build`` without publish-signal listeners: the same message text, written around the
+    template's fixed JSON (a third of the CPU: no dicts rebuilt, fixed strings not re-escaped)."""
+    key = tuple(outgoing.headers)
+    parts = template.texts.get(key)
+    if parts is None:
+        parts = template.texts[key] = _text_template(app, template, outgoing)
+    values = {
+        "body": '"' + base64.b64encode(dumps(body).encode()).decode() + '"',
+        "id": '"' + task_id + '"',
+        "argsrepr": _string(outgoing.argsrepr),
+        "kwargsrepr": _string(outgoing.kwargsrepr),
+        "origin": _string(_origin()),
+        "reply_to": _string(app.thread_oid),
+        "tag": '"' + str(uuid.uuid4()) + '"',
+    }
+    for i, value in enumerate(outgoing.headers.values()):
+        values[f"h{i}"] = dumps(value)
+    text = "".join([part if i % 2 == 0 else values[part] for i, part in enumerate(parts)])
+    return Message(task_id, text.encode(), body, None)
 
 
 def _published(task_name: str, route: Route, message: Message) -> None:
-    if not signals.after_task_publish.receivers:
+    if message.headers is None or not signals.after_task_publish.receivers:
         return
     signals.after_task_publish.send(
         sender=task_name, body=message.body, headers=message.headers, exchange="", routing_key=route.queue

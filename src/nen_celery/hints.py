@@ -37,7 +37,10 @@ def run_from_query(query: str | bytes, param: str) -> tuple[str, int] | None:
     if not param or not query:
         return None
     text = query.decode("latin-1") if isinstance(query, bytes) else query
-    values = [v for k, v in parse_qsl(text, keep_blank_values=True) if k == param]
+    if "%" in text or "+" in text:
+        values = [v for k, v in parse_qsl(text, keep_blank_values=True) if k == param]
+    else:  # nothing to unquote: parse_qsl's split, without its per-pair cost
+        values = [v for k, _, v in (pair.partition("=") for pair in text.split("&")) if k == param]
     if len(values) != 1:
         return None
     run_id, sep, attempt = values[0].partition("~")

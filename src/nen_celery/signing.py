@@ -91,8 +91,7 @@ def verify_request(
 
 def webhook_signature(secret: str, body: bytes) -> str:
     """The ``X-Hmac-Signature`` header value Nen sends for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return WEBHOOK_SIGNATURE_PREFIX + digest
+    return WEBHOOK_SIGNATURE_PREFIX + hmac.digest(secret.encode(), body, "sha256").hex()
 
 
 def verify_webhook(secrets: str | Iterable[str], body: bytes, header: str | None) -> bool:

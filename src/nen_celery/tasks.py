@@ -32,7 +32,8 @@ from .hints import url_with_run
 from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .store import callbacks
-from .worker import DISPATCH_HEADER, RECEIVED_AT_HEADER, app, request_header
+from .webhook import RECEIVED_AT_HEADER, parse_webhook
+from .worker import DISPATCH_HEADER, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
 
@@ -295,21 +296,6 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
         return {"run_id": run_id, "status": Status.REJECTED.value}
     _finish(run_id, Status.SUBMIT_FAILED, error, "submit:error")
     return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
-
-
-def parse_webhook(raw: bytes) -> dict[str, Any]:
-    """The webhook body as a dict with a str message_id and a known status, or ValueError."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ValueError("body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("body is not a JSON object")
-    if not isinstance(body.get("message_id"), str) or not body["message_id"]:
-        raise ValueError("message_id missing or not a string")
-    if body.get("status") not in WEBHOOK_STATUSES:
-        raise ValueError(f"status must be one of {sorted(s.value for s in WEBHOOK_STATUSES)}")
-    return body
 
 
 @app.task(name="nen_celery.ingest_webhook", bind=True, **RETRY_ON_REDIS)

@@ -50,8 +50,6 @@ INGEST_QUEUE = "nen.ingest"
 COMPLETE_QUEUE = "nen.complete"
 DEFAULT_QUEUE = "celery"  # user callbacks land here unless they route them elsewhere
 DISPATCH_HEADER = "nen_dispatch"
-# Unix time the receiver got a webhook: rides ingest_webhook -> complete_run for a latency metric.
-RECEIVED_AT_HEADER = "nen_received_at"
 
 log = logging.getLogger("nen_celery.worker")
 

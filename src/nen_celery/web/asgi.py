@@ -9,14 +9,18 @@ reads the settings at startup (lifespan), so invalid settings stop it before it 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .. import runlog
 from ..config import ConfigurationError, get_settings
@@ -26,6 +30,7 @@ from .metrics import metrics_endpoint
 from .receiver import (
     HEALTHY,
     NOT_CONFIGURED,
+    QUEUED,
     Answer,
     check,
     deliver_checked,
@@ -39,8 +44,7 @@ log = logging.getLogger("nen_celery.web")
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
     """The body, or None once it exceeds ``limit`` (stops reading early)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if _declared_too_large(request.headers, limit):
         return None
     chunks: list[bytes] = []
     size = 0
@@ -52,27 +56,73 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def _receive_limited(receive: Receive, headers: Headers, limit: int) -> bytes | None:
+    """``_read_limited`` straight from the ASGI messages (no Request object)."""
+    if _declared_too_large(headers, limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _declared_too_large(headers: Headers, limit: int) -> bool:
+    declared = headers.get("content-length")
+    return declared is not None and declared.isdigit() and int(declared) > limit
+
+
 def _json(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, answer.status_code)
 
 
-async def webhook(request: Request) -> JSONResponse:
+async def _answer(read: Callable[[int], Awaitable[bytes | None]], headers: Headers, query: bytes) -> Answer:
+    """The answer to one webhook delivery; ``read(limit)`` gives its body, or None if too large."""
     try:
         ctx = get_context()
     except ConfigurationError:
-        return _json(refused_early(NOT_CONFIGURED))
-    body = await _read_limited(request, ctx.settings.webhook_max_body)
+        return refused_early(NOT_CONFIGURED)
+    body = await read(ctx.settings.webhook_max_body)
     if body is None:
-        return _json(refused_early(too_large(ctx.settings.webhook_max_body)))
+        return refused_early(too_large(ctx.settings.webhook_max_body))
     # check() matches header names case-insensitively (X-Hmac-Signature, x-hmac-signature, ...)
-    error, parsed = check(ctx.settings, body, request.headers)
+    error, parsed = check(ctx.settings, body, headers)
     if error is not None:
-        return _json(error)  # pure and fast: no thread hop for a refusal
-    query = request.scope.get("query_string", b"")
+        return error  # pure and fast: no thread hop for a refusal
     answer = await deliver_hinted(ctx, body, parsed, query)  # every run we start: no thread hop
     if answer is None:
         answer = await run_in_threadpool(deliver_checked, ctx, body, parsed, query)
-    return _json(answer)
+    return answer
+
+
+async def webhook(request: Request) -> JSONResponse:
+    """``POST /webhooks/nen`` as a request/response endpoint (the FastAPI router's)."""
+    limited = functools.partial(_read_limited, request)
+    return _json(await _answer(limited, request.headers, request.scope.get("query_string", b"")))
+
+
+_QUEUED = _json(QUEUED)  # the common answer, rendered once (a response holds no per-request state)
+
+
+class WebhookApp:
+    """``POST /webhooks/nen`` as a plain ASGI app: the receiver's own route. The same answers as
+    ``webhook``, without Starlette's per-request Request object and handler wrapping and with
+    the usual answer rendered once: ~55,000 fewer CPU instructions per delivery (callgrind),
+    an eighth of what a whole bare Starlette endpoint with its LPUSH costs."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        limited = functools.partial(_receive_limited, receive, headers)
+        answer = await _answer(limited, headers, scope.get("query_string", b""))
+        await (_QUEUED if answer is QUEUED else _json(answer))(scope, receive, send)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -94,6 +144,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     get_settings()  # fail at start, naming the setting, rather than at the first webhook
     from .. import tasks  # noqa: F401  (the Celery app and its tasks: not on the first webhook's clock)
 
+    # Celery, kombu and their modules are ~75,000 objects that live as long as the process: out
+    # of the collector's sight, its full passes stop walking them on every few thousand webhooks.
+    gc.collect()
+    gc.freeze()
     yield
 
 
@@ -102,7 +156,7 @@ def create_app() -> Starlette:
     _configure_logging()
     return Starlette(
         routes=[
-            Route("/webhooks/nen", webhook, methods=["POST"]),
+            Route("/webhooks/nen", WebhookApp(), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],

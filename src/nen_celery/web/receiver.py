@@ -29,6 +29,7 @@ from ..connections import redis_client
 from ..crypto import Sealer
 from ..direct_publish import DirectPublisher, Outgoing
 from ..store import RunStore
+from ..webhook import RECEIVED_AT_HEADER, parse_webhook
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -120,8 +121,6 @@ def check(
 def _check(
     settings: Settings, body: bytes, headers: Mapping[str, str], now: float | None
 ) -> tuple[Answer | None, dict[str, Any]]:
-    from ..tasks import parse_webhook
-
     headers = {name.lower(): value for name, value in headers.items()}
 
     if len(body) > settings.webhook_max_body:
@@ -157,8 +156,6 @@ def ingest_message(
     hint: tuple[str, int] | None,
 ) -> Outgoing:
     """The ingest_webhook message for one verified webhook (its body sealed when a key is set)."""
-    from ..worker import RECEIVED_AT_HEADER
-
     received_at = time.time() if received_at is None else received_at
     kwargs: dict[str, Any] = {"run_id": hint[0], "attempt": hint[1]} if hint else {}
     return Outgoing(

@@ -132,9 +132,12 @@ class Procs:
         wait_for(lambda: bool(app.control.ping(destination=[node], timeout=0.5)), 90, f"worker {node}")
         return node
 
-    def uvicorn(self, name: str, target: str, port: int, workers: int = 1, **env: str) -> str:
+    def uvicorn(
+        self, name: str, target: str, port: int, workers: int = 1, server: tuple[str, ...] = (), **env: str
+    ) -> str:
+        """``server``: more uvicorn options (``--http h11 --loop asyncio``, ...)."""
         argv = [str(BIN / "uvicorn"), target, "--port", str(port), "--workers", str(workers)]
-        argv += ["--log-level", "warning", "--no-access-log"]
+        argv += ["--log-level", "warning", "--no-access-log", *server]
         self.spawn(name, argv, **env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _healthy(url + "/healthz"), 60, f"{name} on {url}")

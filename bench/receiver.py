@@ -1,14 +1,17 @@
 """2. Webhook receiver: POST /webhooks/nen?nen_run=<run id> (HMAC verify, parse, seal, enqueue
 ingest_webhook; the run hint every run started by this package carries, so no messageId lookup)
 under uvicorn, against a bare Starlette endpoint doing one LPUSH of the body.
-Same uvicorn settings (1 worker), same Redis; wrk drives both from its own process with the
-same signed body. Target: ours >= 0.7x bare requests/s; p99 reported for both. Two more rows
-for comparison: without NEN_SECRETS_KEY (no seal) and with NEN_WEBHOOK_DIRECT_PUBLISH=false.
+Same uvicorn settings (1 worker; httptools and uvloop, the package's dependencies), same Redis;
+wrk drives both from its own process with the same signed body. Target: ours >= 0.7x bare
+requests/s; p99 reported for both. More rows for comparison: without NEN_SECRETS_KEY (no
+seal), with NEN_WEBHOOK_DIRECT_PUBLISH=false, and both sides on uvicorn's pure-Python server
+(h11 parser, asyncio loop), where the server's own cost per request is three times larger.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +22,7 @@ from pathlib import Path
 from bench.common import WEBHOOK_SECRET, WF, Result, configure, env_int, flush, free_port, processes
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+_TICKS = os.sysconf("SC_CLK_TCK")
 HINTED = "/webhooks/nen?nen_run=bench-run"
 
 
@@ -33,15 +37,36 @@ def wrk_script(body: bytes, headers: dict[str, str]) -> Path:
     return path
 
 
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float]:
-    """(requests/s, p99 ms); RuntimeError if any answer was not 2xx."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live descendants (/proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def wrk(
+    url: str, script: Path, seconds: int, connections: int, server_pid: int | None = None
+) -> tuple[float, float, float]:
+    """(requests/s, p99 ms, server CPU µs per request or 0); RuntimeError if any answer was
+    not 2xx. CPU per request moves less with the machine's load than requests/s."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    before = _cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    used = _cpu_seconds(server_pid) - before if server_pid else 0.0
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return rps, float(value) * _UNITS[unit]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, float(value) * _UNITS[unit], used / max(1, requests) * 1e6
 
 
 def run() -> list[Result]:
@@ -63,38 +88,52 @@ def run() -> list[Result]:
     from nen_celery.signing import webhook_signature
 
     script = wrk_script(body, {"X-Hmac-Signature": webhook_signature(WEBHOOK_SECRET, body)})
-    variants = {  # each ours variant against the same bare endpoint, alternating
-        "sealed": {},  # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
-        "clear": {"NEN_SECRETS_KEY": ""},  # no key: bodies queued in clear
-        "apply_async": {"NEN_WEBHOOK_DIRECT_PUBLISH": "false"},  # Celery's publish, in a thread
+    pure = ("--http", "h11", "--loop", "asyncio")  # uvicorn without httptools and uvloop
+    variants: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {  # (env, server), alternating
+        "sealed": ({}, ()),  # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
+        "clear": ({"NEN_SECRETS_KEY": ""}, ()),  # no key: bodies queued in clear
+        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, ()),  # Celery's publish, in a thread
+        "sealed, h11 + asyncio": ({}, pure),
     }
-    ours: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    bare: list[tuple[float, float]] = []
+    ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+    bare: dict[tuple[str, ...], list[tuple[float, float, float]]] = {(): [], pure: []}
     with processes(env, "receiver") as procs:
+
+        def serve(
+            name: str, target: str, path: str, server: tuple[str, ...], **extra: str
+        ) -> tuple[str, int]:
+            url = procs.uvicorn(name, target, free_port(), server=server, **extra)
+            return url + path, procs.procs[-1].pid
+
         urls = {
-            name: procs.uvicorn(f"receiver-{name}", "nen_celery.web.asgi:app", free_port(), **extra)
-            for name, extra in variants.items()
+            name: serve(f"receiver-{i}", "nen_celery.web.asgi:app", HINTED, server, **extra)
+            for i, (name, (extra, server)) in enumerate(variants.items())
         }
-        bare_url = procs.uvicorn("bare", "bench.bare_web:app", free_port())
-        for url in urls.values():
-            wrk(url + HINTED, script, 2, conns)  # warm up
-        wrk(bare_url + "/webhooks/nen", script, 2, conns)
-        for _ in range(2):  # alternate, keep each side's best: the machine is shared
-            bare.append(wrk(bare_url + "/webhooks/nen", script, seconds, conns))
-            for name, url in urls.items():
-                ours[name].append(wrk(url + HINTED, script, seconds, conns))
+        bare_urls = {
+            server: serve(f"bare-{i}", "bench.bare_web:app", "/webhooks/nen", server)
+            for i, server in enumerate(bare)
+        }
+        for url, _ in [*urls.values(), *bare_urls.values()]:
+            wrk(url, script, 2, conns)  # warm up
+        for _ in range(3):  # alternate, keep each side's best: the machine is shared
+            for server, (url, pid) in bare_urls.items():
+                bare[server].append(wrk(url, script, seconds, conns, pid))
+            for name, (url, pid) in urls.items():
+                ours[name].append(wrk(url, script, seconds, conns, pid))
     flush()
-    b = max(bare)
     notes = {
         "sealed": "HMAC + AES-GCM seal + one LPUSH of Celery's message from the event loop; hinted URL",
         "clear": "as above without NEN_SECRETS_KEY: the body is queued unencrypted",
         "apply_async": "NEN_WEBHOOK_DIRECT_PUBLISH=false: Celery's apply_async in a thread (sealed)",
+        "sealed, h11 + asyncio": "as sealed, both sides on `uvicorn --http h11 --loop asyncio`",
     }
     results = []
-    for name in variants:
-        o = max(ours[name])
+    for name, (_, server) in variants.items():
+        o, b = max(ours[name]), max(bare[server])
         ratio = o[0] / b[0]
+        cpu = min(r[2] for r in ours[name]), min(r[2] for r in bare[server])
         line = f"ours {o[0]:.0f} req/s p99 {o[1]:.1f} ms; bare {b[0]:.0f} req/s p99 {b[1]:.1f} ms"
+        line += f"; server CPU per request {cpu[0]:.0f} vs {cpu[1]:.0f} µs ({cpu[1] / cpu[0]:.2f}x)"
         print(f"receiver ({name}): {line}")
         results.append(
             Result(
@@ -104,7 +143,8 @@ def run() -> list[Result]:
                 ratio,
                 ">= 0.7x" if name == "sealed" else "(for comparison)",
                 ratio >= 0.7,
-                notes[name],
+                f"{notes[name]}; server CPU per request {cpu[0]:.0f} µs vs {cpu[1]:.0f} µs "
+                f"({cpu[1] / cpu[0]:.2f}x, least of 3)",
             )
         )
     return results

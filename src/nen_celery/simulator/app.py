@@ -631,7 +631,7 @@ async def _drop_connection(request: Request) -> None:
     wait until the server noticed, so it neither answers nor reports a missing response.
     """
     transport = request.scope.get(_TRANSPORT_KEY)
-    if not isinstance(transport, asyncio.BaseTransport):
+    if transport is None:
         raise RuntimeError("drop_after_accept needs a server that exposes its transport (uvicorn)")
     request.scope[_DROPPED_KEY] = True
     transport.close()
@@ -752,7 +752,8 @@ class _SimulatorApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if isinstance(transport, asyncio.BaseTransport):
+            # asyncio's transports or uvloop's (which do not subclass asyncio.BaseTransport)
+            if all(callable(getattr(transport, name, None)) for name in ("close", "is_closing")):
                 scope[_TRANSPORT_KEY] = transport
         await super().__call__(scope, receive, send)
 

@@ -44,7 +44,7 @@ def sim_capacity(concurrency: int, seconds: int = 8) -> float:
     body = json.dumps({"workflow_id": WF, "workflow_params": {"PATIENT_NAME": "P"}}).encode()
     script = wrk_script(body, {"x-api-key": API_KEY})
     with SimulatorServer(sim_config(post_latency=LATENCY)) as sim:
-        rps, _ = wrk(sim.url + "/runs", script, seconds, min(concurrency, HTTP_POOL))
+        rps, _, _ = wrk(sim.url + "/runs", script, seconds, min(concurrency, HTTP_POOL))
     return rps
 
 

@@ -153,6 +153,38 @@ def test_publish_signals_are_sent_and_their_headers_kept(scratch: redis.Redis) -
     assert _pop(scratch, INGEST_QUEUE)["headers"]["traceparent"] == "00-trace-span-01"
 
 
+def test_the_text_build_writes_what_the_signalled_build_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without listeners the message is written as text around a template (direct_publish
+    ``_build_text``); quotes, non-ASCII, numbers and headers that replace Celery's own fields
+    must come out as the dict build writes them."""
+    publisher = _publisher()
+    outgoing = Outgoing(
+        ('a"b\\c', "é\u2028"),
+        {"run_id": "r", "attempt": 2},
+        "(x='\"')",
+        "{'k': 'é'}",
+        {"origin": "elsewhere", "argsrepr": "replaced", "h": 1.5, **NOT_HERE},
+    )
+    monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+    monkeypatch.setattr(signals.after_task_publish, "receivers", [])
+    as_text = publisher.build(outgoing)
+    assert as_text.headers is None  # the text path was taken
+
+    def listener(**_: Any) -> None:
+        pass
+
+    signals.before_task_publish.connect(listener, weak=False)
+    try:
+        as_dicts = publisher.build(outgoing)
+    finally:
+        signals.before_task_publish.disconnect(listener)
+    assert as_dicts.headers is not None
+    text, dicts = _decoded(as_text.payload), _decoded(as_dicts.payload)
+    assert _differences(text, dicts) == PER_MESSAGE
+    assert text["headers"]["origin"] == "elsewhere" and text["headers"]["argsrepr"] == "replaced"
+    assert text["properties"]["argsrepr"] == "(x='\"')"
+
+
 def test_a_dead_broker_raises_after_the_retries_and_pushes_nothing(scratch: redis.Redis) -> None:
     import socket
 

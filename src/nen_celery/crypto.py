@@ -33,8 +33,7 @@ _AAD = PREFIX.encode()
 
 
 def _derive(key: str) -> tuple[bytes, AESGCM]:
-    """(key id, AEAD) for one configured key; ValueError for a malformed key."""
-    Fernet(key.encode())  # the format check, and its error, as before
+    """(key id, AEAD) for one configured key (already checked by ``Fernet``)."""
     material = HKDF(
         algorithm=hashes.SHA256(), length=32 + _KEY_ID, salt=None, info=b"nen-celery seal v2"
     ).derive(base64.urlsafe_b64decode(key))
@@ -46,13 +45,14 @@ class Sealer:
 
     def __init__(self, keys: list[str]) -> None:
         try:
-            self._keys = [_derive(k) for k in keys]
-            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
+            fernets = [Fernet(k.encode()) for k in keys]  # the format check
         except (ValueError, binascii.Error):
             raise ConfigurationError(
                 "NEN_SECRETS_KEY must be comma-separated Fernet keys "
                 "(generate one with `nen-celery secrets-key generate`)"
             ) from None
+        self._keys = [_derive(k) for k in keys]
+        self._fernet = MultiFernet(fernets) if fernets else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sealer:

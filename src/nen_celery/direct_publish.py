@@ -165,7 +165,7 @@ def build(app: Celery, task_name: str, route: Route, template: _Template, outgoi
     body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
     if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
         return _build_text(app, template, outgoing, task_id, body)
-    msg_headers, properties = _fields(app, template, outgoing, task_id)
+    msg_headers, properties = _fields(template, outgoing, task_id, _origin(), app.thread_oid)
     signals.before_task_publish.send(
         sender=task_name,
         body=body,
@@ -181,19 +181,17 @@ def build(app: Celery, task_name: str, route: Route, template: _Template, outgoi
 
 
 def _fields(
-    app: Celery, template: _Template, outgoing: Outgoing, task_id: str
+    template: _Template, outgoing: Outgoing, task_id: str, origin: str, reply_to: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(headers, properties) as Celery hands them to ``before_task_publish``."""
     msg_headers = template.headers.copy()
     argsrepr, kwargsrepr = outgoing.argsrepr, outgoing.kwargsrepr
-    msg_headers.update(
-        id=task_id, root_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr, origin=_origin()
-    )
+    msg_headers.update(id=task_id, root_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr, origin=origin)
     msg_headers.update(outgoing.headers)
     # argsrepr/kwargsrepr: Celery copies its leftover publish options into the properties
     properties: dict[str, Any] = {
         "correlation_id": task_id,
-        "reply_to": app.thread_oid,
+        "reply_to": reply_to,
         "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr,
     }
@@ -221,7 +219,7 @@ _HOLE = "\x00"
 _HOLES = re.compile(r'"\\u0000([a-z_0-9]+)"')
 
 
-def _text_template(app: Celery, template: _Template, outgoing: Outgoing) -> list[str]:
+def _text_template(template: _Template, outgoing: Outgoing) -> list[str]:
     """The envelope's JSON text split around its per-message values: literal, name, literal...
 
     Made once per template and set of extra header names, from the same ``_fields`` and
@@ -231,8 +229,7 @@ def _text_template(app: Celery, template: _Template, outgoing: Outgoing) -> list
     marked = Outgoing(
         (), {}, _HOLE + "argsrepr", _HOLE + "kwargsrepr", {k: _HOLE + v for k, v in names.items()}
     )
-    headers, properties = _fields(app, template, marked, _HOLE + "id")
-    headers["origin"], properties["reply_to"] = _HOLE + "origin", _HOLE + "reply_to"
+    headers, properties = _fields(template, marked, _HOLE + "id", _HOLE + "origin", _HOLE + "reply_to")
     envelope = _envelope(template, "", headers, properties, _HOLE + "tag")
     envelope["body"] = _HOLE + "body"
     return _HOLES.split(dumps(envelope))
@@ -242,11 +239,11 @@ def _build_text(
     app: Celery, template: _Template, outgoing: Outgoing, task_id: str, body: tuple[Any, ...]
 ) -> Message:
     """``build`` without publish-signal listeners: the same message text, written around the
-    template's fixed JSON (a third of the CPU: no dicts rebuilt, fixed strings not re-escaped)."""
+    template's fixed JSON (a third less CPU: no dicts rebuilt, fixed strings not re-escaped)."""
     key = tuple(outgoing.headers)
     parts = template.texts.get(key)
     if parts is None:
-        parts = template.texts[key] = _text_template(app, template, outgoing)
+        parts = template.texts[key] = _text_template(template, outgoing)
     values = {
         "body": '"' + base64.b64encode(dumps(body).encode()).decode() + '"',
         "id": '"' + task_id + '"',

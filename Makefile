@@ -25,8 +25,11 @@ test: install lint typecheck
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
 
+# The package (strict), and the benchmarks, which CI never runs: a broken one would otherwise
+# only show at the next `make bench` (imports followed silently: tests/ is not checked here).
 typecheck: install
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench --follow-imports=silent
 
 # The fault-injection suite alone (it is part of `make test` too).
 faults: install

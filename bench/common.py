@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ROOT, spawn_logged, wait_for  # shared by tests and benchmarks
+from tests.helpers import ROOT as ROOT  # shared by tests and benchmarks
+from tests.helpers import spawn_logged
+from tests.helpers import wait_for as wait_for
 
 BIN = Path(sys.executable).parent
 

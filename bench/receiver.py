@@ -102,7 +102,7 @@ def run() -> list[Result]:
         def serve(
             name: str, target: str, path: str, server: tuple[str, ...], **extra: str
         ) -> tuple[str, int]:
-            url = procs.uvicorn(name, target, free_port(), server=server, **extra)
+            url = procs.uvicorn(name, target, free_port(), 1, server, **extra)
             return url + path, procs.procs[-1].pid
 
         urls = {

@@ -66,8 +66,8 @@ class RoundTrips:
                 counts[(db_of(pipe), "pipeline")] += 1
             return piped(pipe, *args, **kwargs)
 
-        redis_cls.execute_command = execute_command  # type: ignore[method-assign]
-        pipe_cls.execute = execute  # type: ignore[method-assign]
+        redis_cls.execute_command = execute_command  # type: ignore[method-assign,assignment]
+        pipe_cls.execute = execute  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
@@ -149,7 +149,7 @@ def _listpack_record(ids: list[str]) -> float:
     (hash-max-listpack-value above the longest field): copies of 50 records, config restored."""
     from nen_celery.context import get_context
 
-    r = get_context().store.redis
+    r: Any = get_context().store.redis  # decoded strings; redis-py's stubs type them as bytes | str
     before = r.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
     r.config_set("hash-max-listpack-value", 65536)
     try:
@@ -170,7 +170,7 @@ def _memory(ids: list[str]) -> tuple[float, float]:
     from nen_celery.context import get_context
 
     store = get_context().store
-    r = store.redis
+    r: Any = store.redis
     record, total = [], []
     for rid in ids[:200]:
         # the record as stored, less its payload field: a copy without it, measured by the
@@ -196,7 +196,7 @@ def _sweep(ids: list[str], stored: int) -> tuple[float, float, dict[str, int]]:
     from nen_celery.tasks import reconcile_runs
 
     store = get_context().store
-    r = store.redis
+    r: Any = store.redis
     template = r.hgetall(store.run_key(ids[0]))
     now = time.time()
     for start in range(0, stored, 2000):

@@ -176,7 +176,7 @@ def main() -> int:
             print("\ninterrupted: reporting what finished so far", flush=True)
         elapsed = time.monotonic() - started
         print()
-        posts = sim.stats()["posts_by_idempotency_key"]
+        posts: dict[str, int] = sim.stats()["posts_by_idempotency_key"]  # type: ignore[assignment]
         pipe = c.redis.pipeline(transaction=False)
         for rid in run_ids:
             pipe.scard(f"{c.prefix}:test:dispatches:{rid}")

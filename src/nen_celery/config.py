@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Redis broker connections per worker process (kombu's default, 10, fails the acks of a
     # -P gevent -c 100 worker: each greenlet acks on a connection of its own)
     broker_max_connections: int = Field(default=200, ge=10)
+    # Redis broker: which queue a worker takes its next message from. "priority": the queues
+    # nearest a run's end first (callbacks, complete, ingest, then submit), so runs in flight
+    # finish before new ones start; "round_robin": kombu's default, each queue in turn.
+    broker_queue_order: Literal["priority", "round_robin"] = "priority"
 
     # HTTP towards Nen
     connect_timeout: float = Field(default=5.0, gt=0)

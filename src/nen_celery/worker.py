@@ -54,7 +54,9 @@ DISPATCH_HEADER = "nen_dispatch"
 log = logging.getLogger("nen_celery.worker")
 
 
-QUEUE_NAMES = (DEFAULT_QUEUE, SUBMIT_QUEUE, INGEST_QUEUE, COMPLETE_QUEUE)
+# Nearest a run's end first: with NEN_BROKER_QUEUE_ORDER=priority (Redis broker) a worker takes
+# its next message from the first of these that has one.
+QUEUE_NAMES = (DEFAULT_QUEUE, COMPLETE_QUEUE, INGEST_QUEUE, SUBMIT_QUEUE)
 
 
 def is_redis_url(url: str | None) -> bool:
@@ -91,7 +93,10 @@ def broker_options(settings: Settings) -> dict[str, object]:
     broker = settings.broker
     options: dict[str, object] = {}
     if is_redis_url(broker):
-        options["broker_transport_options"] = redis_transport_options(settings)
+        options["broker_transport_options"] = {
+            **redis_transport_options(settings),
+            "queue_order_strategy": settings.broker_queue_order,
+        }
     elif is_amqp_url(broker):
         quorum = settings.broker_queue_type == "quorum"
         options["broker_transport_options"] = {"confirm_publish": True}

@@ -67,7 +67,11 @@ def _declared_too_large(headers: Headers, limit: int) -> bool:
 
 
 def _json(answer: Answer) -> JSONResponse:
-    return JSONResponse(answer.body, answer.status_code)
+    return _QUEUED if answer is QUEUED else JSONResponse(answer.body, answer.status_code)
+
+
+# the common answer, rendered once (a response holds no per-request state)
+_QUEUED = JSONResponse(QUEUED.body, QUEUED.status_code)
 
 
 async def _answer(read: Callable[[int], Awaitable[bytes | None]], headers: Headers, query: bytes) -> Answer:
@@ -95,9 +99,6 @@ async def webhook(request: Request) -> JSONResponse:
     return _json(await _answer(limited, request.headers, request.scope.get("query_string", b"")))
 
 
-_QUEUED = _json(QUEUED)  # the common answer, rendered once (a response holds no per-request state)
-
-
 class WebhookApp:
     """``POST /webhooks/nen`` as a plain ASGI app: the receiver's own route. The same answers as
     ``webhook``, without Starlette's per-request Request object and handler wrapping and with
@@ -108,7 +109,7 @@ class WebhookApp:
         headers = Headers(scope=scope)
         limited = functools.partial(_receive_limited, receive, headers)
         answer = await _answer(limited, headers, scope.get("query_string", b""))
-        await (_QUEUED if answer is QUEUED else _json(answer))(scope, receive, send)
+        await _json(answer)(scope, receive, send)
 
 
 async def healthz(request: Request) -> JSONResponse:

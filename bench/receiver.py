@@ -4,8 +4,10 @@ under uvicorn, against a bare Starlette endpoint doing one LPUSH of the body.
 Same uvicorn settings (1 worker; httptools and uvloop, the package's dependencies), same Redis;
 wrk drives both from its own process with the same signed body. Target: ours >= 0.7x bare
 requests/s; p99 reported for both. More rows for comparison: without NEN_SECRETS_KEY (no
-seal), with NEN_WEBHOOK_DIRECT_PUBLISH=false, and both sides on uvicorn's pure-Python server
-(h11 parser, asyncio loop), where the server's own cost per request is three times larger.
+seal), with NEN_WEBHOOK_DIRECT_PUBLISH=false, both sides on uvicorn's pure-Python server
+(h11 parser, asyncio loop), where the server's own cost per request is three times larger, and
+both sides driven one request at a time (one connection), where the receiver's group commit
+(direct_publish._GroupPush) has nothing to group: the cost of one webhook alone.
 """
 
 from __future__ import annotations
@@ -89,14 +91,18 @@ def run() -> list[Result]:
 
     script = wrk_script(body, {"X-Hmac-Signature": webhook_signature(WEBHOOK_SECRET, body)})
     pure = ("--http", "h11", "--loop", "asyncio")  # uvicorn without httptools and uvloop
-    variants: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {  # (env, server), alternating
-        "sealed": ({}, ()),  # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
-        "clear": ({"NEN_SECRETS_KEY": ""}, ()),  # no key: bodies queued in clear
-        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, ()),  # Celery's publish, in a thread
-        "sealed, h11 + asyncio": ({}, pure),
+    # (env, server, connections), alternating
+    variants: dict[str, tuple[dict[str, str], tuple[str, ...], int]] = {
+        # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
+        "sealed": ({}, (), conns),
+        "clear": ({"NEN_SECRETS_KEY": ""}, (), conns),  # no key: bodies queued in clear
+        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, (), conns),  # Celery's, in a thread
+        "sealed, h11 + asyncio": ({}, pure, conns),
+        "sealed, 1 connection": ({}, (), 1),
     }
     ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     bare: dict[tuple[str, ...], list[tuple[float, float, float]]] = {(): [], pure: []}
+    bare_single: list[tuple[float, float, float]] = []  # bare on (), one connection
     with processes(env, "receiver") as procs:
 
         def serve(
@@ -107,7 +113,7 @@ def run() -> list[Result]:
 
         urls = {
             name: serve(f"receiver-{i}", "nen_celery.web.asgi:app", HINTED, server, **extra)
-            for i, (name, (extra, server)) in enumerate(variants.items())
+            for i, (name, (extra, server, _)) in enumerate(variants.items())
         }
         bare_urls = {
             server: serve(f"bare-{i}", "bench.bare_web:app", "/webhooks/nen", server)
@@ -118,26 +124,30 @@ def run() -> list[Result]:
         for _ in range(3):  # alternate, keep each side's best: the machine is shared
             for server, (url, pid) in bare_urls.items():
                 bare[server].append(wrk(url, script, seconds, conns, pid))
+            single_url, single_pid = bare_urls[()]
+            bare_single.append(wrk(single_url, script, seconds, 1, single_pid))
             for name, (url, pid) in urls.items():
-                ours[name].append(wrk(url, script, seconds, conns, pid))
+                ours[name].append(wrk(url, script, seconds, variants[name][2], pid))
     flush()
     notes = {
         "sealed": "HMAC + AES-GCM seal + one LPUSH of Celery's message from the event loop; hinted URL",
         "clear": "as above without NEN_SECRETS_KEY: the body is queued unencrypted",
         "apply_async": "NEN_WEBHOOK_DIRECT_PUBLISH=false: Celery's apply_async in a thread (sealed)",
         "sealed, h11 + asyncio": "as sealed, both sides on `uvicorn --http h11 --loop asyncio`",
+        "sealed, 1 connection": "as sealed, both sides driven one request at a time: nothing to group",
     }
     results = []
-    for name, (_, server) in variants.items():
-        o, b = max(ours[name]), max(bare[server])
+    for name, (_, server, connections) in variants.items():
+        base = bare[server] if connections == conns else bare_single
+        o, b = max(ours[name]), max(base)
         ratio = o[0] / b[0]
-        cpu = min(r[2] for r in ours[name]), min(r[2] for r in bare[server])
+        cpu = min(r[2] for r in ours[name]), min(r[2] for r in base)
         line = f"ours {o[0]:.0f} req/s p99 {o[1]:.1f} ms; bare {b[0]:.0f} req/s p99 {b[1]:.1f} ms"
         line += f"; server CPU per request {cpu[0]:.0f} vs {cpu[1]:.0f} µs ({cpu[1] / cpu[0]:.2f}x)"
         print(f"receiver ({name}): {line}")
         results.append(
             Result(
-                f"2. webhook receiver, {name} (wrk, {conns} connections, 1 uvicorn worker)",
+                f"2. webhook receiver, {name} (wrk, {connections} connections, 1 uvicorn worker)",
                 f"{o[0]:.0f} req/s, p99 {o[1]:.1f} ms",
                 f"{b[0]:.0f} req/s, p99 {b[1]:.1f} ms (bare LPUSH)",
                 ratio,

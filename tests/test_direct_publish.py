@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from celery import Celery, signals
 from fastapi.testclient import TestClient
 from kombu import Connection, Exchange, Queue
@@ -289,3 +290,107 @@ def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
     # the publish signal counted them: the worker runs them (a hint for no run is dropped)
     assert stack.counter.published[ingest_webhook.name] == before + 2
     stack.counter.wait_idle()
+
+
+def _numbered(count: int) -> list[Outgoing]:
+    return [Outgoing((f"m{i}",), {}, f"(m{i})", "{}", dict(NOT_HERE)) for i in range(count)]
+
+
+def test_concurrent_asyncio_publishes_share_lpushes_and_keep_their_order(
+    scratch: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: webhooks answered together go out in a few LPUSHes, first in first out."""
+    pushes: list[int] = []
+    original = aioredis.Redis.lpush
+
+    def counting(self: aioredis.Redis, name: str, *values: Any) -> Any:
+        pushes.append(len(values))
+        return original(self, name, *values)
+
+    monkeypatch.setattr(aioredis.Redis, "lpush", counting)
+    publisher = _publisher()
+    outgoing = _numbered(300)
+
+    async def burst() -> list[str]:
+        return list(await asyncio.gather(*(publisher.apublish(o) for o in outgoing)))
+
+    task_ids = asyncio.run(burst())
+    assert sum(pushes) == 300 and len(pushes) < 300 / 4, pushes
+    assert max(pushes) <= direct_publish._BATCH_MESSAGES
+    queued = [_decoded(raw) for raw in reversed(scratch.lrange(INGEST_QUEUE, 0, -1))]  # RPOP order
+    assert [m["body"][0][0] for m in queued] == [f"m{i}" for i in range(300)]
+    assert [m["headers"]["id"] for m in queued] == task_ids
+
+
+class _Proxy:
+    """A TCP proxy to the scratch Redis that can stop passing requests on (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.frozen = False
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.pipes: list[asyncio.Future[Any]] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        kwargs = redis.Redis.from_url(SCRATCH_URL).connection_pool.connection_kwargs
+        self.upstream = (str(kwargs["host"]), int(kwargs["port"]))
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{kwargs['db']}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
+        self.writers += [writer, upstream_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: bool) -> None:
+            while data := await source.read(65536):
+                if not (held and self.frozen):  # a frozen broker swallows requests unanswered
+                    sink.write(data)
+            sink.close()
+
+        pipes = asyncio.gather(
+            pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False), return_exceptions=True
+        )
+        self.pipes.append(pipes)
+        await pipes
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.gather(*self.pipes)
+
+
+def test_a_hung_broker_fails_every_waiting_publish_within_the_deadline_then_recovers(
+    scratch: redis.Redis,
+) -> None:
+    proxy = _Proxy()
+
+    async def scenario() -> tuple[list[BaseException | str], float, list[str]]:
+        publisher = _publisher(await proxy.start())
+        publisher.timeout = 0.5  # each publish answered within 2 x 0.5 s
+        await publisher.apublish(_numbered(1)[0])  # connected, through the proxy
+        proxy.frozen = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first, *rest = _numbered(20)
+        publishes = [asyncio.ensure_future(publisher.apublish(first))]
+        pusher = publisher._async[loop]
+        deadline = started + 5
+        while pusher.waiting or pusher.flusher is None:  # until the first push is out, unanswered
+            assert loop.time() < deadline, "the first push never went out"
+            await asyncio.sleep(0)
+        publishes += [asyncio.ensure_future(publisher.apublish(o)) for o in rest]  # queued behind it
+        failed = await asyncio.gather(*publishes, return_exceptions=True)
+        elapsed = loop.time() - started
+        proxy.frozen = False
+        after = [await publisher.apublish(o) for o in _numbered(3)]
+        await proxy.close()
+        return failed, elapsed, after
+
+    failed, elapsed, after = asyncio.run(scenario())
+    assert all(isinstance(result, TimeoutError) for result in failed), failed
+    # within each one's own deadline (2 x 0.5 s), not one deadline after the batch ahead of them
+    assert elapsed < 2 * 0.5 + 0.5
+    queued = [_decoded(raw)["headers"]["id"] for raw in scratch.lrange(INGEST_QUEUE, 0, -1)]
+    assert len(queued) == 4 and set(after) <= set(queued)  # nothing frozen got through; it works again

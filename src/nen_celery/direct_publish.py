@@ -4,7 +4,8 @@ Why: publishing through ``Task.apply_async`` costs ~300 µs of CPU per message i
 kombu (routing, queue declaration, producer pool) on top of the LPUSH itself, and it blocks,
 so an ASGI receiver must hop to a thread for it. The webhook receiver publishes one task,
 ``ingest_webhook``, always to the same queue: it resolves the route once, builds each message
-with Celery's own ``as_task_v2`` and kombu's envelope, and pushes it (from asyncio too).
+with Celery's own ``as_task_v2`` and kombu's envelope, and pushes it (from asyncio too, where
+the pushes of concurrent webhooks share LPUSHes: ``_GroupPush``).
 
 The message is the one ``apply_async`` would write (tests/test_direct_publish.py compares them
 field by field), and ``before_task_publish`` / ``after_task_publish`` are sent with Celery's
@@ -267,14 +268,84 @@ def _published(task_name: str, route: Route, message: Message) -> None:
     )
 
 
+_BATCH_MESSAGES = 128  # at most this many messages in one LPUSH ...
+_BATCH_BYTES = 1 << 20  # ... or this many bytes (at least one message, whatever its size)
+
+
+class _GroupPush:
+    """One event loop's pushes onto one queue, as group commits: one LPUSH in flight at a time,
+    carrying every message that arrived while the previous one was out (LPUSH takes many values
+    and keeps their order, so the queue is FIFO as with one LPUSH each).
+
+    Why: under load a receiver's webhooks arrive together; one command for all of them saves
+    each one redis-py's command round (pool, encode, send, parse, timeout) and Redis its own
+    command cost, which on a shared machine is CPU the receiver and workers get back.
+    Each message is still answered only after Redis has it.
+
+    Bounded in time: a batch must land within ``deadline`` of the arrival of its oldest message,
+    so no message waits longer than that, however many batches were ahead of it; a failed or
+    timed-out push fails its own batch (each caller raises the error), and the next batch tries
+    afresh within what is left of its own deadline.
+    """
+
+    def __init__(self, client: aioredis.Redis, key: str, deadline: float) -> None:
+        self.client = client
+        self.key = key
+        self.deadline = deadline
+        self.waiting: list[tuple[bytes, float, asyncio.Future[None]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def push(self, payload: bytes) -> None:
+        """Return once ``payload`` is on the queue; raise the push's error otherwise."""
+        loop = asyncio.get_running_loop()
+        pushed: asyncio.Future[None] = loop.create_future()
+        self.waiting.append((payload, loop.time(), pushed))
+        if self.flusher is None:
+            self.flusher = loop.create_task(self._flush())
+        await pushed
+
+    def _take(self) -> list[tuple[bytes, float, asyncio.Future[None]]]:
+        """The oldest waiting messages, up to one batch."""
+        size, count = 0, 0
+        for payload, _, _ in self.waiting:
+            if count and (count == _BATCH_MESSAGES or size + len(payload) > _BATCH_BYTES):
+                break
+            size += len(payload)
+            count += 1
+        batch, self.waiting = self.waiting[:count], self.waiting[count:]
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            while self.waiting:
+                batch = self._take()
+                try:
+                    async with asyncio.timeout_at(batch[0][1] + self.deadline):
+                        await self.client.lpush(self.key, *[payload for payload, _, _ in batch])
+                except BaseException as exc:
+                    for _, _, pushed in batch:
+                        if not pushed.done():
+                            pushed.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        for _, _, pushed in self.waiting:
+                            pushed.cancel()
+                        raise  # cancelled (the loop is closing), or exiting
+                else:
+                    for _, _, pushed in batch:
+                        if not pushed.done():  # its caller may have been cancelled
+                            pushed.set_result(None)
+        finally:
+            self.flusher = None
+
+
 @dataclass
 class DirectPublisher:
     """Publishes one task's messages with a single LPUSH, blocking or from asyncio.
 
     Clients: one blocking client per publisher, one asyncio client per event loop (an asyncio
-    connection belongs to the loop that opened it). Each try is bounded by ``timeout``; a
-    connection error or timeout is retried twice, then raised (the receiver answers 503).
-    The asyncio client has no socket timeout: ``apublish`` puts one deadline on the whole push.
+    connection belongs to the loop that opened it), whose pushes are grouped (``_GroupPush``).
+    Each blocking try is bounded by ``timeout``; a connection error or timeout is retried twice,
+    then raised (the receiver answers 503).
     """
 
     app: Celery
@@ -285,7 +356,7 @@ class DirectPublisher:
     max_connections: int
     _sync: redis.Redis | None = None
     _template: _Template | None = None
-    _async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = field(
+    _async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupPush] = field(
         default_factory=weakref.WeakKeyDictionary
     )
 
@@ -319,15 +390,15 @@ class DirectPublisher:
         return message.task_id
 
     async def apublish(self, outgoing: Outgoing) -> str:
-        """As ``publish``, all of it bounded by ``2 x timeout`` (TimeoutError after that).
+        """As ``publish``, within ``2 x timeout`` of the call (TimeoutError after that).
 
         One deadline rather than the client's socket timeout: redis-py's asyncio client wraps
         every send in ``asyncio.wait_for`` (a task per command) when one is set.
         """
         message = self.build(outgoing)
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
+        pusher = self._async.get(loop)
+        if pusher is None:
             from redis.asyncio.retry import Retry
 
             client = aioredis.Redis.from_url(
@@ -338,9 +409,8 @@ class DirectPublisher:
                 retry_on_error=[redis.ConnectionError],
                 max_connections=self.max_connections,
             )
-            self._async[loop] = client
-        async with asyncio.timeout(2 * self.timeout):
-            await client.lpush(self.route.key, message.payload)
+            pusher = self._async[loop] = _GroupPush(client, self.route.key, 2 * self.timeout)
+        await pusher.push(message.payload)
         _published(self.task_name, self.route, message)
         return message.task_id
 

@@ -202,7 +202,11 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
 
     server = start_redis()
     sim.reset()
-    c = Cluster(tmp_path, f"redis://127.0.0.1:{port}/0", sim)
+    # A worker can die in the restart (below) between marking its POST in flight and sending it:
+    # the run is parked unknown, never resent blindly; the lookup finds Nen has no such run, and
+    # the sweep resubmits it. Without a lookup path it would end submit_failed (by design).
+    lookup = "/runs?idempotency_key={idempotency_key}"
+    c = Cluster(tmp_path, f"redis://127.0.0.1:{port}/0", sim, NEN_LOOKUP_PATH=lookup)
     try:
         c.receiver()
         worker, _ = c.worker()

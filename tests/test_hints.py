@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -60,8 +61,24 @@ def test_round_trip() -> None:
 
 
 # -- ingest.lua ---------------------------------------------------------------------------------
+_created: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _forget_runs(store: Any) -> Iterator[None]:
+    """These runs' callbacks are not real signatures: a later test's reconcile sweep must not
+    find them due and try to dispatch them."""
+    yield
+    if _created:
+        for run_id in _created:
+            store.redis.zrem(store.timers_key(run_id), run_id)
+            store.redis.delete(store.run_key(run_id), store.run_parked_key(run_id), store.secure_key(run_id))
+        _created.clear()
+
+
 def _run(store: Any, status: str | None = None, message_id: str | None = None) -> str:
     run_id = f"h-{uuid.uuid4()}"
+    _created.append(run_id)
     assert store.create(run_id, WF, {"A": 1}, None, {"task": "cb.ok"}, {"task": "cb.fail"})
     if message_id:
         store.bind(run_id, message_id, {})
@@ -154,12 +171,41 @@ def test_a_hint_that_does_not_fit_the_signed_body_changes_nothing(store: Any) ->
 @pytest.mark.integration
 def test_an_early_webhook_is_kept_with_the_run_and_handed_back_by_the_binding(store: Any) -> None:
     run_id = _run(store)
-    body, raw = _hook("m-early", "processing")
+    body, raw = _hook("m-early", "success")
     assert store.ingest(run_id, 0, body, raw, source="webhook")[:2] == ("parked", "queued")
     assert store.raw(run_id)["status"] == "queued"
     status, parked = store.bind(run_id, "m-early", {})
     assert status == "submitted" and parked == [raw]
     assert store.redis.exists(store.run_parked_key(run_id)) == 0
+
+
+@pytest.mark.integration
+def test_an_early_processing_webhook_is_applied_by_the_binding_itself(store: Any) -> None:
+    """Only its messageId is kept (a processing webhook stores no payload): the binding applies
+    it in the same script, with nothing handed back to replay."""
+    run_id = _run(store)
+    body, raw = _hook("m-early-p", "processing")
+    for _ in range(2):  # a duplicate is kept once
+        assert store.ingest(run_id, 0, body, raw, source="webhook")[:2] == ("parked", "queued")
+    assert store.raw(run_id)["parked_processing"] == "m-early-p"
+    assert store.redis.exists(store.run_parked_key(run_id)) == 0
+    assert store.bind(run_id, "m-early-p", {}) == ("processing", [])
+    data = store.raw(run_id)
+    assert "parked_processing" not in data and data["status"] == "processing"
+    history = [(h["status"], h["source"]) for h in json.loads(data["history"])]
+    assert history[-2:] == [("submitted", "nen:202"), ("processing", "webhook:parked")]
+    assert store.redis.zscore(store.timers_key(run_id), run_id) == pytest.approx(
+        float(data["updated_at"]) + store.next_check_after("processing"), abs=1
+    )
+
+
+@pytest.mark.integration
+def test_an_early_processing_webhook_for_another_message_is_dropped_by_the_binding(store: Any) -> None:
+    run_id = _run(store)
+    body, raw = _hook("m-someone-else", "processing")  # signed, but another run's
+    assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
+    assert store.bind(run_id, "m-mine", {}) == ("submitted", [])
+    assert "parked_processing" not in store.raw(run_id)
 
 
 @pytest.mark.integration
@@ -181,10 +227,14 @@ def test_an_unknown_run_is_bound_by_its_own_webhook(store: Any) -> None:
 @pytest.mark.integration
 def test_webhooks_kept_while_queued_are_taken_once_the_run_is_unknown(store: Any) -> None:
     run_id = _run(store)
-    body, raw = _hook("m-x", "processing")
-    assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
+    for status in ("processing", "success"):
+        body, raw = _hook("m-x", status)
+        assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
     store.apply(run_id, "unknown", source="t")
-    assert store.take_run_parked(run_id) == (0, [raw])
+    attempt, parked = store.take_run_parked(run_id)
+    # the processing one was kept as its messageId only: it comes back as a body of its own
+    assert attempt == 0 and len(parked) == 2 and parked[1] == raw
+    assert json.loads(store.sealer.open(parked[0])) == {"message_id": "m-x", "status": "processing"}
     assert store.take_run_parked(run_id) == (0, [])
 
 
@@ -193,7 +243,7 @@ def test_bind_survives_a_server_that_lost_its_scripts(store: Any) -> None:
     """bind and the messageId index go in one pipelined trip of raw EVALSHAs; after a restart
     or SCRIPT FLUSH each is run again on its own, without losing what the binding handed back."""
     run_id = _run(store)
-    body, raw = _hook("m-flushed", "processing")
+    body, raw = _hook("m-flushed", "failed")
     assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
     store.redis.script_flush()
     assert store.bind(run_id, "m-flushed", {}) == ("submitted", [raw])

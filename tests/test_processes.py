@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from nen_celery.signing import webhook_signature
+from nen_celery.worker import INGEST_QUEUE
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
 from tests.helpers import free_port, wait_for
 
@@ -195,14 +196,10 @@ def test_cli_exit_codes(deployed: dict[str, str]) -> None:
     assert secure_without_key.returncode != 0 and "NEN_SECRETS_KEY" in secure_without_key.stderr
 
 
-def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
+def _receiver(tmp_path: Path, **settings: str) -> tuple[Procs, str]:
+    """A receiver process (uvicorn) with ``settings`` on top of the suite's; its webhook URL."""
     port = free_port()
-    env = {
-        **os.environ,
-        "NEN_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET,
-        "NEN_PUBLISH_TIMEOUT": "1",
-    }
+    env = {**os.environ, "NEN_WEBHOOK_SECRET": SIM_WEBHOOK_SECRET, "NEN_PUBLISH_TIMEOUT": "1", **settings}
     procs = Procs(tmp_path)
     procs.spawn(
         "receiver",
@@ -211,21 +208,53 @@ def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
     )
     try:
         wait_for(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), 30, "receiver process")
-        body = json.dumps({"workflow_id": WF, "message_id": "m-1", "status": "success"}).encode()
-        headers = {
-            "X-Hmac-Signature": webhook_signature(SIM_WEBHOOK_SECRET, body),
-            "content-type": "application/json",
-        }
+    except BaseException:
+        procs.stop()
+        raise
+    return procs, f"http://127.0.0.1:{port}/webhooks/nen"
+
+
+def _signed_webhook(status: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"workflow_id": WF, "message_id": "m-1", "status": status}).encode()
+    return body, {
+        "X-Hmac-Signature": webhook_signature(SIM_WEBHOOK_SECRET, body),
+        "content-type": "application/json",
+    }
+
+
+def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
+    procs, url = _receiver(tmp_path, NEN_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        body, headers = _signed_webhook("success")
         # within Nen's 5 s: the request itself times out otherwise. Both paths: a run hint is
         # pushed from the event loop, a webhook without one from a thread after its lookup.
         for query in ("?nen_run=some-run", ""):
-            response = httpx.post(
-                f"http://127.0.0.1:{port}/webhooks/nen{query}", content=body, headers=headers, timeout=5
-            )
+            response = httpx.post(url + query, content=body, headers=headers, timeout=5)
             assert response.status_code == 503, procs.logs()
             assert response.json()["error"] == "unavailable"
     finally:
         procs.stop()
+
+
+def test_receiver_queues_a_processing_webhook_when_its_run_store_is_down(tmp_path: Path) -> None:
+    """The receiver applies ``processing`` webhooks itself; with the run store unreachable it
+    queues them for a worker instead, within Nen's 5 s, and still answers 200."""
+    broker = redis.Redis.from_url(_db_url(8))  # no worker consumes this database
+    broker.flushdb()
+    procs, url = _receiver(
+        tmp_path,
+        NEN_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nobody listens
+        NEN_BROKER_URL=_db_url(8),
+    )
+    try:
+        body, headers = _signed_webhook("processing")
+        response = httpx.post(url + "?nen_run=some-run", content=body, headers=headers, timeout=5)
+        assert response.status_code == 200 and response.json() == {"status": "queued"}, procs.logs()
+        assert broker.llen(INGEST_QUEUE) == 1
+        assert "applying it failed (ConnectionError); queued instead" in procs.logs()
+    finally:
+        procs.stop()
+        broker.flushdb()
 
 
 def test_dead_letters_are_listed_and_redriven_from_the_cli(deployed: dict[str, str]) -> None:

@@ -73,19 +73,21 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     assert store.claim_dispatch(token) == "done"
     assert store.get(rid).status == "success"  # type: ignore[union-attr]
 
-    # hinted webhooks (ingest.lua): kept with a queued run, handed back by the binding; applied
-    # and the completion claimed in one script; an unknown run is bound by its own webhook
+    # hinted webhooks (ingest.lua): kept with a queued run (a processing one as its messageId,
+    # applied by the binding; a terminal one whole, handed back); applied and the completion
+    # claimed in one script; an unknown run is bound by its own webhook
     hinted, hmid = runs[1], str(uuid.uuid4())
     assert store.claim_submit(hinted, 30, "h2", "x2")[0] == "ok"
     store.post_not_sent(hinted, "x2")
     store.release_submit(hinted, "x2")
     body = {"message_id": hmid, "status": "processing"}
-    assert store.ingest(hinted, 0, body, "kept", source="webhook")[0] == "parked"
-    assert store.bind(hinted, hmid, {})[1] == ["kept"]
     done = {"message_id": hmid, "status": "success"}
+    assert store.ingest(hinted, 0, body, "early", source="webhook")[0] == "parked"
+    assert store.ingest(hinted, 0, done, "kept", source="webhook")[0] == "parked"
+    assert store.bind(hinted, hmid, {}) == ("processing", ["kept"])
     assert store.ingest(hinted, 0, done, "x", source="webhook", holder="i1")[2] == "claimed"
     lost = runs[7]
-    assert store.ingest(lost, 0, body, "early", source="webhook")[0] == "parked"
+    assert store.ingest(lost, 0, done, "early", source="webhook")[0] == "parked"
     store.apply(lost, "unknown", source="submit:ambiguous")
     assert store.take_run_parked(lost) == (0, ["early"])
     assert store.ingest(lost, 0, body, "early", source="webhook")[:2] == ("applied", "processing")

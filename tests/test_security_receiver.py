@@ -142,6 +142,33 @@ def test_lookup_failure_still_queues_and_answers_200(idle: Stack) -> None:
     wait_for(lambda: stack.redis.exists(ctx.store.parked_key(message_id)), 10, "the webhook parked")
 
 
+def test_a_processing_webhook_is_queued_when_the_run_store_cannot_apply_it(idle: Stack) -> None:
+    """The thread path (Flask, Django, a clustered run store): applying fails -> queued, 200."""
+    from nen_celery.web import apply
+
+    stack = idle
+    ctx = get_context()
+    import redis
+
+    dead = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    dead_store = RunStore(dead, ctx.settings, ctx.sealer)
+    body = body_for(f"apply-down-{uuid.uuid4()}", "processing")
+    sent = published(stack)
+    answer = deliver(
+        dead_store.run_for_message,
+        ctx.sealer,
+        body,
+        json.loads(body),
+        ctx.settings.publish_timeout,
+        hint=("no-such-run", 0),
+        publisher=None,
+        applier=apply.blocking(dead_store),
+    )
+    assert answer.status_code == 200 and answer.body == {"status": "queued"}
+    assert published(stack) == sent + 1
+    stack.counter.wait_idle()  # the worker drops it: the hint names no run
+
+
 def test_run_lookup_uses_bounded_timeouts_and_follows_the_context(stack: Stack) -> None:
     ctx = get_context()
     lookup = run_lookup(ctx)

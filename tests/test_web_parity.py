@@ -184,3 +184,69 @@ def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
     for name, (run_id, body) in kept.items():
         parked = store.redis.lrange(store.run_parked_key(run_id), 0, -1)
         assert [json.loads(get_context().sealer.open(p)) for p in parked] == [json.loads(body)], name
+
+
+def _bound_run(message_id: str) -> str:
+    """A run Nen accepted as ``message_id`` (status submitted)."""
+    from nen_celery.context import get_context
+
+    store = get_context().store
+    run_id = f"parity-run-{uuid.uuid4()}"
+    assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+    assert store.bind(run_id, message_id, {"messageId": message_id})[0] == "submitted"
+    return run_id
+
+
+def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receivers: dict[str, Call]) -> None:
+    """No ingest task for ``processing``: the receiver runs the script, and a hint that does not
+    fit the signed body changes nothing; a run not bound yet keeps it (202, as when parked)."""
+    from nen_celery.context import get_context
+    from nen_celery.tasks import ingest_webhook
+
+    store = get_context().store
+    stack.counter.wait_idle()
+    before = stack.counter.published[ingest_webhook.name]
+    for name, call in receivers.items():
+        message_id = f"parity-{uuid.uuid4()}"
+        run_id = _bound_run(message_id)
+        body = webhook_body(message_id, "processing")
+        url = f"{WEBHOOK}?nen_run={run_id}"
+        assert call("POST", url, body, signed(body)) == Reply(200, {"status": "applied"}), name
+        run = store.get(run_id)
+        assert run is not None and run.status == "processing", name
+        again = call("POST", url, body, signed(body))  # a duplicate: applied, changes nothing
+        assert again == Reply(200, {"status": "applied"}), name
+        assert [h["status"] for h in store.get(run_id).history].count("processing") == 1  # type: ignore[union-attr]
+
+        other = webhook_body(f"parity-{uuid.uuid4()}", "processing")  # another message's webhook
+        other_run = _bound_run(f"parity-{uuid.uuid4()}")
+        answer = call("POST", f"{WEBHOOK}?nen_run={other_run}", other, signed(other))
+        assert answer == Reply(200, {"status": "ignored"}), name
+        assert store.get(other_run).status == "submitted", name  # type: ignore[union-attr]
+
+        unbound = f"parity-run-{uuid.uuid4()}"
+        assert store.create(unbound, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+        answer = call("POST", f"{WEBHOOK}?nen_run={unbound}", body, signed(body))
+        assert answer == Reply(202, {"status": "parked"}), name
+        assert store.raw(unbound)["parked_processing"] == message_id, name  # the binding applies it
+    assert stack.counter.published[ingest_webhook.name] == before  # not one task queued
+
+
+def test_with_apply_processing_off_every_receiver_queues_it(stack: Stack, receivers: dict[str, Call]) -> None:
+    from nen_celery.context import get_context
+    from nen_celery.tasks import ingest_webhook
+
+    stack.counter.wait_idle()
+    before = stack.counter.published[ingest_webhook.name]
+    runs = {}
+    with env(NEN_WEBHOOK_APPLY_PROCESSING="false"):
+        for name, call in receivers.items():
+            message_id = f"parity-{uuid.uuid4()}"
+            runs[name] = _bound_run(message_id)
+            body = webhook_body(message_id, "processing")
+            answer = call("POST", f"{WEBHOOK}?nen_run={runs[name]}", body, signed(body))
+            assert answer == Reply(200, {"status": "queued"}), name
+        assert stack.counter.published[ingest_webhook.name] == before + len(receivers)
+        stack.counter.wait_idle()  # the worker applies them
+    for name, run_id in runs.items():
+        assert get_context().store.get(run_id).status == "processing", name  # type: ignore[union-attr]

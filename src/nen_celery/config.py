@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # Receiver: push ingest_webhook messages onto a redis:// broker with one LPUSH
     # (direct_publish.py) rather than through apply_async; false keeps apply_async
     webhook_direct_publish: bool = True
+    # Receiver: apply `processing` webhooks of hinted runs itself (one Lua script on the run
+    # store, web/apply.py) instead of queueing ingest_webhook; false: the receiver never writes
+    # run state
+    webhook_apply_processing: bool = True
 
     # Secrets at rest: comma-separated Fernet-format keys, the first encrypts, all decrypt (crypto.py).
     secrets_key: SecretStr | None = None

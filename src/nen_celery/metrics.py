@@ -72,7 +72,7 @@ _webhook_children: dict[tuple[int, str], Any] = {}
 
 def webhook_answered(status_code: int, body: dict[str, Any]) -> None:
     if status_code == 200:
-        result = "queued"
+        result = str(body.get("status") or "queued")  # queued | applied | ignored
     else:
         result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
     # one labelled child per process and result: labels() takes a lock and builds a tuple each call

@@ -256,7 +256,9 @@ class RunStore:
         now = time.time()
         check = next_check or now + self.next_check_after("submitted")
         bind_keys = self._run_keys(run_id)
-        bind_args: list[Any] = [message_id, now, json.dumps(accepted), check]
+        processing_check = now + self.next_check_after("processing")
+        retention = self.settings.retention_seconds
+        bind_args: list[Any] = [message_id, now, json.dumps(accepted), check, retention, processing_check]
         index_keys = [self.msg_key(message_id), self.parked_key(message_id)]
         index_args: list[Any] = [run_id, 2 * self.settings.retention_seconds]
         if isinstance(self.redis, RedisCluster):
@@ -271,13 +273,22 @@ class RunStore:
         return str(bound[1]), [str(p) for p in [*bound[2:], *by_message]]
 
     def take_run_parked(self, run_id: str) -> tuple[int, list[str]]:
-        """(the run's attempt, the webhooks kept with it), removing them: one pipelined trip."""
+        """(the run's attempt, the webhooks kept with it), removing them: one pipelined trip.
+
+        A kept ``processing`` webhook (ingest.lua keeps only its messageId) comes back as a
+        sealed body of its own, like the others."""
+        key = self.run_key(run_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.run_key(run_id), "redrives")
+        pipe.hmget(key, ["redrives", "parked_processing"])
+        pipe.hdel(key, "parked_processing")
         pipe.lrange(self.run_parked_key(run_id), 0, -1)
         pipe.delete(self.run_parked_key(run_id))
-        redrives, parked, _ = pipe.execute()
-        return int(redrives or 0), [str(p) for p in parked]
+        (redrives, processing), _, parked, _ = pipe.execute()
+        out = [str(p) for p in parked]
+        if processing:
+            body = json.dumps({"message_id": processing, "status": "processing"}).encode()
+            out.insert(0, self.sealer.seal_if_enabled(body))
+        return int(redrives or 0), out
 
     def drop_parked(self, message_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -348,30 +359,43 @@ class RunStore:
         completion is then already ``sent`` (with ``callback_id``, the callback task id for the
         body's status) unless the run had ended otherwise, when ``finish_completion`` follows.
         """
+        keys, args = self.ingest_call(run_id, attempt, body, sealed_body, source, holder, callback_id)
+        return self.ingest_result(self._call("ingest", keys, args))
+
+    def ingest_call(
+        self,
+        run_id: str,
+        attempt: int,
+        body: dict[str, Any],
+        sealed_body: str,
+        source: str,
+        holder: str = "",
+        callback_id: str = "",
+    ) -> tuple[list[str], list[Any]]:
+        """ingest.lua's keys and arguments: ``ingest`` runs them, the receiver too (asyncio)."""
         status = str(body["status"])
         payload = self.sealer.seal_if_enabled(json.dumps(body).encode()) if is_terminal(status) else ""
         now = time.time()
-        res = self._call(
-            "ingest",
-            self._run_keys(run_id),
-            [
-                str(body["message_id"]),
-                status,
-                now,
-                payload,
-                source,
-                self.settings.retention_seconds,
-                now + self.next_check_after(status),
-                self.settings.retention_seconds,
-                PARKED_MAX,
-                sealed_body,
-                self.settings.completion_lease,
-                holder,
-                attempt,
-                callback_id,
-                now + self.settings.callback_timeout,
-            ],
-        )
+        return self._run_keys(run_id), [
+            str(body["message_id"]),
+            status,
+            now,
+            payload,
+            source,
+            self.settings.retention_seconds,
+            now + self.next_check_after(status),
+            self.settings.retention_seconds,
+            PARKED_MAX,
+            sealed_body,
+            self.settings.completion_lease,
+            holder,
+            attempt,
+            callback_id,
+            now + self.settings.callback_timeout,
+        ]
+
+    @staticmethod
+    def ingest_result(res: list[Any]) -> tuple[str, str, str, dict[str, str]]:
         data = _pairs(res[3]) if len(res) > 3 else {}
         return str(res[0]), str(res[1]), str(res[2]), data
 

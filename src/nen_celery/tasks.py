@@ -32,7 +32,7 @@ from .hints import url_with_run
 from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .store import callbacks
-from .webhook import RECEIVED_AT_HEADER, parse_webhook
+from .webhook import RECEIVED_AT_HEADER, log_hinted, parse_webhook
 from .worker import DISPATCH_HEADER, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
@@ -336,21 +336,7 @@ def _ingest_hinted(
         run_id, attempt, body, sealed_body, source="webhook", holder=holder, callback_id=callback_id
     )
     result = {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
-    if verdict in ("mismatch", "stale", "missing"):
-        # The query string is not signed: a hint that does not fit the signed body is refused.
-        log.warning(
-            "webhook %s for message %s names run %s (attempt %d), which it does not belong to (%s)",
-            status,
-            message_id,
-            run_id,
-            attempt,
-            verdict,
-        )
-        return result
-    if verdict == "parked":
-        log.info("run %s webhook %s kept with the run: its messageId is not bound yet", run_id, status)
-        return result
-    log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)
+    log_hinted(log, verdict, now, run_id, attempt, status, message_id)
     if completion == "claimed":
         result["callback_task_id"] = _dispatch_completion(task, run_id, holder, data)
     return result

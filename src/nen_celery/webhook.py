@@ -5,6 +5,7 @@ the header that times it. Pure and light: the receiver checks bodies without imp
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from .status import WEBHOOK_STATUSES
@@ -28,3 +29,28 @@ def parse_webhook(raw: bytes) -> dict[str, Any]:
     if body.get("status") not in WEBHOOK_STATUSES:
         raise ValueError(_STATUS_ERROR)
     return body
+
+
+# ingest.lua's verdicts for a webhook whose run hint does not fit its signed body
+MISFITS = frozenset({"mismatch", "stale", "missing"})
+
+
+def log_hinted(
+    log: logging.Logger, verdict: str, now: str, run_id: str, attempt: int, status: str, message_id: str
+) -> None:
+    """How ingest.lua applied a webhook that named its run, logged alike by the ingest task and
+    the receiver."""
+    if verdict in MISFITS:
+        # The query string is not signed: a hint that does not fit the signed body is refused.
+        log.warning(
+            "webhook %s for message %s names run %s (attempt %d), which it does not belong to (%s)",
+            status,
+            message_id,
+            run_id,
+            attempt,
+            verdict,
+        )
+    elif verdict == "parked":
+        log.info("run %s webhook %s kept with the run: its messageId is not bound yet", run_id, status)
+    else:
+        log.info("run %s webhook %s: %s (now %s)", run_id, status, verdict, now)

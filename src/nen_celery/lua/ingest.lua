@@ -19,10 +19,16 @@ local bound = redis.call('HGET', key, 'message_id') or ''
 if bound == '' then
   local status = redis.call('HGET', key, 'status')
   if status ~= 'unknown' then
-    -- the 202 is not stored yet: keep the webhook with the run; bind.lua hands it back
-    redis.call('RPUSH', KEYS[4], ARGV[10])
-    redis.call('LTRIM', KEYS[4], -tonumber(ARGV[9]), -1)
-    redis.call('EXPIRE', KEYS[4], ARGV[8])
+    -- the 202 is not stored yet: keep the webhook with the run. A 'processing' one carries
+    -- nothing but its messageId (no payload is stored for it): bind.lua applies it itself.
+    -- Any other: kept whole, bind.lua hands it back.
+    if ARGV[2] == 'processing' then
+      redis.call('HSETNX', key, 'parked_processing', ARGV[1])
+    else
+      redis.call('RPUSH', KEYS[4], ARGV[10])
+      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[9]), -1)
+      redis.call('EXPIRE', KEYS[4], ARGV[8])
+    end
     return {'parked', status, ''}
   end
   -- our POST's fate was unknown (its answer was lost): Nen's own webhook for this run says it

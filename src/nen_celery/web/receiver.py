@@ -3,7 +3,8 @@
 1. ``check``: size (413), content type (415), signature (401; scheme ``NEN_WEBHOOK_SCHEME``),
    body shape (400). Pure: nothing is read or written.
 2. ``deliver``: a webhook whose URL names its run (``?nen_run=``, hints.py; every run this
-   package starts has one) is queued for that run at once: 200, no Redis read. Otherwise one GET
+   package starts has one) is queued for that run at once: 200, no Redis read; a ``processing``
+   one is applied here instead, with one script (apply.py): 200 ``applied``. Otherwise one GET
    of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then ``ingest_webhook`` is
    queued whatever the lookup said. Known messageId: 200. Unknown:
    ``NEN_WEBHOOK_PARKED_STATUS`` (202) ``{"status": "parked"}``: the ingest task parks it for
@@ -30,6 +31,7 @@ from ..crypto import Sealer
 from ..direct_publish import DirectPublisher, Outgoing
 from ..store import RunStore
 from ..webhook import RECEIVED_AT_HEADER, parse_webhook
+from . import apply
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -86,6 +88,7 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
         ctx.settings.webhook_parked_status,
         hints.run_from_query(query, ctx.settings.webhook_run_param),
         direct_publisher(ctx),
+        apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
     )
 
 
@@ -194,6 +197,8 @@ def _not_queued(parsed: dict[str, Any], exc: BaseException) -> Answer:
 
 
 QUEUED = Answer(200, {"status": "queued"})
+APPLIED = Answer(200, {"status": "applied"})  # a processing webhook applied by the receiver
+IGNORED = Answer(200, {"status": "ignored"})  # ... whose run hint does not fit it: nothing changed
 
 
 def enqueue(
@@ -224,8 +229,20 @@ async def deliver_hinted(
     """``deliver`` without a thread: a hinted webhook pushed from the event loop, or None when
     this needs the blocking path (no hint, or no direct publisher for this broker)."""
     hint = hints.run_from_query(query, ctx.settings.webhook_run_param)
-    publisher = direct_publisher(ctx) if hint is not None else None
-    if hint is None or publisher is None:
+    if hint is None:
+        return None
+    if apply.wanted(ctx.settings.webhook_apply_processing, parsed, hint):
+        applier = async_apply(ctx)
+        if applier is None:
+            return None  # a clustered run store: the thread path applies it
+        try:
+            verdict, now = await applier(hint[0], hint[1], parsed, ctx.sealer.seal_if_enabled(body))
+        except Exception as exc:  # run store down or slow: queue it instead
+            _apply_failed(parsed, hint, exc)
+        else:
+            return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
+    publisher = direct_publisher(ctx)
+    if publisher is None:
         return None
     outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
     try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
@@ -239,6 +256,24 @@ async def deliver_hinted(
     return answer
 
 
+def _applied(
+    verdict: str, now: str, parsed: dict[str, Any], hint: tuple[str, int], parked_status: int
+) -> Answer:
+    with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
+        answer = apply.answer_for(verdict, now, hint[0], hint[1], parsed, parked_status)
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
+
+
+def _apply_failed(parsed: dict[str, Any], hint: tuple[str, int], exc: BaseException) -> None:
+    log.warning(
+        "webhook %s for run %s: applying it failed (%s); queued instead",
+        parsed["status"],
+        hint[0],
+        type(exc).__name__,
+    )
+
+
 def deliver(
     lookup: Lookup,
     sealer: Sealer,
@@ -248,11 +283,20 @@ def deliver(
     parked_status: int = 202,
     hint: tuple[str, int] | None = None,
     publisher: DirectPublisher | None = None,
+    applier: apply.BlockingApply | None = None,
 ) -> Answer:
-    """Queue the webhook: for its hinted run at once, else after looking its messageId up."""
+    """Queue the webhook: for its hinted run at once (a ``processing`` one applied here when
+    ``applier`` is given), else after looking its messageId up."""
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
         if hint is not None:
+            if applier is not None and apply.wanted(True, parsed, hint):
+                try:
+                    verdict, now = applier(hint[0], hint[1], parsed, sealer.seal_if_enabled(body))
+                except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
+                    _apply_failed(parsed, hint, exc)
+                else:
+                    return _applied(verdict, now, parsed, hint, parked_status)
             with runlog.bound(run_id=hint[0]):
                 answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
                 metrics.webhook_answered(answer.status_code, answer.body)
@@ -291,7 +335,12 @@ _lookups_lock = threading.Lock()
 
 
 def run_lookup(ctx: Context) -> Lookup:
-    """``RunStore.run_for_message`` over a Redis client whose timeouts fit Nen's 5 s answer budget.
+    """``RunStore.run_for_message`` over ``run_store``'s client."""
+    return run_store(ctx).run_for_message
+
+
+def run_store(ctx: Context) -> RunStore:
+    """The receiver's run store: a Redis client whose timeouts fit Nen's 5 s answer budget.
 
     The process context's client waits up to 5 s to connect and retries on timeout; this one
     gives up after ``NEN_PUBLISH_TIMEOUT`` so a blackholed Redis cannot hold a webhook answer.
@@ -312,28 +361,44 @@ def run_lookup(ctx: Context) -> Lookup:
                 _lookups.clear()  # the old client may still serve a request: let it be collected
                 cached = (ctx, client, RunStore(client, ctx.settings, ctx.sealer))
                 _lookups[key] = cached
-    return cached[2].run_for_message
+    return cached[2]
 
 
-_publisher: tuple[object, DirectPublisher | None] = (None, None)
+_per_context: dict[str, tuple[object, Any]] = {}
+
+
+def _for_context(name: str, ctx: Context, build: Callable[[], Any]) -> Any:
+    """``build()``'s value, made once per context (a forked process has a context of its own)."""
+    cached = _per_context.get(name)
+    if cached is None or cached[0] is not ctx:
+        with _lookups_lock:
+            cached = _per_context.get(name)
+            if cached is None or cached[0] is not ctx:
+                cached = _per_context[name] = (ctx, build())
+    return cached[1]
 
 
 def direct_publisher(ctx: Context) -> DirectPublisher | None:
-    """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async.
+    """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async."""
 
-    Cached with the context it was built for (a forked process has a context of its own)."""
-    global _publisher
-    cached = _publisher
-    if cached[0] is not ctx:
-        with _lookups_lock:
-            cached = _publisher
-            if cached[0] is not ctx:
-                from ..tasks import ingest_webhook
+    def build() -> DirectPublisher | None:
+        from ..tasks import ingest_webhook
 
-                publisher = None
-                if ctx.settings.webhook_direct_publish:
-                    publisher = direct_publish.for_task(
-                        ingest_webhook, ctx.settings.publish_timeout, ctx.settings.broker_max_connections
-                    )
-                cached = _publisher = (ctx, publisher)
-    return cached[1]
+        if not ctx.settings.webhook_direct_publish:
+            return None
+        timeout, connections = ctx.settings.publish_timeout, ctx.settings.broker_max_connections
+        return direct_publish.for_task(ingest_webhook, timeout, connections)
+
+    publisher: DirectPublisher | None = _for_context("publisher", ctx, build)
+    return publisher
+
+
+def async_apply(ctx: Context) -> apply.AsyncApply | None:
+    """This process's event-loop apply (None: the run store is clustered); each call bounded by
+    half of ``NEN_PUBLISH_TIMEOUT``, so with the queueing that follows a failure the answer
+    stays within Nen's budget."""
+    settings = ctx.settings
+    applier: apply.AsyncApply | None = _for_context(
+        "apply", ctx, lambda: apply.for_url(ctx.store, settings.redis_url, settings.publish_timeout / 2)
+    )
+    return applier

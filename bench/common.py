@@ -86,6 +86,32 @@ def sim_config(**overrides: Any) -> Any:
     return SimulatorConfig(api_key=API_KEY, signing_key=SIGNING_KEY, webhook_secret=WEBHOOK_SECRET, **values)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU time of ``pid`` (all its threads) and, with ``children``, its live descendants (/proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+            if children:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    todo += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def redis_pid() -> int:
+    """The benchmarks' Redis server's pid (it runs on this machine)."""
+    import redis
+
+    return int(redis.Redis.from_url(BOOK_URL).info("server")["process_id"])
+
+
 def free_port() -> int:
     import socket
 

@@ -13,7 +13,6 @@ both sides driven one request at a time (one connection), where the receiver's g
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,10 +20,19 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from bench.common import WEBHOOK_SECRET, WF, Result, configure, env_int, flush, free_port, processes
+from bench.common import (
+    WEBHOOK_SECRET,
+    WF,
+    Result,
+    configure,
+    cpu_seconds,
+    env_int,
+    flush,
+    free_port,
+    processes,
+)
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-_TICKS = os.sysconf("SC_CLK_TCK")
 HINTED = "/webhooks/nen?nen_run=bench-run"
 
 
@@ -39,30 +47,15 @@ def wrk_script(body: bytes, headers: dict[str, str]) -> Path:
     return path
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its live descendants (/proc)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICKS
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
 def wrk(
     url: str, script: Path, seconds: int, connections: int, server_pid: int | None = None
 ) -> tuple[float, float, float]:
     """(requests/s, p99 ms, server CPU µs per request or 0); RuntimeError if any answer was
     not 2xx. CPU per request moves less with the machine's load than requests/s."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    before = _cpu_seconds(server_pid) if server_pid else 0.0
+    before = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    used = _cpu_seconds(server_pid) - before if server_pid else 0.0
+    used = cpu_seconds(server_pid) - before if server_pid else 0.0
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

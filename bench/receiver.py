@@ -7,7 +7,9 @@ requests/s; p99 reported for both. More rows for comparison: without NEN_SECRETS
 seal), with NEN_WEBHOOK_DIRECT_PUBLISH=false, both sides on uvicorn's pure-Python server
 (h11 parser, asyncio loop), where the server's own cost per request is three times larger, and
 both sides driven one request at a time (one connection), where the receiver's group commit
-(direct_publish._GroupPush) has nothing to group: the cost of one webhook alone.
+(direct_publish._GroupPush) has nothing to group: the cost of one webhook alone. The webhooks
+are terminal ones (queued); a last row sends `processing` ones, which the receiver applies
+itself with one Lua call on a real run record instead of queueing (web/apply.py).
 """
 
 from __future__ import annotations
@@ -75,23 +77,32 @@ def run() -> list[Result]:
 
     message_id = str(uuid.uuid4())
     store = get_context().store
-    store.redis.set(store.msg_key(message_id), "bench-run")  # a bound messageId: the 200 path
-    body = json.dumps(
-        {"workflow_id": WF, "message_id": message_id, "status": "processing", "expires_at": 1730319600},
-        separators=(",", ":"),
-    ).encode()
+    # a run Nen accepted as message_id, so the processing rows apply (then no-op) on a real record
+    assert store.create("bench-run", WF, {}, None, None, None)
+    store.bind("bench-run", message_id, {"messageId": message_id})
     from nen_celery.signing import webhook_signature
 
-    script = wrk_script(body, {"X-Hmac-Signature": webhook_signature(WEBHOOK_SECRET, body)})
+    def script_for(status: str) -> Path:
+        body = json.dumps(
+            {"workflow_id": WF, "message_id": message_id, "status": status, "expires_at": 1730319600},
+            separators=(",", ":"),
+        ).encode()
+        return wrk_script(body, {"X-Hmac-Signature": webhook_signature(WEBHOOK_SECRET, body)})
+
+    # terminal webhooks are queued (the target's "verify + enqueue"); processing ones the
+    # receiver applies itself (one Lua script on the run store, web/apply.py)
+    scripts = {"success": script_for("success"), "processing": script_for("processing")}
     pure = ("--http", "h11", "--loop", "asyncio")  # uvicorn without httptools and uvloop
-    # (env, server, connections), alternating
-    variants: dict[str, tuple[dict[str, str], tuple[str, ...], int]] = {
+    # (env, server, connections, webhook status), alternating
+    variants: dict[str, tuple[dict[str, str], tuple[str, ...], int, str]] = {
         # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
-        "sealed": ({}, (), conns),
-        "clear": ({"NEN_SECRETS_KEY": ""}, (), conns),  # no key: bodies queued in clear
-        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, (), conns),  # Celery's, in a thread
-        "sealed, h11 + asyncio": ({}, pure, conns),
-        "sealed, 1 connection": ({}, (), 1),
+        "sealed": ({}, (), conns, "success"),
+        "clear": ({"NEN_SECRETS_KEY": ""}, (), conns, "success"),  # no key: bodies queued in clear
+        # Celery's publish, in a thread
+        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, (), conns, "success"),
+        "sealed, h11 + asyncio": ({}, pure, conns, "success"),
+        "sealed, 1 connection": ({}, (), 1, "success"),
+        "processing, applied by the receiver": ({}, (), conns, "processing"),
     }
     ours: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     bare: dict[tuple[str, ...], list[tuple[float, float, float]]] = {(): [], pure: []}
@@ -106,21 +117,22 @@ def run() -> list[Result]:
 
         urls = {
             name: serve(f"receiver-{i}", "nen_celery.web.asgi:app", HINTED, server, **extra)
-            for i, (name, (extra, server, _)) in enumerate(variants.items())
+            for i, (name, (extra, server, _, _)) in enumerate(variants.items())
         }
         bare_urls = {
             server: serve(f"bare-{i}", "bench.bare_web:app", "/webhooks/nen", server)
             for i, server in enumerate(bare)
         }
         for url, _ in [*urls.values(), *bare_urls.values()]:
-            wrk(url, script, 2, conns)  # warm up
+            wrk(url, scripts["success"], 2, conns)  # warm up
         for _ in range(3):  # alternate, keep each side's best: the machine is shared
             for server, (url, pid) in bare_urls.items():
-                bare[server].append(wrk(url, script, seconds, conns, pid))
+                bare[server].append(wrk(url, scripts["success"], seconds, conns, pid))
             single_url, single_pid = bare_urls[()]
-            bare_single.append(wrk(single_url, script, seconds, 1, single_pid))
+            bare_single.append(wrk(single_url, scripts["success"], seconds, 1, single_pid))
             for name, (url, pid) in urls.items():
-                ours[name].append(wrk(url, script, seconds, variants[name][2], pid))
+                _, _, connections, status = variants[name]
+                ours[name].append(wrk(url, scripts[status], seconds, connections, pid))
     flush()
     notes = {
         "sealed": "HMAC + AES-GCM seal + one LPUSH of Celery's message from the event loop; hinted URL",
@@ -128,9 +140,11 @@ def run() -> list[Result]:
         "apply_async": "NEN_WEBHOOK_DIRECT_PUBLISH=false: Celery's apply_async in a thread (sealed)",
         "sealed, h11 + asyncio": "as sealed, both sides on `uvicorn --http h11 --loop asyncio`",
         "sealed, 1 connection": "as sealed, both sides driven one request at a time: nothing to group",
+        "processing, applied by the receiver": "a processing webhook: HMAC + one ingest.lua call on "
+        "the run store from the event loop, no task queued (the bare side still LPUSHes)",
     }
     results = []
-    for name, (_, server, connections) in variants.items():
+    for name, (_, server, connections, _) in variants.items():
         base = bare[server] if connections == conns else bare_single
         o, b = max(ours[name]), max(base)
         ratio = o[0] / b[0]

@@ -1,7 +1,8 @@
 """4. Redis cost of one run, counted at the client: every request/reply exchange of every
-redis-py connection in this process (a script call, a single command or a whole pipeline is
-one round trip), split by DB: run state (DB 11) and broker (DB 12). The simulator, receiver
-and a threads worker run in this process so nothing escapes the count.
+redis-py connection in this process, blocking or asyncio (a script call, a single command or a
+whole pipeline is one round trip; a group-committed LPUSH of several webhooks is one), split by
+DB: run state (DB 11) and broker (DB 12). The simulator, receiver and a threads worker run in
+this process so nothing escapes the count.
 
 - round trips on the run-state DB per run lifecycle (start_run .. callback done): target <= 8
 - broker round trips per run, against a bare 3-task sequence (reported, no target)
@@ -66,13 +67,35 @@ class RoundTrips:
                 counts[(db_of(pipe), "pipeline")] += 1
             return piped(pipe, *args, **kwargs)
 
+        # the receiver's asyncio clients too: its group-committed LPUSHes, its ingest.lua calls
+        import redis.asyncio.client as aclient
+
+        async_cls, async_pipe_cls = aclient.Redis, aclient.Pipeline
+        aplain, apiped = async_cls.execute_command, async_pipe_cls.execute
+
+        async def aexecute_command(client: Any, *args: Any, **options: Any) -> Any:
+            what = str(args[0]).upper()
+            if what == "EVALSHA":
+                what = "script:" + names.get(str(args[1]), str(args[1])[:8])
+            counts[(db_of(client), what)] += 1
+            return await aplain(client, *args, **options)
+
+        async def aexecute(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            if pipe.command_stack:
+                counts[(db_of(pipe), "pipeline")] += 1
+            return await apiped(pipe, *args, **kwargs)
+
         redis_cls.execute_command = execute_command  # type: ignore[method-assign,assignment]
         pipe_cls.execute = execute  # type: ignore[method-assign,assignment]
+        async_cls.execute_command = aexecute_command  # type: ignore[method-assign,assignment]
+        async_pipe_cls.execute = aexecute  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
             redis_cls.execute_command = plain  # type: ignore[method-assign]
             pipe_cls.execute = piped  # type: ignore[method-assign]
+            async_cls.execute_command = aplain  # type: ignore[method-assign]
+            async_pipe_cls.execute = apiped  # type: ignore[method-assign]
 
     @contextmanager
     def paused(self) -> Iterator[None]:

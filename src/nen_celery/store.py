@@ -76,7 +76,8 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 
 
 @cache
-def _source(name: str) -> str:
+def script_source(name: str) -> str:
+    """A Lua script's source: its file under lua/ after the shared functions of _common.lua."""
     lua = resources.files("nen_celery") / "lua"
     return (lua / "_common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
@@ -88,7 +89,7 @@ class RunStore:
         self.sealer = sealer
         self.prefix = settings.key_prefix
         self.shards = settings.store_shards
-        self._scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(script_source(name)) for name in _SCRIPTS}
 
     # -- keys -------------------------------------------------------------------------------
     def shard(self, some_id: str) -> int:

@@ -4,8 +4,9 @@ Why: a ``processing`` webhook only moves its run's status forward; queueing ``in
 for it costs a whole Celery task (broker trips, the worker's main process, a pool process) to
 run the same one script. Applied here, a run costs 3 tasks instead of 4. Only for a webhook
 whose URL names its run (hints.py) and whose signature was verified; ingest.lua checks the
-body's messageId against the run's (a forged or stale query string is ignored) and keeps a
-webhook that came before the run's binding with the run, exactly as the task does. Terminal
+body's messageId against the run's (a forged or stale query string is ignored) and keeps the
+messageId of one that came before the run's binding, which bind.lua then applies, exactly as
+when the task runs it. Terminal
 webhooks still go through the queue: their completion dispatch belongs to a worker.
 
 ``NEN_WEBHOOK_APPLY_PROCESSING=false`` queues every webhook, for deployments whose receiver
@@ -25,7 +26,7 @@ from redis.commands.core import AsyncScript
 
 from .. import connections
 from ..status import is_terminal
-from ..store import RunStore, _source
+from ..store import RunStore, script_source
 from ..webhook import MISFITS, log_hinted
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class AsyncApply:
                 socket_connect_timeout=self.timeout,
                 socket_timeout=None,  # a task per command otherwise; the deadline is below
             )
-            script = self._scripts[loop] = client.register_script(_source("ingest"))
+            script = self._scripts[loop] = client.register_script(script_source("ingest"))
         return script
 
     async def __call__(

@@ -226,8 +226,9 @@ def enqueue(
 async def deliver_hinted(
     ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes
 ) -> Answer | None:
-    """``deliver`` without a thread: a hinted webhook pushed from the event loop, or None when
-    this needs the blocking path (no hint, or no direct publisher for this broker)."""
+    """``deliver`` without a thread: a hinted webhook pushed (or, ``processing``, applied) from
+    the event loop, or None when this needs the blocking path (no hint, no direct publisher for
+    this broker, or a clustered run store)."""
     hint = hints.run_from_query(query, ctx.settings.webhook_run_param)
     if hint is None:
         return None

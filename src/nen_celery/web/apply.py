@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nen_celery.web")
 
-# (run_id, attempt, parsed body, sealed body) -> (verdict, status now)
-BlockingApply = Callable[[str, int, dict[str, Any], str], tuple[str, str]]
+# (run_id, attempt, parsed body) -> (verdict, status now)
+BlockingApply = Callable[[str, int, dict[str, Any]], tuple[str, str]]
+
+# ingest.lua keeps only the messageId of a processing webhook that came before the binding, never
+# its body: nothing is sealed for it
+_NO_BODY = ""
 
 
 def wanted(enabled: bool, parsed: dict[str, Any], hint: tuple[str, int] | None) -> bool:
@@ -60,8 +64,8 @@ def answer_for(
 def blocking(store: RunStore) -> BlockingApply:
     """The apply for the receiver's thread path (Flask, Django, a clustered run store)."""
 
-    def apply(run_id: str, attempt: int, parsed: dict[str, Any], sealed_body: str) -> tuple[str, str]:
-        verdict, now, _, _ = store.ingest(run_id, attempt, parsed, sealed_body, source="webhook")
+    def apply(run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
+        verdict, now, _, _ = store.ingest(run_id, attempt, parsed, _NO_BODY, source="webhook")
         return verdict, now
 
     return apply
@@ -93,9 +97,9 @@ class AsyncApply:
         return script
 
     async def __call__(
-        self, run_id: str, attempt: int, parsed: dict[str, Any], sealed_body: str
+        self, run_id: str, attempt: int, parsed: dict[str, Any]
     ) -> tuple[str, str]:
-        keys, args = self.store.ingest_call(run_id, attempt, parsed, sealed_body, "webhook")
+        keys, args = self.store.ingest_call(run_id, attempt, parsed, _NO_BODY, "webhook")
         async with asyncio.timeout(self.timeout):
             res = await self._script()(keys=keys, args=args)
         verdict, now, _, _ = RunStore.ingest_result(res)

@@ -88,7 +88,7 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
         ctx.settings.webhook_parked_status,
         hints.run_from_query(query, ctx.settings.webhook_run_param),
         direct_publisher(ctx),
-        apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
+        blocking_apply(ctx),
     )
 
 
@@ -237,7 +237,7 @@ async def deliver_hinted(
         if applier is None:
             return None  # a clustered run store: the thread path applies it
         try:
-            verdict, now = await applier(hint[0], hint[1], parsed, ctx.sealer.seal_if_enabled(body))
+            verdict, now = await applier(hint[0], hint[1], parsed)
         except Exception as exc:  # run store down or slow: queue it instead
             _apply_failed(parsed, hint, exc)
         else:
@@ -293,7 +293,7 @@ def deliver(
         if hint is not None:
             if applier is not None and apply.wanted(True, parsed, hint):
                 try:
-                    verdict, now = applier(hint[0], hint[1], parsed, sealer.seal_if_enabled(body))
+                    verdict, now = applier(hint[0], hint[1], parsed)
                 except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
                     _apply_failed(parsed, hint, exc)
                 else:
@@ -392,6 +392,16 @@ def direct_publisher(ctx: Context) -> DirectPublisher | None:
 
     publisher: DirectPublisher | None = _for_context("publisher", ctx, build)
     return publisher
+
+
+def blocking_apply(ctx: Context) -> apply.BlockingApply | None:
+    """This process's apply for the thread path, or None with NEN_WEBHOOK_APPLY_PROCESSING off."""
+    applier: apply.BlockingApply | None = _for_context(
+        "blocking_apply",
+        ctx,
+        lambda: apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
+    )
+    return applier
 
 
 def async_apply(ctx: Context) -> apply.AsyncApply | None:

@@ -2,8 +2,8 @@
 threads pool (then gevent) at high concurrency works through N queued submissions, as one worker
 process and as one process per core (BENCH_SUBMIT_PROCS, default "1,2"). Figure: submissions/s
 in steady state (10%..90% of the POSTs) against the bound concurrency / latency.
-Target: >= 400/s. The shared httpx client allows 100 connections per process, so a
-concurrency above 100 is capped at 100 / 0.2 s = 500/s per process.
+Target: >= 400/s. The shared httpx client allows NEN_HTTP_MAX_CONNECTIONS (100) connections per
+process, so a concurrency above that is capped at 100 / 0.2 s = 500/s per process.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from bench.common import WF, Result, configure, env_int, flush, processes, sim_config
 
 LATENCY = 0.2
-HTTP_POOL = 100  # client.shared_http_client: httpx.Limits(max_connections=100)
+HTTP_POOL = int(os.environ.get("NEN_HTTP_MAX_CONNECTIONS", "100"))  # client.http_limits
 
 
 def _steady_rate(sim: object, n: int, timeout: float) -> float:

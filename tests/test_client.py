@@ -241,8 +241,11 @@ def test_parse_retry_after() -> None:
         ("retrieval_path", "/runs"),
         ("retry_statuses", "429,abc"),
         ("reschedule_delay", 600),
+        ("http_max_connections", 0),
+        ("http_keepalive_expiry", 0),
     ],
 )
 def test_bad_settings_name_the_setting(name: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=name.upper() if name != "reschedule_delay" else name):
+    by_env_name = ("api_url", "webhook_url", "retrieval_path", "retry_statuses")
+    with pytest.raises(ValueError, match=name.upper() if name in by_env_name else name):
         Settings(**{name: value})

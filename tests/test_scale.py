@@ -37,7 +37,9 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def run_many(tmp: Path, sim: SimulatorServer, runs: int, timeout: float) -> None:
+def run_many(
+    tmp: Path, sim: SimulatorServer, runs: int, timeout: float, submit_pool: tuple[str, int] = ("threads", 8)
+) -> None:
     url = db_url(TEST_REDIS_URL, 6)
     redis.Redis.from_url(url).flushdb()
     sim.reset()
@@ -45,7 +47,8 @@ def run_many(tmp: Path, sim: SimulatorServer, runs: int, timeout: float) -> None
         sim.state.config.webhook_duplicates = 2  # each webhook three times, concurrently
         c.receiver()
         c.beat()  # one beat: the sweep polls Nen for any webhook that never got through
-        _, submitter = c.worker(concurrency=8, pool="threads", queues=SUBMIT, loglevel="WARNING")
+        pool, concurrency = submit_pool
+        _, submitter = c.worker(concurrency=concurrency, pool=pool, queues=SUBMIT, loglevel="WARNING")
         _, rest1 = c.worker(concurrency=2, queues=REST, loglevel="WARNING")
         _, rest2 = c.worker(concurrency=2, queues=REST, loglevel="WARNING")
         run_ids = [c.start() for _ in range(runs)]
@@ -75,6 +78,17 @@ def run_many(tmp: Path, sim: SimulatorServer, runs: int, timeout: float) -> None
 @pytest.mark.timeout(300)
 def test_three_workers_150_runs_with_duplicated_webhooks(tmp_path: Path, sim: SimulatorServer) -> None:
     run_many(tmp_path, sim, 150, timeout=240)
+
+
+@pytest.mark.timeout(300)
+def test_a_gevent_submit_pool_whose_window_fills(tmp_path: Path, sim: SimulatorServer) -> None:
+    """-P gevent, 4 greenlets, Nen answering in 100 ms: the prefetch window is full most of the
+    time, so the consumer waits for acks (redis_transport.py) without losing or repeating one."""
+    sim.state.config.post_latency = 0.1
+    try:
+        run_many(tmp_path, sim, 60, timeout=240, submit_pool=("gevent", 4))
+    finally:
+        sim.state.config.post_latency = 0.0
 
 
 @pytest.mark.slow

@@ -1,9 +1,14 @@
-"""kombu's Redis channel reuses one client (redis_transport.py) and gets enough connections."""
+"""kombu's Redis transport as patched (redis_transport.py): one client per channel, enough
+connections, and a paused consumer woken by an ack."""
 
 from __future__ import annotations
 
+import threading
+import uuid
+
 import pytest
-from kombu import Connection
+from kombu import Connection, Consumer, Producer, Queue
+from kombu.message import Message
 
 import nen_celery.worker  # noqa: F401  (installs the patch, as every process importing the app does)
 from nen_celery import redis_transport
@@ -34,3 +39,38 @@ def test_a_redis_broker_allows_more_connections_than_a_gevent_pool_takes() -> No
     assert options["max_connections"] == 200
     with pytest.raises(ValueError, match="broker_max_connections"):
         Settings(broker_max_connections=5)
+
+
+def test_an_ack_wakes_a_consumer_whose_window_is_full() -> None:
+    """Without an event loop (-P gevent), a full prefetch window left kombu polling a socket
+    with no BRPOP pending until its timeout (60 s here); the first ack now ends that wait."""
+    with Connection(TEST_REDIS_URL) as conn:
+        queue = Queue(f"nen-test-wake-{uuid.uuid4().hex[:8]}")
+        channel = conn.channel()
+        producer = Producer(channel)
+        for n in (1, 2):
+            producer.publish({"n": n}, routing_key=queue.name, declare=[queue])
+        got: list[Message] = []
+        consumer = Consumer(channel, [queue], callbacks=[lambda _, msg: got.append(msg)], prefetch_count=1)
+        consumer.consume()
+        try:
+            conn.drain_events(timeout=10)
+            assert len(got) == 1  # the window (1 message) is full
+
+            second = threading.Event()
+
+            def drain() -> None:
+                while len(got) < 2:
+                    try:
+                        conn.drain_events(timeout=60)
+                    except TimeoutError:
+                        continue
+                second.set()
+
+            threading.Thread(target=drain, daemon=True).start()
+            got[0].ack()
+            assert second.wait(20), "the ack did not wake the waiting consumer"
+            got[1].ack()
+        finally:
+            consumer.cancel()
+            queue(channel).delete()

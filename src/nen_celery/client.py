@@ -24,6 +24,7 @@ from tenacity import (
 from . import signing
 from .config import ConfigurationError, Settings
 from .errors import NenAPIError, NenError, NenProtocolError
+from .http_transport import ShardedTransport
 from .ratelimit import RateLimited, RateLimiter, limiter_for
 from .retry import classify_status, classify_transport, parse_retry_after
 
@@ -81,6 +82,26 @@ _shared: dict[int, httpx.Client] = {}
 _shared_lock = threading.Lock()
 
 
+def new_http_client(settings: Settings) -> httpx.Client:
+    """The client ``shared_http_client`` keeps: explicit timeouts, every connection kept alive.
+
+    Its transport is several small pools (http_transport.py): httpcore's single pool costs
+    CPU quadratic in its size and can close a connection a POST is using.
+    """
+    return httpx.Client(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.write_timeout,
+            pool=settings.pool_timeout,
+        ),
+        transport=ShardedTransport(
+            settings.http_max_connections, keepalive_expiry=settings.http_keepalive_expiry
+        ),
+        headers={"user-agent": "nen-celery"},
+    )
+
+
 def shared_http_client(settings: Settings) -> httpx.Client:
     """One keep-alive pool per process (re-created after fork: sockets must not be shared)."""
     pid = os.getpid()
@@ -89,16 +110,7 @@ def shared_http_client(settings: Settings) -> httpx.Client:
         with _shared_lock:
             client = _shared.get(pid)
             if client is None:
-                client = httpx.Client(
-                    timeout=httpx.Timeout(
-                        connect=settings.connect_timeout,
-                        read=settings.read_timeout,
-                        write=settings.write_timeout,
-                        pool=settings.pool_timeout,
-                    ),
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                    headers={"user-agent": "nen-celery"},
-                )
+                client = new_http_client(settings)
                 _shared.clear()
                 _shared[pid] = client
     return client

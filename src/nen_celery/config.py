@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=30.0, gt=0)
     write_timeout: float = Field(default=10.0, gt=0)
     pool_timeout: float = Field(default=5.0, gt=0)
+    # connections per worker process (all kept alive): set it to at least the pool's -c so
+    # no task waits for a connection (NEN_POOL_TIMEOUT)
+    http_max_connections: int = Field(default=100, ge=1, le=10_000)
+    # an idle connection is not reused after this long: keep it below Nen's own idle timeout, or
+    # a POST sent as the server closes the connection is lost after sending (parked unknown)
+    http_keepalive_expiry: float = Field(default=4.0, gt=0, le=300)
     retry_read_timeout: bool = False
     retry_statuses: str = "429,502,503,504"
     submit_deadline: float = Field(default=30.0, gt=0)

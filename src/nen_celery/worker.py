@@ -44,6 +44,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from . import redis_transport
 from .config import ConfigurationError, Settings, get_settings
+from .green_events import GreenEventBatches
 
 SUBMIT_QUEUE = "nen.submit"
 INGEST_QUEUE = "nen.ingest"
@@ -273,6 +274,7 @@ def _dispatch_token(request: Any) -> str | None:
 app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)
 app.conf.update(celery_config(get_settings()))
 redis_transport.install()  # workers, receivers and callers alike publish through kombu
+app.steps["consumer"].add(GreenEventBatches)
 
 
 @worker_init.connect

@@ -44,7 +44,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from . import redis_transport
 from .config import ConfigurationError, Settings, get_settings
-from .green_events import GreenEventBatches
+from .event_batches import EventBatches
 
 SUBMIT_QUEUE = "nen.submit"
 INGEST_QUEUE = "nen.ingest"
@@ -274,7 +274,7 @@ def _dispatch_token(request: Any) -> str | None:
 app = Celery("nen_celery", include=["nen_celery.tasks"], task_cls=NenTask)
 app.conf.update(celery_config(get_settings()))
 redis_transport.install()  # workers, receivers and callers alike publish through kombu
-app.steps["consumer"].add(GreenEventBatches)
+app.steps["consumer"].add(EventBatches)  # task events in batches of up to 50 ms, every pool
 
 
 @worker_init.connect

@@ -1,4 +1,4 @@
-"""Task events of a gevent worker arrive in batches, as the other pools send them (green_events.py)."""
+"""Task events arrive in batches from every pool, gevent included (event_batches.py)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,14 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def test_a_gevent_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: SimulatorServer) -> None:
+@pytest.mark.parametrize("pool", ["gevent", "threads", "prefork"])
+def test_a_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: SimulatorServer, pool: str) -> None:
     url = db_url(TEST_REDIS_URL, 5)
     r = redis.Redis.from_url(url)
     r.flushdb()
     with logs_on_failure(Cluster(tmp_path, url, sim)) as c:
         c.receiver()
-        _, node = c.worker(concurrency=10, pool="gevent", loglevel="WARNING")
+        _, node = c.worker(concurrency=10 if pool != "prefork" else 2, pool=pool, loglevel="WARNING")
         bodies: list[Any] = []
         stop = threading.Event()
 

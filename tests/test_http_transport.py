@@ -127,3 +127,5 @@ def test_the_shared_client_uses_the_settings() -> None:
     assert isinstance(transport, ShardedTransport)
     assert [p._pool._max_connections for p in transport.pools] == [4, 3, 3]  # type: ignore[attr-defined]
     assert {p._pool._keepalive_expiry for p in transport.pools} == {2.5}  # type: ignore[attr-defined]
+    # one TLS context (CA bundle loaded once), not one per pool
+    assert len({id(p._pool._ssl_context) for p in transport.pools}) == 1  # type: ignore[attr-defined]

@@ -14,7 +14,6 @@ import time
 from bench.common import WF, Result, configure, env_int, flush, processes, sim_config
 
 LATENCY = 0.2
-HTTP_POOL = int(os.environ.get("NEN_HTTP_MAX_CONNECTIONS", "100"))  # client.http_limits
 
 
 def _steady_rate(sim: object, n: int, timeout: float) -> float:
@@ -33,6 +32,13 @@ def _steady_rate(sim: object, n: int, timeout: float) -> float:
     return 0.8 * n / max(1e-6, marks[0.9] - marks[0.1])
 
 
+def http_pool() -> int:
+    """Connections the shared HTTP client allows per worker process (NEN_HTTP_MAX_CONNECTIONS)."""
+    from nen_celery.config import get_settings
+
+    return get_settings().http_max_connections
+
+
 def sim_capacity(concurrency: int, seconds: int = 8) -> float:
     """POST /runs answers/s the simulator itself gives wrk at this concurrency (same latency)."""
     import json
@@ -44,7 +50,7 @@ def sim_capacity(concurrency: int, seconds: int = 8) -> float:
     body = json.dumps({"workflow_id": WF, "workflow_params": {"PATIENT_NAME": "P"}}).encode()
     script = wrk_script(body, {"x-api-key": API_KEY})
     with SimulatorServer(sim_config(post_latency=LATENCY)) as sim:
-        rps, _, _ = wrk(sim.url + "/runs", script, seconds, min(concurrency, HTTP_POOL))
+        rps, _, _ = wrk(sim.url + "/runs", script, seconds, min(concurrency, http_pool()))
     return rps
 
 
@@ -83,7 +89,7 @@ def run() -> list[Result]:
     results = []
     for pool in os.environ.get("BENCH_SUBMIT_POOLS", "threads,gevent").split(","):
         for nprocs in (int(p) for p in os.environ.get("BENCH_SUBMIT_PROCS", "1,2").split(",")):
-            bound = nprocs * min(concurrency, HTTP_POOL) / LATENCY
+            bound = nprocs * min(concurrency, http_pool()) / LATENCY
             shape = f"-P {pool} -c {concurrency}, {nprocs} process{'es' if nprocs > 1 else ''}"
             try:
                 rate = _one(pool, n, concurrency, nprocs)

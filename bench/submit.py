@@ -29,7 +29,9 @@ def _steady_rate(sim: object, n: int, timeout: float) -> float:
         if now > deadline:
             raise RuntimeError(f"only {accepted}/{n} POSTs after {timeout:.0f}s")
         time.sleep(0.02)
-    return 0.8 * n / max(1e-6, marks[0.9] - marks[0.1])
+    if marks[0.9] - marks[0.1] < 0.1:  # both marks seen in one poll (or nearly): no rate to read
+        raise RuntimeError(f"{n} POSTs are too few to time (10%..90% within one poll): raise BENCH_SUBMIT_N")
+    return 0.8 * n / (marks[0.9] - marks[0.1])
 
 
 def http_pool() -> int:

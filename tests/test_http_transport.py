@@ -30,6 +30,9 @@ class _Server(http.server.ThreadingHTTPServer):
     request waits until ``parties`` requests are being served at once."""
 
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of 24 connects overflows it, the kernel
+    # drops the SYNs and the clients retry 1 s, 3 s later, past the others' read timeout.
+    request_queue_size = 128
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -76,6 +79,10 @@ def _url(srv: _Server) -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}/runs"
 
 
+# Longer than the barrier's wait, so a stalled burst fails there, naming the barrier.
+_TIMEOUT = httpx.Timeout(30.0)
+
+
 def _bursts(client: httpx.Client, srv: _Server, width: int, bursts: int) -> None:
     """``bursts`` rounds of ``width`` POSTs all in flight at once (the server's barrier)."""
     srv.barrier = threading.Barrier(width)
@@ -87,7 +94,7 @@ def _bursts(client: httpx.Client, srv: _Server, width: int, bursts: int) -> None
 
 def test_every_connection_is_kept_alive_and_reused(server: _Server) -> None:
     transport = ShardedTransport(24)
-    with httpx.Client(transport=transport) as client:
+    with httpx.Client(transport=transport, timeout=_TIMEOUT) as client:
         _bursts(client, server, width=24, bursts=4)
         assert server.accepted == 24  # 96 POSTs, 24 at a time, over the first 24 connections
         assert transport.in_flight == [0] * len(transport.pools)
@@ -96,14 +103,16 @@ def test_every_connection_is_kept_alive_and_reused(server: _Server) -> None:
 def test_httpx_default_limits_reconnect_for_most_posts(server: _Server) -> None:
     """Why the transport exists: the same load on httpx's default limits (20 kept alive of
     100) opens new connections burst after burst (and can close one in use: httpcore#1110)."""
-    with httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)) as client:
+    with httpx.Client(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20), timeout=_TIMEOUT
+    ) as client:
         _bursts(client, server, width=24, bursts=4)
     assert server.accepted > 24
 
 
 def test_a_request_goes_to_the_pool_with_the_fewest_in_flight(server: _Server) -> None:
     transport = ShardedTransport(8, shard_size=2)
-    with httpx.Client(transport=transport) as client:
+    with httpx.Client(transport=transport, timeout=_TIMEOUT) as client:
         _bursts(client, server, width=8, bursts=1)  # 8 at once fit only if spread over all 4 pools
         assert server.accepted == 8
     assert transport.in_flight == [0, 0, 0, 0]
@@ -114,7 +123,7 @@ def test_a_failed_request_gives_its_slot_back() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         transport = ShardedTransport(4)
-        with httpx.Client(transport=transport) as client:
+        with httpx.Client(transport=transport, timeout=_TIMEOUT) as client:
             for _ in range(3):
                 with pytest.raises(httpx.ConnectError):
                     client.post(f"http://127.0.0.1:{port}/runs", content=b"{}")

@@ -235,6 +235,7 @@ def _app(**conf: Any) -> tuple[Celery, Any]:
         ({"task_routes": {"queue": "q1", "priority": 3}}, "route names"),
         ({"task_queues": (Queue("q1", Exchange("q1", type="topic"), routing_key="q1"),)}, "direct exchange"),
         ({"task_queues": (Queue("q1", max_priority=10),)}, "without priorities"),
+        ({"task_always_eager": True}, "eagerly"),
     ],
 )
 def test_it_steps_aside_where_the_message_could_differ(conf: dict[str, Any], reason: str) -> None:
@@ -394,3 +395,109 @@ def test_a_hung_broker_fails_every_waiting_publish_within_the_deadline_then_reco
     assert elapsed < 2 * 0.5 + 0.5
     queued = [_decoded(raw)["headers"]["id"] for raw in scratch.lrange(INGEST_QUEUE, 0, -1)]
     assert len(queued) == 4 and set(after) <= set(queued)  # nothing frozen got through; it works again
+
+
+# -- submit_run from start_run (tasks.enqueue_submit) ------------------------------------------
+
+
+def _submit_outgoing(run_id: str, headers: dict[str, Any]) -> Outgoing:
+    kwargs = {"reschedule": 0}
+    return Outgoing((run_id,), kwargs, f"(run_id={run_id!r}, workflow_id='w')", repr(kwargs), headers)
+
+
+def test_start_runs_submit_message_is_the_one_apply_async_writes(scratch: redis.Redis) -> None:
+    from nen_celery.tasks import submit_run
+    from nen_celery.worker import SUBMIT_QUEUE
+
+    outgoing = _submit_outgoing("run-s1", dict(NOT_HERE))
+    with Connection(SCRATCH_URL) as conn:
+        submit_run.apply_async(
+            args=outgoing.args,
+            kwargs=outgoing.kwargs,
+            argsrepr=outgoing.argsrepr,
+            kwargsrepr=outgoing.kwargsrepr,
+            headers=outgoing.headers,
+            connection=conn,
+        )
+    celery_message = _pop(scratch, SUBMIT_QUEUE)
+    publisher = direct_publish.for_task(submit_run, timeout=2.0, max_connections=10)
+    assert publisher is not None
+    publisher.broker_url = SCRATCH_URL
+    publisher.publish(outgoing)
+    assert _differences(celery_message, _pop(scratch, SUBMIT_QUEUE)) == PER_MESSAGE
+
+
+class _Recorder:
+    """Stands in for the publisher to see which path enqueue_submit takes (nothing is sent)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    def publish(self, outgoing: Outgoing) -> str:
+        self.sent.append(outgoing)
+        return "id"
+
+
+def test_enqueue_submit_pushes_directly_only_outside_a_task_and_without_countdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery._state import _task_stack
+
+    from nen_celery import tasks
+
+    recorder, applied = _Recorder(), []
+    monkeypatch.setattr(tasks, "_submit_publisher", lambda: recorder)
+    monkeypatch.setattr(tasks.submit_run, "apply_async", lambda *a, **kw: applied.append(kw))
+
+    tasks.enqueue_submit("run-a", "wf")
+    assert [(o.args, o.kwargs, o.argsrepr) for o in recorder.sent] == [
+        (("run-a",), {"reschedule": 0}, "(run_id='run-a', workflow_id='wf')")
+    ]
+    assert applied == []
+
+    tasks.enqueue_submit("run-b", "wf", reschedule=1, countdown=5)  # countdowns: apply_async
+    assert len(recorder.sent) == 1 and applied[-1]["countdown"] == 5
+
+    parent = tasks.ingest_webhook  # inside a running task: apply_async links the parent
+    parent.push_request(id="parent-1", called_directly=False)
+    _task_stack.push(parent)
+    try:
+        tasks.enqueue_submit("run-c", "wf")
+    finally:
+        _task_stack.pop()
+        parent.pop_request()
+    assert len(recorder.sent) == 1 and applied[-1]["args"] == ("run-c",)
+
+
+def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from kombu.exceptions import OperationalError
+
+    from nen_celery import get_run, start_run, tasks
+    from nen_celery.tasks import submit_run
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    publisher = direct_publish.for_task(submit_run, timeout=0.5, max_connections=10)
+    assert publisher is not None
+    publisher.broker_url = dead
+    monkeypatch.setattr(tasks, "_submit_publisher", lambda: publisher)
+    # the suite's TaskCounter would count a message that never reaches a worker
+    monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+    monkeypatch.setattr(signals.after_task_publish, "receivers", [])
+    run_id = f"down-{uuid.uuid4()}"
+    with pytest.raises(OperationalError, match="submit_run not queued: ConnectionError"):
+        start_run("12345678-1234-1234-1234-123456789abc", {"A": "b"}, run_id=run_id)
+    assert get_run(run_id) is None  # the record was removed: nothing half-started
+
+
+def test_the_submit_setting_turns_it_off() -> None:
+    from nen_celery import tasks
+
+    with env(NEN_SUBMIT_DIRECT_PUBLISH="false"):
+        assert tasks._submit_publisher() is None
+    assert tasks._submit_publisher() is not None

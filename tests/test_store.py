@@ -133,3 +133,34 @@ def test_payload_is_encrypted_at_rest(store: Any) -> None:
     assert "deadbeef" not in str(store.raw(run_id))
     run = store.get(run_id)
     assert run.payload["url"] == url
+
+
+def test_run_to_dict_is_a_deep_copy_with_every_field() -> None:
+    """What a callback receives: every field, JSON-shaped, independent of the Run it came from."""
+    import dataclasses
+    import json
+
+    from nen_celery.models import Run
+
+    payload = {"status": "success", "result": {"files": [{"url": "https://x/a", "name": "a.pdf"}]}}
+    run = Run(
+        run_id="r1",
+        workflow_id="w1",
+        status="success",
+        message_id="m1",
+        params={"A": "b"},
+        created_at=1.0,
+        updated_at=2.0,
+        history=[{"status": "queued", "at": 1.0}],
+        payload=payload,
+        previous_errors=[{"type": "timeout"}],
+    )
+    out = run.to_dict()
+    assert out == dataclasses.asdict(run)
+    assert set(out) == {f.name for f in dataclasses.fields(Run)}
+    json.dumps(out)
+    out["payload"]["result"]["files"][0]["name"] = "changed"
+    out["history"].append({"status": "x"})
+    out["params"]["A"] = "changed"
+    assert run.payload["result"]["files"][0]["name"] == "a.pdf"
+    assert run.history == [{"status": "queued", "at": 1.0}] and run.params == {"A": "b"}

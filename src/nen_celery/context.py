@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -52,6 +54,21 @@ def get_context() -> Context:
                 _current.clear()
                 _current[pid] = ctx
     return ctx
+
+
+_per_context: dict[str, tuple[object, Any]] = {}
+_per_context_lock = threading.RLock()  # a build may need another value, or the context itself
+
+
+def per_context(name: str, ctx: Context, build: Callable[[], Any]) -> Any:
+    """``build()``'s value, made once per context (a forked process has a context of its own)."""
+    cached = _per_context.get(name)
+    if cached is None or cached[0] is not ctx:
+        with _per_context_lock:
+            cached = _per_context.get(name)
+            if cached is None or cached[0] is not ctx:
+                cached = _per_context[name] = (ctx, build())
+    return cached[1]
 
 
 def reset_context() -> None:

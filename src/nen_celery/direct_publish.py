@@ -5,7 +5,9 @@ kombu (routing, queue declaration, producer pool) on top of the LPUSH itself, an
 so an ASGI receiver must hop to a thread for it. The webhook receiver publishes one task,
 ``ingest_webhook``, always to the same queue: it resolves the route once, builds each message
 with Celery's own ``as_task_v2`` and kombu's envelope, and pushes it (from asyncio too, where
-the pushes of concurrent webhooks share LPUSHes: ``_GroupPush``).
+the pushes of concurrent webhooks share LPUSHes: ``_GroupPush``). ``start_run`` publishes
+``submit_run`` the same way, blocking, when it is not called from inside a task
+(tasks.enqueue_submit).
 
 The message is the one ``apply_async`` would write (tests/test_direct_publish.py compares them
 field by field), and ``before_task_publish`` / ``after_task_publish`` are sent with Celery's
@@ -81,6 +83,8 @@ def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
     url = str(conf.broker_write_url or conf.broker_url or "")
     if not url.startswith("redis://") or ";" in url:
         return None, "the broker is not a single plain redis:// URL"
+    if conf.task_always_eager:
+        return None, "tasks run eagerly (task_always_eager)"
     if conf.task_protocol != 2 or conf.task_serializer != "json" or conf.task_compression:
         return None, "task messages are not protocol 2 JSON without compression"
     if conf.task_default_priority is not None:

@@ -20,12 +20,14 @@ from typing import Any
 import redis
 from celery import Task
 from celery.canvas import signature
+from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from . import metrics, reconcile, runlog
+from . import direct_publish, metrics, reconcile, runlog
 from .client import AttemptHooks, StartRunRequest
 from .config import ConfigurationError
-from .context import get_context
+from .context import get_context, per_context
+from .direct_publish import DirectPublisher, Outgoing
 from .errors import NenAPIError, NenError
 from .faults import failpoint
 from .hints import url_with_run
@@ -65,13 +67,37 @@ def _repr(run_id: str, **extra: Any) -> str:
 def enqueue_submit(
     run_id: str, workflow_id: str, reschedule: int = 0, countdown: float | None = None
 ) -> None:
+    """Queue submit_run. From the app (start_run, no countdown) with one LPUSH where the broker
+    allows (direct_publish.py: the message apply_async would write, ~0.35 ms less per call);
+    inside a task through apply_async, which links the message to its parent task."""
+    kwargs = {"reschedule": reschedule}
+    argsrepr = _repr(run_id, workflow_id=workflow_id)
+    publisher = _submit_publisher() if countdown is None and app.current_worker_task is None else None
+    if publisher is not None:
+        try:
+            publisher.publish(Outgoing((run_id,), kwargs, argsrepr, repr(kwargs), {}))
+        except (redis.RedisError, OSError) as exc:
+            # what apply_async raises when the broker cannot take a message
+            raise OperationalError(f"submit_run not queued: {type(exc).__name__}: {exc}") from exc
+        return
     submit_run.apply_async(
-        args=(run_id,),
-        kwargs={"reschedule": reschedule},
-        countdown=countdown,
-        argsrepr=_repr(run_id, workflow_id=workflow_id),
-        kwargsrepr=repr({"reschedule": reschedule}),
+        args=(run_id,), kwargs=kwargs, countdown=countdown, argsrepr=argsrepr, kwargsrepr=repr(kwargs)
     )
+
+
+def _submit_publisher() -> DirectPublisher | None:
+    """This process's submit_run publisher, or None: apply_async (NEN_SUBMIT_DIRECT_PUBLISH off,
+    or a broker / task configuration the direct path cannot reproduce)."""
+    ctx = get_context()
+
+    def build() -> DirectPublisher | None:
+        settings = ctx.settings
+        if not settings.submit_direct_publish:
+            return None
+        return direct_publish.for_task(submit_run, settings.publish_timeout, settings.broker_max_connections)
+
+    publisher: DirectPublisher | None = per_context("submit_publisher", ctx, build)
+    return publisher
 
 
 def enqueue_complete(run_id: str, received_at: str | None = None) -> None:

@@ -27,6 +27,7 @@ import redis
 from .. import direct_publish, hints, metrics, runlog, signing
 from ..config import Settings
 from ..connections import redis_client
+from ..context import per_context
 from ..crypto import Sealer
 from ..direct_publish import DirectPublisher, Outgoing
 from ..store import RunStore
@@ -365,20 +366,6 @@ def run_store(ctx: Context) -> RunStore:
     return cached[2]
 
 
-_per_context: dict[str, tuple[object, Any]] = {}
-
-
-def _for_context(name: str, ctx: Context, build: Callable[[], Any]) -> Any:
-    """``build()``'s value, made once per context (a forked process has a context of its own)."""
-    cached = _per_context.get(name)
-    if cached is None or cached[0] is not ctx:
-        with _lookups_lock:
-            cached = _per_context.get(name)
-            if cached is None or cached[0] is not ctx:
-                cached = _per_context[name] = (ctx, build())
-    return cached[1]
-
-
 def direct_publisher(ctx: Context) -> DirectPublisher | None:
     """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async."""
 
@@ -390,13 +377,13 @@ def direct_publisher(ctx: Context) -> DirectPublisher | None:
         timeout, connections = ctx.settings.publish_timeout, ctx.settings.broker_max_connections
         return direct_publish.for_task(ingest_webhook, timeout, connections)
 
-    publisher: DirectPublisher | None = _for_context("publisher", ctx, build)
+    publisher: DirectPublisher | None = per_context("publisher", ctx, build)
     return publisher
 
 
 def blocking_apply(ctx: Context) -> apply.BlockingApply | None:
     """This process's apply for the thread path, or None with NEN_WEBHOOK_APPLY_PROCESSING off."""
-    applier: apply.BlockingApply | None = _for_context(
+    applier: apply.BlockingApply | None = per_context(
         "blocking_apply",
         ctx,
         lambda: apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
@@ -409,7 +396,7 @@ def async_apply(ctx: Context) -> apply.AsyncApply | None:
     half of ``NEN_PUBLISH_TIMEOUT``, so with the queueing that follows a failure the answer
     stays within Nen's budget."""
     settings = ctx.settings
-    applier: apply.AsyncApply | None = _for_context(
+    applier: apply.AsyncApply | None = per_context(
         "apply", ctx, lambda: apply.for_url(ctx.store, settings.redis_url, settings.publish_timeout / 2)
     )
     return applier

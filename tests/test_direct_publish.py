@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -498,6 +499,121 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
 def test_the_submit_setting_turns_it_off() -> None:
     from nen_celery import tasks
 
-    with env(NEN_SUBMIT_DIRECT_PUBLISH="false"):
+    with env(NEN_DIRECT_PUBLISH="false"):
         assert tasks._submit_publisher() is None
     assert tasks._submit_publisher() is not None
+
+
+# -- on_complete / on_failure callbacks from the workers (tasks._send_callback) -----------------
+
+
+@contextlib.contextmanager
+def _running_task(task_id: str, root_id: str | None) -> Iterator[Any]:
+    """As if the worker were running ingest_webhook: what apply_async links a message to."""
+    from celery._state import _task_stack
+
+    parent = ingest_webhook
+    parent.push_request(id=task_id, root_id=root_id, called_directly=False)
+    _task_stack.push(parent)
+    try:
+        yield parent
+    finally:
+        _task_stack.pop()
+        parent.pop_request()
+
+
+def _scratch_callback(sig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """What ``_direct_callback`` chose for ``sig``, with a publisher of its own onto the scratch
+    database (the cached one keeps serving the suite's workers)."""
+    from nen_celery import tasks
+
+    chosen = tasks._direct_callback(sig)
+    assert chosen is not None, "a plain callback signature must take the direct path"
+    publisher = direct_publish.for_task(chosen[0], timeout=2.0, max_connections=10)
+    assert publisher is not None and publisher.route == chosen[1].route
+    publisher.broker_url = SCRATCH_URL
+    monkeypatch.setattr(tasks, "_direct_callback", lambda _: (chosen[0], publisher))
+    return chosen[0], publisher
+
+
+@pytest.mark.parametrize("listeners", [True, False], ids=["signal-listeners", "no-listeners"])
+@pytest.mark.parametrize("root_id", [None, "root-7"])
+def test_a_callback_message_is_the_one_apply_async_writes(
+    scratch: redis.Redis, root_id: str | None, listeners: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.canvas import signature
+
+    from nen_celery import tasks
+    from nen_celery.worker import app
+    from tests.callbacks import record
+
+    if not listeners:
+        monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+        monkeypatch.setattr(signals.after_task_publish, "receivers", [])
+    sig = dict(record.s(tag="t-é"))
+    direct = _scratch_callback(sig, monkeypatch)
+    run = {"run_id": "r1", "status": "success", "payload": {"url": "https://x/a?sig=1"}, "n": [1, 2.5]}
+    headers = {"nen_dispatch": "r1|0|nonce", **NOT_HERE}
+    queue = direct[1].route.key
+    with _running_task("ingest-1", root_id):
+        with Connection(SCRATCH_URL) as conn:
+            signature(sig, app=app).apply_async(  # as _send_callback's Celery path calls it
+                args=(run,),
+                task_id="cb-1",
+                headers=headers,
+                argsrepr="(run_id='r1')",
+                kwargsrepr="{'tag': 't-é'}",
+                connection=conn,
+            )
+        celery_message = _pop(scratch, queue)
+        tasks._send_callback(sig, run, "cb-1", headers, "(run_id='r1')")
+        ours = _pop(scratch, queue)
+    assert _differences(celery_message, ours) == {("properties", "delivery_tag")}
+    assert ours["headers"]["parent_id"] == "ingest-1"
+    assert ours["headers"]["root_id"] == (root_id or "ingest-1")
+    assert ours["headers"]["id"] == "cb-1" and ours["body"][:2] == [[run], {"tag": "t-é"}]
+
+
+def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None:
+    from celery import Task
+
+    from nen_celery import tasks
+    from nen_celery.worker import NenTask, app
+    from tests.callbacks import record
+
+    assert tasks._direct_callback(dict(record.s())) is not None
+    assert tasks._direct_callback(dict(record.s().set(queue="elsewhere"))) is None  # options
+    assert tasks._direct_callback(dict(record.si({"run_id": "x"}))) is None  # immutable
+    assert tasks._direct_callback(dict(record.s() | record.s())) is None  # a chain
+    assert tasks._direct_callback({"task": "not.registered.here", "args": [], "kwargs": {}}) is None
+
+    class Custom(NenTask):  # type: ignore[misc]
+        def apply_async(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never sent
+            return super().apply_async(*args, **kwargs)
+
+    name = f"tests.custom.{uuid.uuid4().hex[:8]}"
+
+    @app.task(name=name, base=Custom)
+    def custom(run: dict[str, Any]) -> None:  # pragma: no cover - never run
+        pass
+
+    try:
+        assert tasks._direct_callback({"task": name, "args": [], "kwargs": {}, "options": {}}) is None
+        with env(NEN_DIRECT_PUBLISH="false"):
+            assert tasks._direct_callback(dict(record.s())) is None
+    finally:
+        app.tasks.pop(name, None)
+    assert issubclass(Custom, Task)
+
+
+def test_a_callback_whose_arguments_do_not_fit_raises_before_anything_is_pushed(
+    scratch: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nen_celery import tasks
+    from tests.callbacks import record
+
+    sig = dict(record.s(tag="x", unknown_kwarg=1))
+    _scratch_callback(sig, monkeypatch)
+    with pytest.raises(TypeError):
+        tasks._send_callback(sig, {"run_id": "r"}, "cb-2", dict(NOT_HERE), "(x)")
+    assert scratch.dbsize() == 0

@@ -43,9 +43,10 @@ class Settings(BaseSettings):
     # Receiver: push ingest_webhook messages onto a redis:// broker with one LPUSH
     # (direct_publish.py) rather than through apply_async; false keeps apply_async
     webhook_direct_publish: bool = True
-    # start_run / redrive_run (outside a task, no countdown): push submit_run the same way;
+    # start_run / redrive_run (outside a task, no countdown) push submit_run, and workers push
+    # on_complete / on_failure callbacks, the same way where the message is apply_async's;
     # false keeps apply_async
-    submit_direct_publish: bool = True
+    direct_publish: bool = True
     # Receiver: apply `processing` webhooks of hinted runs itself (one Lua script on the run
     # store, web/apply.py) instead of queueing ingest_webhook; false: the receiver never writes
     # run state

@@ -160,13 +160,20 @@ def _template(app: Celery, task_name: str, route: Route) -> _Template:
     return _Template(dict(headers), dict(body[2]), delivery)
 
 
-def build(app: Celery, task_name: str, route: Route, template: _Template, outgoing: Outgoing) -> Message:
+def build(
+    app: Celery,
+    task_name: str,
+    route: Route,
+    template: _Template,
+    outgoing: Outgoing,
+    task_id: str | None = None,
+) -> Message:
     """The message kombu's Redis transport would LPUSH; ``before_task_publish`` sent as Celery does.
 
     Per message only the ids, the reprs, the origin and ``headers`` change: the rest is the
-    template ``as_task_v2`` made once for this task and route.
+    template ``as_task_v2`` made once for this task and route. ``task_id``: a fresh one if None.
     """
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
     if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
         return _build_text(app, template, outgoing, task_id, body)
@@ -368,15 +375,15 @@ class DirectPublisher:
         """Two more tries after a connection error, backing off from 0.1 s (as apply_async did)."""
         return retry_class(ExponentialBackoff(cap=self.timeout / 2, base=0.1), _RETRIES)
 
-    def build(self, outgoing: Outgoing) -> Message:
+    def build(self, outgoing: Outgoing, task_id: str | None = None) -> Message:
         template = self._template
         if template is None:
             template = self._template = _template(self.app, self.task_name, self.route)
-        return build(self.app, self.task_name, self.route, template, outgoing)
+        return build(self.app, self.task_name, self.route, template, outgoing, task_id)
 
-    def publish(self, outgoing: Outgoing) -> str:
-        """Push the message (blocking); the task id."""
-        message = self.build(outgoing)
+    def publish(self, outgoing: Outgoing, task_id: str | None = None) -> str:
+        """Push the message (blocking); the task id (``task_id``, or a fresh one)."""
+        message = self.build(outgoing, task_id)
         client = self._sync
         if client is None:
             from redis.retry import Retry

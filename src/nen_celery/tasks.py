@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.canvas import signature
+from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -35,7 +36,7 @@ from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .store import callbacks
 from .webhook import RECEIVED_AT_HEADER, log_hinted, parse_webhook
-from .worker import DISPATCH_HEADER, app, request_header
+from .worker import DISPATCH_HEADER, NenTask, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
 
@@ -86,13 +87,13 @@ def enqueue_submit(
 
 
 def _submit_publisher() -> DirectPublisher | None:
-    """This process's submit_run publisher, or None: apply_async (NEN_SUBMIT_DIRECT_PUBLISH off,
+    """This process's submit_run publisher, or None: apply_async (NEN_DIRECT_PUBLISH off,
     or a broker / task configuration the direct path cannot reproduce)."""
     ctx = get_context()
 
     def build() -> DirectPublisher | None:
         settings = ctx.settings
-        if not settings.submit_direct_publish:
+        if not settings.direct_publish:
             return None
         return direct_publish.for_task(submit_run, settings.publish_timeout, settings.broker_max_connections)
 
@@ -396,12 +397,8 @@ def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, s
         # task (worker.NenTask) runs only the first of the two messages to start.
         token = f"{run_id}|{run.redrives}|{uuid.uuid4()}"
         try:
-            signature(sig, app=app).apply_async(
-                args=(run.to_dict(),),
-                task_id=task_id,
-                headers={DISPATCH_HEADER: token},
-                argsrepr=_repr(run_id, status=run.status),
-            )
+            argsrepr = _repr(run_id, status=run.status)
+            _send_callback(sig, run.to_dict(), task_id, {DISPATCH_HEADER: token}, argsrepr)
         except Exception as exc:
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
@@ -415,6 +412,65 @@ def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, s
         metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
     log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
     return task_id
+
+
+def _send_callback(
+    sig: dict[str, Any], run: dict[str, Any], task_id: str, headers: dict[str, str], argsrepr: str
+) -> None:
+    """``signature(sig).apply_async(args=(run,), ...)``; with one LPUSH where that writes the
+    same message (``_direct_callback``), linked to the running task as Celery links it."""
+    conf = app.conf
+    kwargs = dict(sig.get("kwargs") or {})
+    # as Celery would write it, given explicitly so both paths write the same message
+    kwargsrepr = saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=conf.task_repr_maxlevels)
+    direct = _direct_callback(sig)
+    if direct is None:
+        signature(sig, app=app).apply_async(
+            args=(run,), task_id=task_id, headers=headers, argsrepr=argsrepr, kwargsrepr=kwargsrepr
+        )
+        return
+    task, publisher = direct
+    args = (run, *(sig.get("args") or ()))
+    if task.typing:  # apply_async's argument check: a TypeError here, not a failing message
+        task.__header__(*args, **kwargs)
+    parent = app.current_worker_task
+    if parent is not None:
+        request = parent.request
+        headers = {**headers, "parent_id": request.id, "root_id": request.root_id or request.id}
+    publisher.publish(Outgoing(args, kwargs, argsrepr, kwargsrepr, headers), task_id)
+    if parent is not None and conf.result_backend:
+        parent.add_trail(task.AsyncResult(task_id))  # the parent's result lists its children
+
+
+def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None:
+    """(task, publisher) when the callback's message can be pushed directly: a plain signature
+    (no options, not immutable, no canvas) of a task registered here whose class leaves
+    apply_async as Celery's, on a route and broker direct_publish reproduces; else None."""
+    if sig.get("options") or sig.get("immutable") or sig.get("subtask_type") or sig.get("chord_size"):
+        return None
+    name = str(sig.get("task"))
+    ctx = get_context()
+
+    def build() -> tuple[Task, DirectPublisher] | None:
+        task = app.tasks.get(name)
+        settings = ctx.settings
+        if task is None or not settings.direct_publish or app.conf.task_inherit_parent_priority:
+            return None
+        cls = type(task)
+        if (
+            cls.apply_async is not NenTask.apply_async
+            or cls.shadow_name is not Task.shadow_name
+            or cls.add_trail is not Task.add_trail
+            or task.__v2_compat__
+            or getattr(task, "_dump_pydantic_arguments", None) is not None
+        ):
+            log.info("callback %s is published through Celery: its task class changes apply_async", name)
+            return None
+        publisher = direct_publish.for_task(task, settings.publish_timeout, settings.broker_max_connections)
+        return None if publisher is None else (task, publisher)
+
+    direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{name}", ctx, build)
+    return direct
 
 
 @app.task(name="nen_celery.poll_run", bind=True, **RETRY_ON_REDIS)

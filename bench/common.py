@@ -148,11 +148,13 @@ class Procs:
         self.procs.append(proc)
         return proc
 
-    def worker(self, name: str, concurrency: int, pool: str = "prefork") -> str:
-        """A real `celery worker` of the project's app, with the benchmark tasks loaded."""
+    def worker(self, name: str, concurrency: int, pool: str = "prefork", queues: str | None = None) -> str:
+        """A real `celery worker` of the project's app, with the benchmark tasks loaded;
+        ``queues``: its ``-Q`` (default: every queue)."""
         node = f"{name}-{os.getpid()}@localhost"
         argv = [str(BIN / "celery"), "-A", "nen_celery.worker", "worker", "-I", "bench.tasks"]
         argv += ["-P", pool, "-c", str(concurrency), "-n", node, "--loglevel", "WARNING"]
+        argv += ["-Q", queues] if queues else []
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         self.spawn(name, argv)
         from nen_celery.worker import app

@@ -617,3 +617,24 @@ def test_a_callback_whose_arguments_do_not_fit_raises_before_anything_is_pushed(
     with pytest.raises(TypeError):
         tasks._send_callback(sig, {"run_id": "r"}, "cb-2", dict(NOT_HERE), "(x)")
     assert scratch.dbsize() == 0
+
+
+def test_a_kwargsrepr_set_on_the_signature_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller hiding its callback's kwargs (``.set(kwargsrepr=...)``, Celery's "Hiding
+    sensitive information") keeps that repr: such a signature goes through apply_async, and
+    the repr this package computes must not replace it."""
+    from celery.canvas import Signature
+
+    from nen_celery import tasks
+    from tests.callbacks import record
+
+    effective: list[dict[str, Any]] = []
+
+    def capture(self: Signature, args: Any = None, kwargs: Any = None, **options: Any) -> None:
+        effective.append(self._merge(args, kwargs, options)[2])  # what apply_async would send
+
+    monkeypatch.setattr(Signature, "apply_async", capture)
+    hidden = dict(record.s(tag="secret-tag").set(kwargsrepr="{'tag': '<hidden>'}"))
+    tasks._send_callback(hidden, {"run_id": "r"}, "cb-3", dict(NOT_HERE), "(x)")
+    assert effective[-1]["kwargsrepr"] == "{'tag': '<hidden>'}"
+    assert effective[-1]["argsrepr"] == "(x)" and effective[-1]["task_id"] == "cb-3"

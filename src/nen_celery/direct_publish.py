@@ -40,6 +40,8 @@ from celery import Celery, Task, signals
 from celery.utils.nodenames import anon_nodename
 from redis.backoff import ExponentialBackoff
 
+from .context import Context, per_context
+
 log = logging.getLogger("nen_celery.direct_publish")
 
 
@@ -424,6 +426,19 @@ class DirectPublisher:
         await pusher.push(message.payload)
         _published(self.task_name, self.route, message)
         return message.task_id
+
+
+def cached_for_task(ctx: Context, task: Task, enabled: bool) -> DirectPublisher | None:
+    """``for_task`` with the context's publish timeout and broker pool size, made once per
+    process and context; None when ``enabled`` (the caller's setting) is false."""
+
+    def build() -> DirectPublisher | None:
+        if not enabled:
+            return None
+        return for_task(task, ctx.settings.publish_timeout, ctx.settings.broker_max_connections)
+
+    publisher: DirectPublisher | None = per_context(f"publisher:{task.name}", ctx, build)
+    return publisher
 
 
 def for_task(task: Task, timeout: float, max_connections: int) -> DirectPublisher | None:

@@ -91,15 +91,7 @@ def _submit_publisher() -> DirectPublisher | None:
     """This process's submit_run publisher, or None: apply_async (NEN_DIRECT_PUBLISH off,
     or a broker / task configuration the direct path cannot reproduce)."""
     ctx = get_context()
-
-    def build() -> DirectPublisher | None:
-        settings = ctx.settings
-        if not settings.direct_publish:
-            return None
-        return direct_publish.for_task(submit_run, settings.publish_timeout, settings.broker_max_connections)
-
-    publisher: DirectPublisher | None = per_context("submit_publisher", ctx, build)
-    return publisher
+    return direct_publish.cached_for_task(ctx, submit_run, ctx.settings.direct_publish)
 
 
 def enqueue_complete(run_id: str, received_at: str | None = None) -> None:
@@ -456,8 +448,7 @@ def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None
 
     def build() -> tuple[Task, DirectPublisher] | None:
         task = app.tasks.get(name)
-        settings = ctx.settings
-        if task is None or not settings.direct_publish or app.conf.task_inherit_parent_priority:
+        if task is None or not ctx.settings.direct_publish or app.conf.task_inherit_parent_priority:
             return None
         cls = type(task)
         if (
@@ -469,7 +460,7 @@ def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None
         ):
             log.info("callback %s is published through Celery: its task class changes apply_async", name)
             return None
-        publisher = direct_publish.for_task(task, settings.publish_timeout, settings.broker_max_connections)
+        publisher = direct_publish.cached_for_task(ctx, task, True)
         return None if publisher is None else (task, publisher)
 
     direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{name}", ctx, build)

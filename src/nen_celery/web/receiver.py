@@ -368,17 +368,9 @@ def run_store(ctx: Context) -> RunStore:
 
 def direct_publisher(ctx: Context) -> DirectPublisher | None:
     """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async."""
+    from ..tasks import ingest_webhook
 
-    def build() -> DirectPublisher | None:
-        from ..tasks import ingest_webhook
-
-        if not ctx.settings.webhook_direct_publish:
-            return None
-        timeout, connections = ctx.settings.publish_timeout, ctx.settings.broker_max_connections
-        return direct_publish.for_task(ingest_webhook, timeout, connections)
-
-    publisher: DirectPublisher | None = per_context("publisher", ctx, build)
-    return publisher
+    return direct_publish.cached_for_task(ctx, ingest_webhook, ctx.settings.webhook_direct_publish)
 
 
 def blocking_apply(ctx: Context) -> apply.BlockingApply | None:

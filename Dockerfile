@@ -16,7 +16,7 @@ RUN groupadd --system --gid 10001 nen \
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src/ ./src/
-RUN pip install . && rm -rf /build
+RUN pip install ".[fast]" && rm -rf /build
 
 USER nen
 WORKDIR /home/nen

@@ -205,7 +205,7 @@ def _memory(ids: list[str]) -> tuple[float, float]:
         usage = int(r.memory_usage(copy, samples=0) or 0)
         r.delete(copy)
         record.append(usage)
-        extra = [store.msg_key(str(data.get("message_id"))), store.dispatch_key(rid, "0")]
+        extra = [store.msg_key(str(data.get("message_id")))]  # the messageId index entry
         total.append(usage + sum(int(r.memory_usage(k, samples=0) or 0) for k in extra))
     index_keys = {_key(store, name, rid) for rid in ids for name in ("runs_key", "timers_key")}
     zsets = sum(int(r.memory_usage(k, samples=0) or 0) for k in index_keys)
@@ -216,7 +216,7 @@ def _memory(ids: list[str]) -> tuple[float, float]:
 def _sweep(ids: list[str], stored: int) -> tuple[float, float, dict[str, int]]:
     """Fill ``stored`` finished records like ours, make 10 runs due, time one sweep."""
     from nen_celery.context import get_context
-    from nen_celery.tasks import reconcile_runs
+    from nen_celery.worker import reconcile_runs
 
     store = get_context().store
     r: Any = store.redis

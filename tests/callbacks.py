@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from nen_celery.connections import redis_client
-from nen_celery.worker import _dispatch_token, app
+from nen_celery.worker import app
 
 log = logging.getLogger("tests.callbacks")
 _redis: dict[tuple[int, str], redis.Redis] = {}
@@ -29,10 +29,11 @@ def calls_key(run_id: str) -> str:
     return f"{os.environ['NEN_KEY_PREFIX']}:test:callbacks:{run_id}"
 
 
-@app.task(name="tests.record")
-def record(run: dict[str, Any], tag: str = "") -> None:
+@app.task(name="tests.record", bind=True)
+def record(self: Any, run: dict[str, Any], tag: str = "") -> None:
     log.info("callback %s for a %s run", tag, run.get("status"))
-    _client().rpush(calls_key(run["run_id"]), json.dumps({"tag": tag, "run": run}))
+    entry = {"tag": tag, "run": run, "task_id": self.request.id}
+    _client().rpush(calls_key(run["run_id"]), json.dumps(entry))
 
 
 def calls(run_id: str) -> list[dict[str, Any]]:
@@ -43,12 +44,17 @@ def dispatch_key(run_id: str) -> str:
     return f"{os.environ['NEN_KEY_PREFIX']}:test:dispatches:{run_id}"
 
 
+def executions_key(run_id: str) -> str:
+    return f"{os.environ['NEN_KEY_PREFIX']}:test:executions:{run_id}"
+
+
 @app.task(name="tests.record_dispatch", bind=True)
 def record_dispatch(self: Any, run: dict[str, Any], tag: str = "") -> None:
-    """Counts distinct dispatches that ran: a redelivery of one message counts once, as an
-    idempotent user callback (keyed on the message) would see it."""
-    token = _dispatch_token(self.request) or self.request.id
-    _client().sadd(dispatch_key(run["run_id"]), str(token))
+    """Counts the distinct callback task ids that ran (one per dispatch of an attempt: a
+    redelivery, or a re-dispatch after a crash, carries the same id, as a user callback
+    deduplicating on it would see it) and every execution."""
+    _client().sadd(dispatch_key(run["run_id"]), str(self.request.id))
+    _client().incr(executions_key(run["run_id"]))
 
 
 def attempts_key(run_id: str) -> str:

@@ -244,15 +244,17 @@ class Cluster:
         return pending == 0 and self.redis.hlen("unacked") == 0
 
     def settled(self, run_ids: list[str]) -> bool:
-        """Every run's completion is sent, every callback reached its end (its dispatch guard
-        says done: a completion is marked sent before the dispatch it covers), and the broker
-        holds nothing."""
+        """Every run's completion is sent, every callback ran (it recorded its call: tests.callbacks'
+        record or record_dispatch), and the broker holds nothing."""
         runs = [self.store.raw(r) for r in run_ids]
         if not all(r.get("completion") == "sent" for r in runs):
             return False
-        with_callback = [(r["run_id"], r.get("redrives") or "0") for r in runs if r.get("callback_task_id")]
-        guards = self.store.dispatch_state(with_callback)
-        return all(g is not None and g.endswith("|done") for g in guards) and self.quiet()
+        with_callback = [r["run_id"] for r in runs if r.get("callback_task_id")]
+        return all(self.callback_ran(r) for r in with_callback) and self.quiet()
+
+    def callback_ran(self, run_id: str) -> bool:
+        keys = (f"{self.prefix}:test:callbacks:{run_id}", f"{self.prefix}:test:dispatches:{run_id}")
+        return bool(self.redis.exists(*keys))
 
     def settle(self, run_ids: list[str], timeout: float = 60) -> None:
         wait_for(lambda: self.settled(run_ids), timeout, "every run completed and the broker drained")
@@ -314,6 +316,17 @@ def rabbitmq_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmq_vhost_or_skip() -> Iterator[str]:
+    """A module fixture's body: a private vhost's URL, or the module skipped naming why."""
+    import pytest
+
+    reason = rabbitmq_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with rabbitmq_vhost() as url:
+        yield url
 
 
 def amqp_ready_messages(url: str, names: tuple[str, ...] = QUEUES + DELAY_QUEUES) -> int:

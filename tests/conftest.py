@@ -151,7 +151,7 @@ def beat(stack: Stack) -> Iterator[None]:
     """Stands in for `celery beat`: publishes reconcile_runs on a short schedule."""
     import threading
 
-    from nen_celery.tasks import reconcile_runs
+    from nen_celery.worker import reconcile_runs
 
     stop = threading.Event()
 

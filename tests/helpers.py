@@ -56,11 +56,24 @@ class TaskCounter:
         self.published: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._local = threading.local()
         before_task_publish.connect(self._on_publish, weak=False)
         task_postrun.connect(self._on_postrun, weak=False)
 
+    @contextmanager
+    def elsewhere(self) -> Iterator[None]:
+        """What this thread publishes meanwhile runs on other workers (a user's app, a CLI):
+        not counted, so ``wait_idle`` does not wait for it here."""
+        self._local.elsewhere = True
+        try:
+            yield
+        finally:
+            self._local.elsewhere = False
+
     def _on_publish(self, sender: str | None = None, headers: Any = None, **_: Any) -> None:
         if isinstance(headers, dict) and headers.get(OTHER_PROCESS_HEADER):
+            return
+        if getattr(self._local, "elsewhere", False):
             return
         with self._lock:
             self.published[str(sender)] += 1

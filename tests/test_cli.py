@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from nen_celery import start_run
 from nen_celery.cli import main
+from nen_celery.context import get_context
 from tests.callbacks import calls, record
 from tests.conftest import SIM_API_KEY, Stack, env
 from tests.helpers import wait_for
@@ -75,3 +77,53 @@ def test_metrics_serve_needs_the_multiprocess_dir(stack: Stack, monkeypatch: pyt
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     code, out = invoke("metrics", "serve")
     assert code == 2 and "PROMETHEUS_MULTIPROC_DIR" in out
+
+
+def test_an_app_that_cannot_be_loaded_is_named_and_nothing_is_started() -> None:
+    from nen_celery import celery_app
+
+    result = CliRunner().invoke(main, ["-A", "no_such_module_xyz", "start", WF])
+    assert result.exit_code == 2
+    assert "cannot load the Celery app 'no_such_module_xyz'" in result.output
+    assert celery_app.installed() is None
+
+
+def test_start_through_the_users_app(tmp_path: Any) -> None:
+    """`nen-celery -A cliproj:app start ...` (a real command) publishes submit_run through the
+    user's app: the message lands on their broker (a Redis DB of its own here), not on
+    NEN_BROKER_URL."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import redis
+
+    from tests.conftest import TEST_REDIS_URL
+
+    base, _ = TEST_REDIS_URL.rsplit("/", 1)
+    user_broker = redis.Redis.from_url(f"{base}/9")
+    user_broker.flushdb()
+    (tmp_path / "cliproj.py").write_text(
+        f"from celery import Celery\napp = Celery('cliproj', broker={base + '/9'!r})\n"
+    )
+    nen_broker = redis.Redis.from_url(os.environ["NEN_BROKER_URL"])
+    before = nen_broker.llen("nen.submit")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    cli = Path(sys.executable).parent / "nen-celery"
+    try:
+        done = subprocess.run(
+            [str(cli), "-A", "cliproj:app", "start", WF, "--param", "A=1", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        assert user_broker.llen("nen.submit") == 1
+        assert nen_broker.llen("nen.submit") == before
+        get_context().store.delete(run_id)  # no worker of cliproj's: no sweep may pick it up
+    finally:
+        user_broker.flushdb()

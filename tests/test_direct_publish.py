@@ -19,15 +19,14 @@ from celery import Celery, signals
 from fastapi.testclient import TestClient
 from kombu import Connection, Exchange, Queue
 
-from nen_celery import direct_publish
+from nen_celery import direct_publish, worker
 from nen_celery.context import get_context
 from nen_celery.crypto import Sealer
 from nen_celery.direct_publish import Outgoing
-from nen_celery.tasks import ingest_webhook
 from nen_celery.web import receiver
 from nen_celery.web.asgi import create_app
 from nen_celery.webhook import RECEIVED_AT_HEADER
-from nen_celery.worker import INGEST_QUEUE
+from nen_celery.worker import INGEST_QUEUE, ingest_webhook
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
 from tests.helpers import OTHER_PROCESS_HEADER
@@ -407,8 +406,7 @@ def _submit_outgoing(run_id: str, headers: dict[str, Any]) -> Outgoing:
 
 
 def test_start_runs_submit_message_is_the_one_apply_async_writes(scratch: redis.Redis) -> None:
-    from nen_celery.tasks import submit_run
-    from nen_celery.worker import SUBMIT_QUEUE
+    from nen_celery.worker import SUBMIT_QUEUE, submit_run
 
     outgoing = _submit_outgoing("run-s1", dict(NOT_HERE))
     with Connection(SCRATCH_URL) as conn:
@@ -448,7 +446,7 @@ def test_enqueue_submit_pushes_directly_only_outside_a_task_and_without_countdow
 
     recorder, applied = _Recorder(), []
     monkeypatch.setattr(tasks, "_submit_publisher", lambda: recorder)
-    monkeypatch.setattr(tasks.submit_run, "apply_async", lambda *a, **kw: applied.append(kw))
+    monkeypatch.setattr(worker.submit_run, "apply_async", lambda *a, **kw: applied.append(kw))
 
     tasks.enqueue_submit("run-a", "wf")
     assert [(o.args, o.kwargs, o.argsrepr) for o in recorder.sent] == [
@@ -459,7 +457,7 @@ def test_enqueue_submit_pushes_directly_only_outside_a_task_and_without_countdow
     tasks.enqueue_submit("run-b", "wf", reschedule=1, countdown=5)  # countdowns: apply_async
     assert len(recorder.sent) == 1 and applied[-1]["countdown"] == 5
 
-    parent = tasks.ingest_webhook  # inside a running task: apply_async links the parent
+    parent = worker.ingest_webhook  # inside a running task: apply_async links the parent
     parent.push_request(id="parent-1", called_directly=False)
     _task_stack.push(parent)
     try:
@@ -478,7 +476,7 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
     from kombu.exceptions import OperationalError
 
     from nen_celery import get_run, start_run, tasks
-    from nen_celery.tasks import submit_run
+    from nen_celery.worker import submit_run
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -532,7 +530,7 @@ def _scratch_callback(sig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> t
     publisher = direct_publish.for_task(chosen[0], timeout=2.0, max_connections=10)
     assert publisher is not None and publisher.route == chosen[1].route
     publisher.broker_url = SCRATCH_URL
-    monkeypatch.setattr(tasks, "_direct_callback", lambda _: (chosen[0], publisher))
+    monkeypatch.setattr(tasks, "_direct_callback", lambda *_: (chosen[0], publisher))
     return chosen[0], publisher
 
 

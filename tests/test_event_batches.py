@@ -32,7 +32,7 @@ def test_a_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: Simulat
     url = db_url(TEST_REDIS_URL, 5)
     r = redis.Redis.from_url(url)
     r.flushdb()
-    with logs_on_failure(Cluster(tmp_path, url, sim)) as c:
+    with logs_on_failure(Cluster(tmp_path, url, sim, NEN_EVENT_BATCHES="true")) as c:
         c.receiver()
         _, node = c.worker(concurrency=10 if pool != "prefork" else 2, pool=pool, loglevel="WARNING")
         bodies: list[Any] = []

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from nen_celery.simulator import SimulatorServer
+from nen_celery.tasks import callback_task_id
 from tests.cluster import Cluster, db_url
 from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
@@ -69,9 +70,17 @@ def test_pool_process_killed_at_each_point_finishes_the_run_once(cluster: Cluste
     os.kill(cluster.frozen_pid(point), signal.SIGKILL)  # the pool process running the task
     cluster.settle([run_id])
     calls = cluster.calls(run_id)
-    assert [c["tag"] for c in calls] == ["complete"], cluster.logs()
+    if point == "complete:after_dispatch":
+        # the one window (README "Delivery guarantees"): the broker took the callback, the holder
+        # died before Redis recorded it; its redelivered message dispatches it again, under the
+        # same task id, so a callback deduplicating on its task id runs once
+        assert [c["tag"] for c in calls] in (["complete"], ["complete", "complete"]), cluster.logs()
+        assert {c["task_id"] for c in calls} == {callback_task_id(run_id, "success")}
+    else:
+        assert [c["tag"] for c in calls] == ["complete"], cluster.logs()
     assert cluster.posts(run_id) == 1
     assert cluster.store.raw(run_id)["status"] == "success"
+    assert cluster.store.raw(run_id)["completion"] == "sent"
 
 
 def test_whole_worker_killed_mid_task_is_redelivered_to_a_new_worker(cluster: Cluster) -> None:

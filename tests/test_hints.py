@@ -103,31 +103,31 @@ def test_bound_run_applies_and_a_terminal_status_claims_the_completion_once(stor
         "",
     )
     body, raw = _hook(msg, "success")
-    verdict, now, completion, record = store.ingest(
-        run_id, 0, body, raw, source="webhook", holder="t2", callback_id="cb-1"
-    )
+    verdict, now, completion, record = store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")
     assert (verdict, now, completion) == ("applied", "success", "claimed")
     assert record["status"] == "success" and json.loads(record["on_complete"]) == {"task": "cb.ok"}
-    # marked sent in the same write, with the callback's task id: no finish_completion trip
-    assert (record["completion"], record["callback_task_id"]) == ("sent", "cb-1")
-    timer = store.redis.zscore(store.timers_key(run_id), run_id)
-    assert timer is not None and timer > float(record["completed_at"])  # the sweep's callback check
-    # a duplicate from another task: nothing to do
+    # claimed, not yet sent: a holder that dies before the broker has the callback loses nothing
+    assert (record["completion"], record["completion_holder"]) == ("sending", "t2")
+    # a duplicate from another task while the claim is live: nothing to do
     assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t3")[:3] == (
         "noop",
         "success",
-        "sent",
+        "busy",
     )
     # the holder's own redelivery (its worker died around the dispatch) dispatches again ...
     assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")[2] == "claimed"
-    # ... until the callback starts
-    assert store.claim_dispatch(f"{run_id}|0|n1") == "run"
-    assert "completion_holder" not in store.raw(run_id)
-    assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")[:3] == (
-        "noop",
-        "success",
-        "sent",
-    )
+    # ... until the broker took the callback: then never again, whoever asks
+    assert store.finish_completion(run_id, "cb-1")
+    done = store.raw(run_id)
+    assert (done["completion"], done["callback_task_id"]) == ("sent", "cb-1")
+    assert "completion_holder" not in done
+    assert store.redis.zscore(store.timers_key(run_id), run_id) is None  # nothing left to watch
+    for holder in ("t2", "t3"):
+        assert store.ingest(run_id, 0, body, raw, source="webhook", holder=holder)[:3] == (
+            "noop",
+            "success",
+            "done",
+        )
 
 
 @pytest.mark.integration
@@ -137,23 +137,21 @@ def test_a_run_that_ended_otherwise_is_claimed_for_complete_run_style_finishing(
     run_id = _run(store, message_id="m-late")
     store.apply(run_id, "failed", source="reconcile:run_timeout")
     body, raw = _hook("m-late", "success")
-    verdict, now, completion, record = store.ingest(
-        run_id, 0, body, raw, source="webhook", holder="t1", callback_id="cb-success"
-    )
+    verdict, now, completion, record = store.ingest(run_id, 0, body, raw, source="webhook", holder="t1")
     assert (verdict, now, completion, record["completion"]) == ("noop", "failed", "claimed", "sending")
     assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")[2] == "busy"
     assert store.finish_completion(run_id, "cb-failed")
 
 
 @pytest.mark.integration
-def test_a_failed_dispatch_releases_a_completion_marked_sent(store: Any) -> None:
+def test_a_failed_dispatch_releases_the_claimed_completion(store: Any) -> None:
     run_id = _run(store, message_id="m-rel")
     body, raw = _hook("m-rel", "failed")
-    assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t1", callback_id="cb")[2] == "claimed"
+    assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t1")[2] == "claimed"
     assert not store.release_completion(run_id, "other")
     assert store.release_completion(run_id, "t1")
     assert store.raw(run_id)["completion"] == "pending"
-    assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t1", callback_id="cb")[2] == "claimed"
+    assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t1")[2] == "claimed"
 
 
 @pytest.mark.integration

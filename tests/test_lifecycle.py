@@ -278,9 +278,10 @@ def test_many_runs_each_complete_once(stack: Stack) -> None:
 
 
 def test_a_callback_that_asks_for_a_retry_runs_again_with_its_arguments_still_hidden(stack: Stack) -> None:
-    """A retry is not the callback's end: the retried message (same dispatch token) runs. Celery
-    rebuilds it without argsrepr/kwargsrepr; NenTask.retry keeps them, so the retry does not
-    show the run's payload (result URLs) in Flower or the logs."""
+    """A retry is the callback's own business: the retried message runs. Celery rebuilds it
+    without argsrepr/kwargsrepr; CallbackTask.retry (the ready-made app's task class, optional
+    for a user's callbacks) keeps them, so the retry does not show the run's payload (result
+    URLs) in Flower or the logs."""
     handle = start_run(WF, {"PATIENT_NAME": "Jane"}, on_complete=retry_once.s(tag="retried"))
     wait_for(lambda: len(calls(handle.run_id)) == 1, 30, "the retried callback to finish")
     first, second = attempts(handle.run_id)

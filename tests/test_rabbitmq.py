@@ -24,8 +24,7 @@ from tests.cluster import (
     db_url,
     logs_on_failure,
     rabbitmq_queue_types,
-    rabbitmq_unavailable,
-    rabbitmq_vhost,
+    rabbitmq_vhost_or_skip,
 )
 from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.test_faults import (
@@ -40,13 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 FAIL_WF = "87654321-4321-4321-4321-cba987654321"
 
 
-@pytest.fixture(scope="module")
-def amqp_url() -> Iterator[str]:
-    reason = rabbitmq_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with rabbitmq_vhost() as url:
-        yield url
+amqp_url = pytest.fixture(scope="module", name="amqp_url")(rabbitmq_vhost_or_skip)
 
 
 @pytest.fixture(scope="module")

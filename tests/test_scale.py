@@ -38,12 +38,17 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 def run_many(
-    tmp: Path, sim: SimulatorServer, runs: int, timeout: float, submit_pool: tuple[str, int] = ("threads", 8)
+    tmp: Path,
+    sim: SimulatorServer,
+    runs: int,
+    timeout: float,
+    submit_pool: tuple[str, int] = ("threads", 8),
+    **env: str,
 ) -> None:
     url = db_url(TEST_REDIS_URL, 6)
     redis.Redis.from_url(url).flushdb()
     sim.reset()
-    with logs_on_failure(Cluster(tmp, url, sim, **PATIENT_ENV)) as c:
+    with logs_on_failure(Cluster(tmp, url, sim, **PATIENT_ENV, **env)) as c:
         sim.state.config.webhook_duplicates = 2  # each webhook three times, concurrently
         c.receiver()
         c.beat()  # one beat: the sweep polls Nen for any webhook that never got through
@@ -83,10 +88,11 @@ def test_three_workers_150_runs_with_duplicated_webhooks(tmp_path: Path, sim: Si
 @pytest.mark.timeout(300)
 def test_a_gevent_submit_pool_whose_window_fills(tmp_path: Path, sim: SimulatorServer) -> None:
     """-P gevent, 4 greenlets, Nen answering in 100 ms: the prefetch window is full most of the
-    time, so the consumer waits for acks (redis_transport.py) without losing or repeating one."""
+    time, so the consumer waits for acks (redis_transport.py, opted in) without losing or
+    repeating one."""
     sim.state.config.post_latency = 0.1
     try:
-        run_many(tmp_path, sim, 60, timeout=240, submit_pool=("gevent", 4))
+        run_many(tmp_path, sim, 60, timeout=240, submit_pool=("gevent", 4), NEN_PATCH_KOMBU_REDIS="true")
     finally:
         sim.state.config.post_latency = 0.0
 

@@ -1,4 +1,5 @@
-"""Secrets never reach log output: the redaction installed by the receiver and the worker."""
+"""Secrets never reach log output through a handler with ``RedactingFilter`` (nen's own processes
+put it on theirs; users add it to theirs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from nen_celery import logging_filters as lf
 from nen_celery.client import NenClient
 from nen_celery.config import get_settings
 from nen_celery.errors import NenAPIError
-from nen_celery.web.asgi import create_app
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, Stack, env
 
 PRESIGNED = "https://files.example/bucket/out.json?X-Amz-Credential=AKIA%2F&X-Amz-Signature=deadbeefcafe&X-Amz-Expires=60"
@@ -21,10 +21,12 @@ log = logging.getLogger("nen_celery.test_security_logging")
 
 
 @pytest.fixture
-def installed() -> Iterator[None]:
-    lf.install_redaction()
+def installed(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The filter on the capturing handler, as a user puts it on theirs."""
+    redacting = lf.RedactingFilter()
+    caplog.handler.addFilter(redacting)
     yield
-    lf.install_redaction()
+    caplog.handler.removeFilter(redacting)
 
 
 def secrets_now() -> list[str]:
@@ -32,11 +34,62 @@ def secrets_now() -> list[str]:
     return [SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, *settings.secrets_keys]
 
 
-def test_the_receiver_installs_redaction() -> None:
-    lf.uninstall_redaction()
-    assert not lf.redaction_installed()
-    create_app()
-    assert lf.redaction_installed()
+def test_add_redaction_puts_one_filter_on_each_handler() -> None:
+    logger = logging.getLogger("nen_celery.test_security_logging.add")
+    first, second, alone = logging.NullHandler(), logging.NullHandler(), logging.NullHandler()
+    for handler in (first, second):
+        logger.addHandler(handler)
+    try:
+        lf.add_redaction(logger, alone)
+        lf.add_redaction(logger, alone, first)  # idempotent
+        for handler in (first, second, alone):
+            assert [type(f) for f in handler.filters] == [lf.RedactingFilter]
+        assert logger.filters == []  # on the handlers: a logger filter misses propagated records
+    finally:
+        for handler in (first, second):
+            logger.removeHandler(handler)
+
+
+def _record(msg: str, *args: object, name: str = "x") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args or None, None)
+
+
+def test_the_filter_renders_exactly_the_redacted_message() -> None:
+    for msg, args in [
+        ("sending %s to %s", ({"x-api-key": SIM_API_KEY}, PRESIGNED)),
+        ("key %s", (SIM_API_KEY,)),
+        ('%s - "%s %s HTTP/%s" %d', ("1.2.3.4:5", "POST", "/webhooks/nen?token=abc123", "1.1", 200)),
+        ("plain %s", ("nothing to hide",)),
+    ]:
+        record = _record(msg, *args)
+        expected = lf.redact(msg % args)
+        assert lf.RedactingFilter().filter(record) is True
+        assert record.getMessage() == expected
+        for secret in (SIM_API_KEY, "deadbeefcafe", "abc123"):
+            assert secret not in record.getMessage()
+
+
+def test_uvicorn_access_lines_keep_their_args_and_lose_the_query() -> None:
+    """uvicorn's AccessFormatter unpacks record.args: merging them would break every access line."""
+    from uvicorn.logging import AccessFormatter
+
+    record = _record(
+        '%s - "%s %s HTTP/%s" %d',
+        "1.2.3.4:5",
+        "POST",
+        f"/webhooks/nen?k={SIM_API_KEY}&sig=abc123",
+        "1.1",
+        200,
+        name="uvicorn.access",
+    )
+    lf.RedactingFilter().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False).format(
+        record
+    )
+    assert line == '1.2.3.4:5 - "POST /webhooks/nen?[REDACTED] HTTP/1.1" 200 OK', line
+    untouched = _record("run %s done", "r-1")
+    lf.RedactingFilter().filter(untouched)
+    assert (untouched.msg, untouched.args) == ("run %s done", ("r-1",))
 
 
 @pytest.mark.parametrize(
@@ -107,14 +160,18 @@ def test_every_record_is_cleaned_args_tracebacks_and_bad_format(caplog: pytest.L
     assert "https://files.example/bucket/out.json" in text
 
 
-def test_without_redaction_the_same_lines_would_leak(caplog: pytest.LogCaptureFixture) -> None:
-    """The check above can fail: with the factory removed, the secrets are in the output."""
-    lf.uninstall_redaction()
-    try:
-        caplog.set_level(logging.DEBUG, logger=log.name)
-        log.info("sending %s", {"x-api-key": SIM_API_KEY})
-    finally:
-        lf.install_redaction()
+def test_without_redaction_the_same_lines_would_leak(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above can fail: without the filter, the secrets are in the output. (The suite's
+    in-process worker is nen's own ready-made worker: it put the filter on the root handlers
+    that existed when it started, pytest's among them; they are taken off for this test.)"""
+    for handler in logging.getLogger().handlers:
+        kept = [f for f in handler.filters if not isinstance(f, lf.RedactingFilter)]
+        monkeypatch.setattr(handler, "filters", kept)
+    caplog.set_level(logging.DEBUG, logger=log.name)
+    log.info("sending %s", {"x-api-key": SIM_API_KEY})
+    assert caplog.handler.filters == []
     assert SIM_API_KEY in caplog.text
 
 

@@ -10,13 +10,18 @@ import pytest
 from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
 
-import nen_celery.worker  # noqa: F401  (installs the patch, as every process importing the app does)
 from nen_celery import redis_transport
 from nen_celery.config import Settings
 from nen_celery.worker import celery_config
 from tests.conftest import TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def patched() -> None:
+    """What a worker started with NEN_PATCH_KOMBU_REDIS=true does (never an import)."""
+    redis_transport.install()
 
 
 def test_a_channel_reuses_one_client_until_its_pool_changes() -> None:

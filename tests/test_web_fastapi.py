@@ -27,7 +27,7 @@ PREFIX = "/nen"
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    from fastapi_example import app
+    from tests.webapps.fastapi_site import app
 
     with TestClient(app) as test_client:
         yield test_client
@@ -90,7 +90,7 @@ def recording(app: Any, seen: list[tuple[str, int]]) -> Any:
 def test_example_start_endpoint_starts_a_run_and_the_status_endpoint_shows_it_finishing(
     stack: Stack, client: TestClient
 ) -> None:
-    from fastapi_example import app
+    from tests.webapps.fastapi_site import app
 
     seen: list[tuple[str, int]] = []
     finished_before = stack.counter.finished["fastapi_example.run_finished"]

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def example() -> Iterator[Flask]:
-    from flask_example import create_app
+    from tests.webapps.flask_site import create_app
 
     with overrides_restored():
         yield create_app()

@@ -201,7 +201,7 @@ def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receiv
     """No ingest task for ``processing``: the receiver runs the script, and a hint that does not
     fit the signed body changes nothing; a run not bound yet keeps it (202, as when parked)."""
     from nen_celery.context import get_context
-    from nen_celery.tasks import ingest_webhook
+    from nen_celery.worker import ingest_webhook
 
     store = get_context().store
     stack.counter.wait_idle()
@@ -234,7 +234,7 @@ def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receiv
 
 def test_with_apply_processing_off_every_receiver_queues_it(stack: Stack, receivers: dict[str, Call]) -> None:
     from nen_celery.context import get_context
-    from nen_celery.tasks import ingest_webhook
+    from nen_celery.worker import ingest_webhook
 
     stack.counter.wait_idle()
     before = stack.counter.published[ingest_webhook.name]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -22,13 +20,8 @@ from nen_celery.signing import webhook_signature
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
 from tests.helpers import snapshot, wait_for
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-for _name in ("django_app", "flask_app", "fastapi_app"):
-    if str(EXAMPLES / _name) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES / _name))
-
-# The examples' callback tasks, registered at collection: before the session's worker starts.
-for _module in ("django_example.tasks", "flask_example", "fastapi_example"):
+# The test apps' callback tasks, registered at collection: before the session's worker starts.
+for _module in ("tests.webapps.django_site.tasks", "tests.webapps.flask_site", "tests.webapps.fastapi_site"):
     importlib.import_module(_module)
 
 WF = "12345678-1234-1234-1234-123456789abc"
@@ -185,7 +178,7 @@ def serve_wsgi(app: Any) -> Iterator[str]:
 
 
 def setup_django() -> None:
-    """Configure Django once per process with the example project's settings."""
+    """Configure Django once per process with the test project's settings (tests/webapps/django_site)."""
     import os
 
     import django
@@ -193,7 +186,7 @@ def setup_django() -> None:
 
     if not settings.configured:
         ours = "DJANGO_SETTINGS_MODULE" not in os.environ
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_example.settings")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.webapps.django_site.settings")
         try:
             django.setup()
         finally:

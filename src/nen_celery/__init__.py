@@ -1,6 +1,7 @@
 """Run Nen workflow runs from Celery workers, reliably."""
 
 from .api import RunConflict, RunHandle, get_run, redrive_run, start_run
+from .celery_app import CallbackTask, init_celery
 from .config import ConfigurationError, Settings, get_settings
 from .errors import NenAPIError, NenError, NenProtocolError, NenTransportError
 from .models import Run
@@ -8,6 +9,7 @@ from .params import InvalidParams, register_workflow, unregister_workflow
 from .status import Status
 
 __all__ = [
+    "CallbackTask",
     "ConfigurationError",
     "InvalidParams",
     "NenAPIError",
@@ -21,6 +23,7 @@ __all__ = [
     "Status",
     "get_run",
     "get_settings",
+    "init_celery",
     "redrive_run",
     "register_workflow",
     "start_run",

@@ -61,8 +61,31 @@ def _print_run(run: Run, as_json: bool) -> None:
 
 
 @click.group()
-def main() -> None:
+@click.option(
+    "-A",
+    "--app",
+    "app_path",
+    envvar="NEN_CELERY_APP",
+    default=None,
+    help="Your Celery app, as for `celery -A` (proj, proj.celery:app): runs started or redriven "
+    "here are published through it. Default: nen's ready-made app (NEN_BROKER_URL).",
+)
+def main(app_path: str | None) -> None:
     """Run Nen workflows from Celery: start runs, inspect them, run the local simulator."""
+    if app_path:
+        from celery.app.utils import find_app
+
+        from .celery_app import init_celery, installed
+
+        try:
+            app = find_app(app_path)
+        except Exception as exc:  # an import error of the user's module, or no app in it
+            raise click.BadParameter(f"cannot load the Celery app {app_path!r}: {exc}") from None
+        if installed() is not app:  # their module may have called init_celery itself
+            try:
+                init_celery(app)
+            except (ConfigurationError, TypeError) as exc:
+                raise click.UsageError(f"--app {app_path}: {exc}") from None
 
 
 @main.command()

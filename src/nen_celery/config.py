@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # store, web/apply.py) instead of queueing ingest_webhook; false: the receiver never writes
     # run state
     webhook_apply_processing: bool = True
+    # Opt-in fast paths that change kombu/Celery behaviour in nen's own worker processes only
+    # (never on import or init_celery): kombu's Redis transport patches (redis_transport.py),
+    # and task events sent in 50 ms batches by the ready-made app's workers (event_batches.py)
+    patch_kombu_redis: bool = False
+    event_batches: bool = False
 
     # Secrets at rest: comma-separated Fernet-format keys, the first encrypts, all decrypt (crypto.py).
     secrets_key: SecretStr | None = None
@@ -108,10 +113,6 @@ class Settings(BaseSettings):
     unknown_timeout: float = Field(default=3600.0, gt=0)  # unresolved `unknown` after this: submit_failed
     lookup_path: str | None = None  # optional: find a run by Idempotency-Key (not documented by Nen)
     parked_grace: float = Field(default=30.0, gt=0)  # re-check parked webhooks after this
-    # a callback that has not reached its end this long after dispatch is dispatched again
-    # (a dispatch that claimed it longer ago than this may be taken over): keep it above your
-    # slowest callback
-    callback_timeout: float = Field(default=3600.0, gt=0)
 
     # Testing only: comma-separated failpoint names (see faults.py). Never set in production.
     failpoints: str = ""

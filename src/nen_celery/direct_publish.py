@@ -91,7 +91,10 @@ def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
         return None, "task messages are not protocol 2 JSON without compression"
     if conf.task_default_priority is not None:
         return None, "a default task priority is set"
+    from .celery_app import with_default_queue
+
     options = {k: v for k, v in task._get_exec_options().items() if v is not None}
+    options = with_default_queue(task, (), {}, options)
     if any(options.get(name) is not None for name in _UNSUPPORTED_OPTIONS):
         return None, "the task sets a priority, expiry, time limit, exchange or routing key"
     if options.get("serializer", "json") != "json" or options.get("compression"):
@@ -437,7 +440,8 @@ def cached_for_task(ctx: Context, task: Task, enabled: bool) -> DirectPublisher 
             return None
         return for_task(task, ctx.settings.publish_timeout, ctx.settings.broker_max_connections)
 
-    publisher: DirectPublisher | None = per_context(f"publisher:{task.name}", ctx, build)
+    key = f"publisher:{id(task.app)}:{task.name}"  # init_celery may come after a first publish
+    publisher: DirectPublisher | None = per_context(key, ctx, build)
     return publisher
 
 

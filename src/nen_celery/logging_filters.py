@@ -1,14 +1,17 @@
-"""Keep secrets out of log output, whatever logger or handler the record goes through.
+"""Keep secrets out of log output: a ``logging.Filter`` for the handlers that need it.
 
-``install_redaction()`` wraps the process's LogRecord factory, so every record is cleaned when
-it is created, before any handler, filter or formatter sees it (Celery's, uvicorn's, pytest's,
-Sentry's...). The worker and the webhook receiver install it at start. ``RedactingFilter`` does
-the same job as a ``logging.Filter`` for a ``dictConfig`` of your own.
+``RedactingFilter`` cleans each record a handler emits, before that handler's formatter sees it.
+Add it to your own handlers (``handler.addFilter(RedactingFilter())``, or ``"filters"`` in a
+``dictConfig``). nen_celery is a guest in your process: importing it, mounting its receiver or
+initialising its Flask/Django/FastAPI integration changes no logging (no LogRecord factory, no
+handler, filter or formatter on your loggers). Only processes nen starts itself (the standalone
+receiver ``uvicorn nen_celery.web.asgi:app``, the ready-made worker) put the filter on their own
+handlers, with ``add_redaction()``.
 
 What is removed from the message (``msg % args``), the traceback text and the stack text:
 
 - the configured secrets, read from the environment (and the loaded settings) when the record is
-  made: ``NEN_API_KEY``,
+  filtered: ``NEN_API_KEY``,
   ``NEN_SIGNING_KEY``, every ``NEN_WEBHOOK_SECRET`` and ``NEN_SECRETS_KEY`` entry (and the base64
   part of a ``whsec_`` secret), passwords in ``NEN_REDIS_URL`` / ``NEN_BROKER_URL`` /
   ``NEN_RESULT_BACKEND``, plus anything registered with ``add_secret()``; also their
@@ -32,8 +35,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlsplit
 
 from .config import ConfigurationError, Settings, get_settings
@@ -69,7 +71,6 @@ os.register_at_fork(after_in_child=_reinit_lock_after_fork)
 
 _extra_secrets: set[str] = set()
 _pattern_cache: dict[tuple[str, ...], re.Pattern[str] | None] = {}
-_state: dict[str, Any] = {"previous": None, "factory": None}
 
 
 def add_secret(value: str) -> None:
@@ -187,6 +188,15 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
 _exception_formatter = logging.Formatter()
 
 
+def _redact_traces(record: logging.LogRecord) -> None:
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        record.exc_text = _exception_formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     """Clean one record in place: message (args merged in), traceback and stack text."""
     try:
@@ -195,45 +205,52 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         message = f"{record.msg!s} (args: {record.args!r})"
     record.msg = redact(message)
     record.args = None
-    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
-        record.exc_text = _exception_formatter.formatException(record.exc_info)
-    if record.exc_text:
-        record.exc_text = redact(record.exc_text)
-    if record.stack_info:
-        record.stack_info = redact(record.stack_info)
+    _redact_traces(record)
     return record
 
 
 class RedactingFilter(logging.Filter):
-    """A handler/logger filter doing what ``install_redaction`` does, for your logging config."""
+    """Cleans every record its handler emits (see the module docstring); never drops one.
+
+    The rendered message is exactly ``redact(msg % args)``. A record with nothing to remove
+    keeps its ``msg`` and ``args``, and so does one whose arguments can be cleaned one by one
+    to the same text (uvicorn's access formatter unpacks ``args``); any other is stored merged
+    and cleaned, as ``redact_record`` does. Tracebacks and stack text are cleaned too.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
+        try:
+            message = record.getMessage()
+        except Exception:
+            redact_record(record)
+            return True
+        cleaned = redact(message)
+        if cleaned != message and not _redact_args(record, cleaned):
+            record.msg, record.args = cleaned, None
+        _redact_traces(record)
         return True
 
 
-def install_redaction() -> None:
-    """Clean every log record of this process from now on (idempotent, thread-safe)."""
-    with _lock:
-        if _state["factory"] is not None:
-            return
-        previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            return redact_record(previous(*args, **kwargs))
-
-        _state["previous"], _state["factory"] = previous, factory
-        logging.setLogRecordFactory(factory)
-
-
-def uninstall_redaction() -> None:
-    """Undo ``install_redaction`` (tests); a no-op if another factory was installed on top."""
-    with _lock:
-        factory, previous = _state["factory"], _state["previous"]
-        if factory is not None and logging.getLogRecordFactory() is factory:
-            logging.setLogRecordFactory(previous)
-        _state["previous"], _state["factory"] = None, None
+def _redact_args(record: logging.LogRecord, cleaned: str) -> bool:
+    """Clean a tuple of string arguments one by one, if that renders exactly ``cleaned``."""
+    if not (isinstance(record.msg, str) and isinstance(record.args, tuple) and record.args):
+        return False
+    msg = redact(record.msg)
+    args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+    try:
+        same = msg % args == cleaned
+    except Exception:
+        return False
+    if same:
+        record.msg, record.args = msg, args
+    return same
 
 
-def redaction_installed() -> bool:
-    return _state["factory"] is not None and logging.getLogRecordFactory() is _state["factory"]
+def add_redaction(*targets: logging.Handler | logging.Logger) -> None:
+    """Put a ``RedactingFilter`` on each handler given and on every handler of each logger given
+    (idempotent: a handler that has one gets no second). For processes nen starts itself."""
+    for target in targets:
+        handlers = target.handlers if isinstance(target, logging.Logger) else [target]
+        for handler in handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())

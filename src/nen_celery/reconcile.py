@@ -20,7 +20,6 @@ LOOKUP = "lookup"  # unknown: find the run by its Idempotency-Key (NEN_LOOKUP_PA
 COMPLETE = "complete"  # terminal but the callback is not out: queue complete_run again
 EXPIRE_UNKNOWN = "expire_unknown"  # unknown past NEN_UNKNOWN_TIMEOUT: end submit_failed
 TIMEOUT = "timeout"  # not terminal past NEN_RUN_TIMEOUT: end the run
-REDISPATCH = "redispatch"  # the callback never reached its end: dispatch it again
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,8 @@ def decide(run: Mapping[str, str] | None, now: float, s: Settings) -> Decision:
     if is_terminal(status):
         completion = run.get("completion", "")
         if completion == "sent":
-            # ``dispatch`` is the callback's guard value, added by the sweep (see worker.NenTask)
-            if not run.get("callback_task_id") or run.get("dispatch", "").endswith("|done"):
-                return Decision(DROP, None)
-            due = _f(run, "completed_at") + s.callback_timeout
-            if now < due:
-                return Decision(WAIT, due)
-            return Decision(REDISPATCH, now + s.completion_lease + s.reconcile_interval)
+            # the broker took the callback: it is never dispatched again, whatever became of it
+            return Decision(DROP, None)
         lease = _f(run, "completion_lease_until")
         if completion == "sending" and lease > now:
             return Decision(WAIT, lease + 1)

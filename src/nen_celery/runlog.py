@@ -3,14 +3,16 @@
 ``bind(run_id=..., message_id=..., workflow_id=...)`` sets the ids for the current context (a
 task, a webhook request); ``RunIdFilter`` on a handler stamps them on every record it emits as
 ``record.nen`` (a dict; a namespaced attribute, so a caller's own ``extra={"run_id": ...}``
-never collides). A handler filter, not a LogRecord factory: the factory belongs to the
-redaction (logging_filters), which must stay removable. The tasks bind what they know as soon
-as they know it; Celery's task_prerun/postrun clear it so a pool thread never lends one task's
-ids to the next.
+never collides). A handler filter, not a LogRecord factory: nen_celery changes nothing
+process-wide in a process it does not own, so the filter goes on handlers: yours (add it to your
+logging config), or those of the processes nen starts itself (``configure``). Importing this
+module changes no logging. The tasks bind what they know as soon as they know it; Celery's
+task_prerun/postrun clear it so a pool thread never lends one task's ids to the next.
 
 ``NEN_LOG_FORMAT=json`` makes the worker, beat and receiver log one JSON object per line:
 ``ts, level, logger, message, run_id, message_id, workflow_id, task_name, task_id`` (+ ``exc``).
-Records are redacted (logging_filters) before this formatter sees them.
+Where the handler also has ``logging_filters.RedactingFilter``, records are redacted before
+this formatter sees them (tracebacks included: ``exc`` is the cleaned ``exc_text``).
 """
 
 from __future__ import annotations
@@ -83,10 +85,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value and value != "???":
                 out[name] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
+        if record.exc_text:  # set (and cleaned) by the redaction filter, or by another formatter
             out["exc"] = record.exc_text
+        elif record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 

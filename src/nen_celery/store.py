@@ -9,7 +9,6 @@ spread over the cluster's masters with the records they index. Keys (prefix ``NE
 
 - ``<p>:run:{k}:<run_id>``              hash: the record (expires ``retention`` after it finishes)
 - ``<p>:run:{k}:<run_id>:secure``       sealed secure params, deleted once Nen accepted/refused them
-- ``<p>:run:{k}:<run_id>:dispatched:<n>`` callback dispatch guard of attempt n (worker.NenTask)
 - ``<p>:runs:{k}``                      zset run_id by creation time (listing)
 - ``<p>:timers:{k}``                    zset run_id by next reconcile check (sweeps read due runs only)
 - ``<p>:msg:{k}:<message_id>``          run_id bound to Nen's messageId (O(1) webhook lookup)
@@ -55,8 +54,6 @@ _SCRIPTS = (
     "release_completion",
     "redrive",
     "reconcile_lock",
-    "claim_dispatch",
-    "reopen_completion",
 )
 PARKED_MAX = 20
 
@@ -350,17 +347,15 @@ class RunStore:
         *,
         source: str,
         holder: str = "",
-        callback_id: str = "",
     ) -> tuple[str, str, str, dict[str, str]]:
         """Apply a webhook that named its run, in one trip (ingest.lua).
 
         Returns (verdict, status now, completion, record): verdict applied | noop | parked |
         mismatch | stale | missing; with a ``holder``, a terminal run's completion comes back
-        ``claimed`` with the record, for the caller to dispatch the callback; the record's
-        completion is then already ``sent`` (with ``callback_id``, the callback task id for the
-        body's status) unless the run had ended otherwise, when ``finish_completion`` follows.
+        ``claimed`` with the record, for the caller to dispatch the callback and then
+        ``finish_completion``.
         """
-        keys, args = self.ingest_call(run_id, attempt, body, sealed_body, source, holder, callback_id)
+        keys, args = self.ingest_call(run_id, attempt, body, sealed_body, source, holder)
         return self.ingest_result(self._call("ingest", keys, args))
 
     def ingest_call(
@@ -371,7 +366,6 @@ class RunStore:
         sealed_body: str,
         source: str,
         holder: str = "",
-        callback_id: str = "",
     ) -> tuple[list[str], list[Any]]:
         """ingest.lua's keys and arguments: ``ingest`` runs them, the receiver too (asyncio)."""
         status = str(body["status"])
@@ -391,8 +385,6 @@ class RunStore:
             self.settings.completion_lease,
             holder,
             attempt,
-            callback_id,
-            now + self.settings.callback_timeout,
         ]
 
     @staticmethod
@@ -411,17 +403,15 @@ class RunStore:
         return bool(self._call("release_completion", [self.run_key(run_id)], [holder]))
 
     def finish_completion(self, run_id: str, callback_task_id: str) -> bool:
-        now = time.time()
+        """Mark the claimed completion sent once the broker took the callback (or there is none):
+        from then on nothing dispatches it again."""
         return bool(
             self._call(
                 "finish_completion",
                 [self.run_key(run_id), self.timers_key(run_id)],
-                [now, callback_task_id, run_id, now + self.settings.callback_timeout],
+                [time.time(), callback_task_id, run_id],
             )
         )
-
-    def reopen_completion(self, run_id: str) -> bool:
-        return bool(self._call("reopen_completion", [self.run_key(run_id)], []))
 
     def next_check_after(self, status: str) -> float:
         """Seconds until reconciliation should look at a run that just entered ``status``."""
@@ -501,28 +491,6 @@ class RunStore:
         for shard, members in removes.items():
             pipe.zrem(key_of(shard), *members)
         pipe.execute()
-
-    # -- callback dispatch guard (see worker.NenTask) ------------------------------------------
-    def dispatch_key(self, run_id: str, attempt: str) -> str:
-        return f"{self.run_key(run_id)}:dispatched:{attempt}"
-
-    def claim_dispatch(self, token: str) -> str:
-        """'run' | 'done' | 'skip' for a callback message carrying ``token`` (run|attempt|nonce)."""
-        run_id, attempt = [*token.split("|"), "0"][:2]
-        key = self.dispatch_key(run_id, attempt)
-        args = [token, self.settings.retention_seconds, time.time(), self.settings.callback_timeout]
-        return str(self._call("claim_dispatch", [key, self.run_key(run_id)], args))
-
-    def dispatch_state(self, run_ids_attempts: list[tuple[str, str]]) -> list[str | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id, attempt in run_ids_attempts:
-            pipe.get(self.dispatch_key(run_id, attempt))
-        return [None if v is None else str(v) for v in pipe.execute()]
-
-    def finish_dispatch(self, token: str) -> None:
-        run_id, attempt = [*token.split("|"), "0"][:2]
-        key = self.dispatch_key(run_id, attempt)
-        self.redis.set(key, f"{token}|done", xx=True, ex=self.settings.retention_seconds)
 
     def acquire_reconcile_lock(self, token: str, ttl: float) -> bool:
         return bool(self.redis.set(self.reconcile_lock_key, token, nx=True, px=int(ttl * 1000)))

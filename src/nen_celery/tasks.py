@@ -6,6 +6,10 @@ complete_run   -> dispatches the caller's on_complete / on_failure signature onc
 poll_run       -> asks the retrieval endpoint once (queued by the reconcile sweep)
 lookup_run     -> resolves an `unknown` run by its Idempotency-Key (NEN_LOOKUP_PATH)
 reconcile_runs -> the beat sweep over due timers (see reconcile.py)
+
+Plain functions: ``celery_app.register`` makes them tasks of the app nen is installed in (the
+user's, or the ready-made one), so importing this module creates no Celery app. Everything
+published from here goes through ``celery_app.current()``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from . import direct_publish, metrics, reconcile, runlog
+from . import celery_app, direct_publish, metrics, reconcile, runlog
+from .celery_app import current, nen_task, request_header
 from .client import AttemptHooks, StartRunRequest
 from .config import ConfigurationError
 from .context import get_context, per_context
@@ -36,7 +41,6 @@ from .ratelimit import RateLimited
 from .status import WEBHOOK_STATUSES, Status, is_terminal
 from .store import callbacks
 from .webhook import RECEIVED_AT_HEADER, log_hinted, parse_webhook
-from .worker import DISPATCH_HEADER, NenTask, app, request_header
 
 log = logging.getLogger("nen_celery.tasks")
 
@@ -55,9 +59,11 @@ RETRY_ON_REDIS: dict[str, Any] = {
 CALLBACK_NAMESPACE = uuid.UUID("5b0f8f61-63a5-4a51-9a39-2f4c8c1a7e10")
 
 
-def callback_task_id(run_id: str, status: str) -> str:
-    """Deterministic id of the user callback task, so a re-dispatch is recognisable."""
-    return str(uuid.uuid5(CALLBACK_NAMESPACE, f"{run_id}:{status}"))
+def callback_task_id(run_id: str, status: str, attempt: int = 0) -> str:
+    """Deterministic id of the user callback task of one attempt (redrive), so a re-dispatch
+    after a crash carries the same id; each redrive attempt's callback has an id of its own."""
+    name = f"{run_id}:{status}" if not attempt else f"{run_id}:{status}:{attempt}"
+    return str(uuid.uuid5(CALLBACK_NAMESPACE, name))
 
 
 def _repr(run_id: str, **extra: Any) -> str:
@@ -74,7 +80,7 @@ def enqueue_submit(
     inside a task through apply_async, which links the message to its parent task."""
     kwargs = {"reschedule": reschedule}
     argsrepr = _repr(run_id, workflow_id=workflow_id)
-    publisher = _submit_publisher() if countdown is None and app.current_worker_task is None else None
+    publisher = _submit_publisher() if countdown is None and current().current_worker_task is None else None
     if publisher is not None:
         try:
             publisher.publish(Outgoing((run_id,), kwargs, argsrepr, repr(kwargs), {}))
@@ -82,7 +88,7 @@ def enqueue_submit(
             # what apply_async raises when the broker cannot take a message
             raise OperationalError(f"submit_run not queued: {type(exc).__name__}: {exc}") from exc
         return
-    submit_run.apply_async(
+    nen_task("submit_run").apply_async(
         args=(run_id,), kwargs=kwargs, countdown=countdown, argsrepr=argsrepr, kwargsrepr=repr(kwargs)
     )
 
@@ -91,13 +97,13 @@ def _submit_publisher() -> DirectPublisher | None:
     """This process's submit_run publisher, or None: apply_async (NEN_DIRECT_PUBLISH off,
     or a broker / task configuration the direct path cannot reproduce)."""
     ctx = get_context()
-    return direct_publish.cached_for_task(ctx, submit_run, ctx.settings.direct_publish)
+    return direct_publish.cached_for_task(ctx, nen_task("submit_run"), ctx.settings.direct_publish)
 
 
 def enqueue_complete(run_id: str, received_at: str | None = None) -> None:
     """``received_at``: when the receiver got the terminal webhook (for the latency metric)."""
     headers = {RECEIVED_AT_HEADER: received_at} if received_at else None
-    complete_run.apply_async(args=(run_id,), argsrepr=_repr(run_id), headers=headers)
+    nen_task("complete_run").apply_async(args=(run_id,), argsrepr=_repr(run_id), headers=headers)
 
 
 def _finish(run_id: str, status: Status, error: dict[str, Any], source: str) -> str:
@@ -147,7 +153,7 @@ def _park_unknown(run_id: str, error: dict[str, Any], source: str) -> None:
     # Once the run is unknown, ingest.lua binds instead of parking: this list can only shrink.
     attempt, parked = store.take_run_parked(run_id)
     for sealed in parked:
-        ingest_webhook.apply_async(
+        nen_task("ingest_webhook").apply_async(
             args=(sealed,), kwargs={"run_id": run_id, "attempt": attempt}, argsrepr=_repr(run_id)
         )
 
@@ -174,7 +180,6 @@ class _StoreHooks(AttemptHooks):
         self.store.post_not_sent(self.run_id, self.execution)
 
 
-@app.task(name="nen_celery.submit_run", bind=True, **RETRY_ON_REDIS)
 def submit_run(
     self: Task, run_id: str, reschedule: int = 0, accepted: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -318,7 +323,6 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
     return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
 
 
-@app.task(name="nen_celery.ingest_webhook", bind=True, **RETRY_ON_REDIS)
 def ingest_webhook(
     self: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0
 ) -> dict[str, Any]:
@@ -351,9 +355,8 @@ def _ingest_hinted(
     message_id, status = body["message_id"], body["status"]
     failpoint("ingest:before_apply")
     holder = str(task.request.id)
-    callback_id = callback_task_id(run_id, status) if is_terminal(status) else ""
     verdict, now, completion, data = ctx.store.ingest(
-        run_id, attempt, body, sealed_body, source="webhook", holder=holder, callback_id=callback_id
+        run_id, attempt, body, sealed_body, source="webhook", holder=holder
     )
     result = {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
     log_hinted(log, verdict, now, run_id, attempt, status, message_id)
@@ -362,7 +365,6 @@ def _ingest_hinted(
     return result
 
 
-@app.task(name="nen_celery.complete_run", bind=True, **RETRY_ON_REDIS)
 def complete_run(self: Task, run_id: str) -> dict[str, Any]:
     ctx = get_context()
     holder = str(self.request.id)
@@ -375,8 +377,14 @@ def complete_run(self: Task, run_id: str) -> dict[str, Any]:
 
 
 def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, str]) -> str:
-    """Send the claimed run's callback, then mark the completion sent (unless the claim did
-    already, ingest.lua); the callback's task id."""
+    """Send the claimed run's callback, then mark the completion sent; the callback's task id.
+
+    Once the broker has the callback message the completion is marked sent and nothing
+    dispatches it again, whatever becomes of it (the broker and the callback task's own
+    acks_late / retries own it from there). The one window: a worker that dies between the
+    broker taking the message and that mark; the claim's lease lapses and the callback is
+    dispatched again, with the same task id (``callback_task_id``) for the user to dedupe on.
+    """
     ctx = get_context()
     run = ctx.store.to_run(data)  # the record came back with the claim
     runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
@@ -385,20 +393,16 @@ def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, s
     task_id = ""
     failpoint("complete:before_dispatch")
     if sig is not None:
-        task_id = callback_task_id(run_id, run.status)
-        # A fresh token per dispatch: if a crash makes us dispatch twice, the callback's base
-        # task (worker.NenTask) runs only the first of the two messages to start.
-        token = f"{run_id}|{run.redrives}|{uuid.uuid4()}"
+        task_id = callback_task_id(run_id, run.status, run.redrives)
         try:
             argsrepr = _repr(run_id, status=run.status)
-            _send_callback(sig, run.to_dict(), task_id, {DISPATCH_HEADER: token}, argsrepr)
+            _send_callback(sig, run.to_dict(), task_id, {}, argsrepr)
         except Exception as exc:
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
             raise task.retry(countdown=1.0, max_retries=None) from exc
     failpoint("complete:after_dispatch")
-    if data.get("completion") != "sent":
-        ctx.store.finish_completion(run_id, task_id)
+    ctx.store.finish_completion(run_id, task_id)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
     received_at = request_header(task.request, RECEIVED_AT_HEADER)
     if received_at:
@@ -410,18 +414,20 @@ def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, s
 def _send_callback(
     sig: dict[str, Any], run: dict[str, Any], task_id: str, headers: dict[str, str], argsrepr: str
 ) -> None:
-    """``signature(sig).apply_async(args=(run,), ...)``; with one LPUSH where that writes the
-    same message (``_direct_callback``), linked to the running task as Celery links it."""
+    """``signature(sig).apply_async(args=(run,), ...)`` through the current app: the callback
+    may be a task of any app the workers load, or only a name. On the ready-made app, with one
+    LPUSH where that writes the same message (``_direct_callback``)."""
+    app = current()
     conf = app.conf
     kwargs = dict(sig.get("kwargs") or {})
     # as Celery would write it, given explicitly so both paths write the same message
     kwargsrepr = saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=conf.task_repr_maxlevels)
-    direct = _direct_callback(sig)
+    direct = _direct_callback(sig, app)
     if direct is None:
         # a kwargsrepr the caller set on the signature (to hide its kwargs) is kept
         shown = {} if "kwargsrepr" in (sig.get("options") or {}) else {"kwargsrepr": kwargsrepr}
         signature(sig, app=app).apply_async(
-            args=(run,), task_id=task_id, headers=headers, argsrepr=argsrepr, **shown
+            args=(run,), task_id=task_id, headers=headers or None, argsrepr=argsrepr, **shown
         )
         return
     task, publisher = direct
@@ -437,10 +443,15 @@ def _send_callback(
         parent.add_trail(task.AsyncResult(task_id))  # the parent's result lists its children
 
 
-def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None:
-    """(task, publisher) when the callback's message can be pushed directly: a plain signature
-    (no options, not immutable, no canvas) of a task registered here whose class leaves
-    apply_async as Celery's, on a route and broker direct_publish reproduces; else None."""
+def _direct_callback(sig: dict[str, Any], app: Any = None) -> tuple[Task, DirectPublisher] | None:
+    """(task, publisher) when the callback's message can be pushed directly: the ready-made
+    app (a user's own app is published through Celery, always), a plain signature (no options,
+    not immutable, no canvas) of a task registered there whose class leaves apply_async as
+    Celery's, on a route and broker direct_publish reproduces; else None."""
+    ready_made = celery_app.ready_made()
+    if ready_made is None or (app if app is not None else current()) is not ready_made:
+        return None
+    app = ready_made
     if sig.get("options") or sig.get("immutable") or sig.get("subtask_type") or sig.get("chord_size"):
         return None
     name = str(sig.get("task"))
@@ -452,7 +463,7 @@ def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None
             return None
         cls = type(task)
         if (
-            cls.apply_async is not NenTask.apply_async
+            cls.apply_async is not Task.apply_async
             or cls.shadow_name is not Task.shadow_name
             or cls.add_trail is not Task.add_trail
             or task.__v2_compat__
@@ -463,11 +474,10 @@ def _direct_callback(sig: dict[str, Any]) -> tuple[Task, DirectPublisher] | None
         publisher = direct_publish.cached_for_task(ctx, task, True)
         return None if publisher is None else (task, publisher)
 
-    direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{name}", ctx, build)
+    direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{id(app)}:{name}", ctx, build)
     return direct
 
 
-@app.task(name="nen_celery.poll_run", bind=True, **RETRY_ON_REDIS)
 def poll_run(self: Task, run_id: str) -> dict[str, Any]:
     """Ask the retrieval endpoint once; the reconcile sweep decides when to ask again."""
     ctx = get_context()
@@ -487,7 +497,6 @@ def poll_run(self: Task, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": now, "verdict": verdict}
 
 
-@app.task(name="nen_celery.lookup_run", bind=True, **RETRY_ON_REDIS)
 def lookup_run(self: Task, run_id: str) -> dict[str, Any]:
     """Resolve an `unknown` run: did Nen get our POST? Asks NEN_LOOKUP_PATH by Idempotency-Key."""
     ctx = get_context()
@@ -524,7 +533,6 @@ def _timeout_error(data: dict[str, str], kind: str, message: str) -> dict[str, A
     }
 
 
-@app.task(name="nen_celery.reconcile_runs", bind=True, max_retries=0)
 def reconcile_runs(self: Task) -> dict[str, int]:
     """One sweep over due timers. A lock with expiry makes a concurrent second sweep a no-op."""
     ctx = get_context()
@@ -539,11 +547,7 @@ def reconcile_runs(self: Task) -> dict[str, int]:
         timers: dict[str, float] = {}
         drop: list[str] = []
         raws = store.raw_many(run_ids)
-        sent = [(d["run_id"], d.get("redrives") or "0") for d in raws if d.get("completion") == "sent"]
-        guards = dict(zip([rid for rid, _ in sent], store.dispatch_state(sent), strict=True))
         for run_id, data in zip(run_ids, raws, strict=True):
-            if run_id in guards:
-                data = {**data, "dispatch": guards[run_id] or ""}
             decision = reconcile.decide(data, now, settings)
             counts[decision.action] += 1
             _act(run_id, data, decision.action)
@@ -562,7 +566,9 @@ def reconcile_runs(self: Task) -> dict[str, int]:
             counts[f"parked_{decision.action}"] += 1
             if decision.action == "replay":
                 for sealed in bodies:
-                    ingest_webhook.apply_async(args=(sealed,), argsrepr=f"(message_id={message_id!r})")
+                    nen_task("ingest_webhook").apply_async(
+                        args=(sealed,), argsrepr=f"(message_id={message_id!r})"
+                    )
                 store.drop_parked(message_id)
             elif decision.action == reconcile.DROP:
                 parked_drop.append(message_id)
@@ -581,15 +587,11 @@ def _act(run_id: str, data: dict[str, str], action: str) -> None:
     if action == reconcile.RESUBMIT:
         enqueue_submit(run_id, data["workflow_id"])
     elif action == reconcile.POLL:
-        poll_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
+        nen_task("poll_run").apply_async(args=(run_id,), argsrepr=_repr(run_id))
     elif action == reconcile.LOOKUP:
-        lookup_run.apply_async(args=(run_id,), argsrepr=_repr(run_id))
+        nen_task("lookup_run").apply_async(args=(run_id,), argsrepr=_repr(run_id))
     elif action == reconcile.COMPLETE:
         enqueue_complete(run_id)
-    elif action == reconcile.REDISPATCH:
-        log.warning("run %s: its callback never reached its end; dispatching it again", run_id)
-        if get_context().store.reopen_completion(run_id):
-            enqueue_complete(run_id)
     elif action == reconcile.EXPIRE_UNKNOWN:
         error = _timeout_error(
             data,
@@ -607,3 +609,15 @@ def _act(run_id: str, data: dict[str, str], action: str) -> None:
         else:
             err = _timeout_error(data, "run_timeout", "no terminal status from Nen in time")
             _finish(run_id, Status.FAILED, err, "reconcile:run_timeout")
+
+
+# (function, task options) for celery_app.register: every task binds (``self``), acks late and
+# is rejected on worker loss; these add their retry policy.
+DEFINITIONS: tuple[tuple[Any, dict[str, Any]], ...] = (
+    (submit_run, {"name": "nen_celery.submit_run", **RETRY_ON_REDIS}),
+    (ingest_webhook, {"name": "nen_celery.ingest_webhook", **RETRY_ON_REDIS}),
+    (complete_run, {"name": "nen_celery.complete_run", **RETRY_ON_REDIS}),
+    (poll_run, {"name": "nen_celery.poll_run", **RETRY_ON_REDIS}),
+    (lookup_run, {"name": "nen_celery.lookup_run", **RETRY_ON_REDIS}),
+    (reconcile_runs, {"name": "nen_celery.reconcile_runs", "max_retries": 0}),
+)

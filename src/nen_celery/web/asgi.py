@@ -1,9 +1,15 @@
 """The ASGI webhook receiver: ``uvicorn nen_celery.web.asgi:app``.
 
 ``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. ``GET /healthz``.
-``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``); it installs
-the log redaction of ``nen_celery.logging_filters`` for the process. Served on its own, the app
-reads the settings at startup (lifespan), so invalid settings stop it before it listens.
+``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``): a guest in
+your process, it changes no logging and no garbage-collector state (put
+``nen_celery.logging_filters.RedactingFilter`` on your own handlers). Served on its own, it reads
+the settings at startup (lifespan; a mounted app's lifespan does not run), so invalid settings
+stop it before it listens.
+
+``app`` is the standalone receiver, a process nen runs itself: at startup it also puts the
+redaction and the run ids (``runlog``, JSON lines with ``NEN_LOG_FORMAT=json``) on the root and
+uvicorn handlers, imports the tasks, and freezes what is loaded by then out of the collector.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -22,10 +29,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import runlog
+from .. import celery_app, runlog
 from ..config import ConfigurationError, get_settings
 from ..context import get_context
-from ..logging_filters import install_redaction
+from ..logging_filters import add_redaction
 from .metrics import metrics_endpoint
 from .receiver import (
     HEALTHY,
@@ -116,20 +123,26 @@ async def healthz(request: Request) -> JSONResponse:
     return _json(HEALTHY)
 
 
-def _configure_logging() -> None:
-    """Run ids on records; JSON lines on the root and uvicorn handlers with NEN_LOG_FORMAT=json."""
-    try:
-        log_format = get_settings().log_format
-    except ConfigurationError:
-        log_format = "text"  # reported by the lifespan / first request
-    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
-    runlog.configure(log_format, *loggers)
-
-
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     get_settings()  # fail at start, naming the setting, rather than at the first webhook
-    from .. import tasks  # noqa: F401  (the Celery app and its tasks: not on the first webhook's clock)
+    yield
+
+
+_OWN_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@contextlib.asynccontextmanager
+async def _standalone_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """The standalone receiver's start: its own process, so its own handlers (uvicorn configured
+    them before loading the app) and its own collector."""
+    loggers = [logging.getLogger(name) for name in _OWN_LOGGERS]
+    # redaction first: a settings error below is logged through these handlers
+    add_redaction(*loggers, *([logging.lastResort] if logging.lastResort is not None else []))
+    runlog.configure(get_settings().log_format, *loggers)
+    _install_named_app()
+    # the Celery app and its tasks: built now, not on the first webhook's clock
+    celery_app.nen_task("ingest_webhook")
 
     # Celery, kombu and their modules are ~75,000 objects that live as long as the process: out
     # of the collector's sight, its full passes stop walking them on every few thousand webhooks.
@@ -138,17 +151,30 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
 
 
-def create_app() -> Starlette:
-    install_redaction()
-    _configure_logging()
+def _install_named_app() -> None:
+    """``NEN_CELERY_APP=proj`` (as for ``celery -A``): the standalone receiver publishes through
+    your Celery app; without it, through the ready-made one."""
+    path = os.environ.get("NEN_CELERY_APP")
+    if path and celery_app.installed() is None:
+        from celery.app.utils import find_app
+
+        celery_app.init_celery(find_app(path))
+
+
+def _build(lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]) -> Starlette:
     return Starlette(
         routes=[
             Route("/webhooks/nen", WebhookApp(), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        lifespan=_lifespan,
+        lifespan=lifespan,
     )
 
 
-app = create_app()
+def create_app() -> Starlette:
+    """A fresh receiver to mount or serve; it changes nothing process-wide."""
+    return _build(_lifespan)
+
+
+app = _build(_standalone_lifespan)

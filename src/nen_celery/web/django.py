@@ -15,6 +15,12 @@ Django starts (``AppConfig.ready``) and again when a test changes them (``overri
 so start the Celery worker after ``django.setup()`` too. The view answers exactly as the ASGI
 receiver does; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further (under WSGI;
 Django's ASGI handler buffers the whole body before any view runs).
+
+Logging is yours: the app adds no handler, filter or formatter. To keep nen's secrets and URL
+queries out of your logs, add the redaction filter to your handlers in ``LOGGING``::
+
+    "filters": {"nen_redact": {"()": "nen_celery.logging_filters.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["nen_redact"]}},
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import metrics
 from ..config import ConfigurationError, install_overrides
-from ..logging_filters import install_redaction
 from .host import receive
 from .receiver import HEALTHY, Answer
 
@@ -61,7 +66,6 @@ class NenCeleryConfig(AppConfig):
     verbose_name = "nen-celery"
 
     def ready(self) -> None:
-        install_redaction()
         install_from_settings()
         setting_changed.connect(_on_setting_changed, dispatch_uid="nen_celery.settings")
 

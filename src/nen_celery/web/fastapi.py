@@ -9,20 +9,22 @@ or mount the whole Starlette receiver: ``app.mount("/nen", nen_celery.web.asgi.c
 Both run the very endpoint functions of ``nen_celery.web.asgi`` (same answers, same streamed
 size limit); settings come from the environment (``NEN_*``). The webhook is left out of the
 OpenAPI schema: it is for Nen, not for your API's clients.
+
+Logging is yours: nothing here adds a handler, filter or formatter. To keep nen's secrets and URL
+queries out of your logs, add ``nen_celery.logging_filters.RedactingFilter()`` to your handlers
+(``handler.addFilter(...)``; under uvicorn, its ``default`` and ``access`` handlers too).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..logging_filters import install_redaction
 from .asgi import healthz, webhook
 from .metrics import metrics_endpoint
 
 
 def create_router() -> APIRouter:
     """A fresh router with ``POST /webhooks/nen`` and ``GET /healthz``."""
-    install_redaction()
     router = APIRouter(tags=["nen-celery"])
     router.add_api_route("/webhooks/nen", webhook, methods=["POST"], include_in_schema=False)
     router.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)

@@ -13,6 +13,12 @@ app before the worker reads its settings, and use one configured app per process
 ``NEN_*`` key or an invalid value raises ``ConfigurationError`` naming it. The route is
 exempted from Flask-WTF's CSRF protection when that is installed. Answers are exactly the
 ASGI receiver's; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further.
+
+Logging is yours: the extension adds no handler, filter or formatter. To keep nen's secrets and
+URL queries out of your logs, add the redaction to your handlers::
+
+    handler.addFilter(nen_celery.logging_filters.RedactingFilter())
+    # dictConfig: "filters": {"nen": {"()": "nen_celery.logging_filters.RedactingFilter"}}
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from flask import Blueprint, Flask, Response, jsonify, request
 
 from .. import metrics
 from ..config import install_overrides
-from ..logging_filters import install_redaction
 from .host import receive
 from .receiver import HEALTHY, Answer
 
@@ -62,7 +67,6 @@ class NenCelery:
 
     def init_app(self, app: Flask) -> None:
         install_overrides({key: value for key, value in app.config.items() if key.startswith("NEN_")})
-        install_redaction()
         app.register_blueprint(blueprint, url_prefix=self.url_prefix)
         csrf = app.extensions.get("csrf")  # Flask-WTF's CSRFProtect: Nen cannot send a token
         if csrf is not None and hasattr(csrf, "exempt"):

@@ -173,9 +173,9 @@ def ingest_message(
 
 def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: Any = None) -> None:
     """``ingest_webhook.apply_async`` for brokers the direct publisher does not serve."""
-    from ..tasks import ingest_webhook
+    from ..celery_app import nen_task
 
-    ingest_webhook.apply_async(
+    nen_task("ingest_webhook").apply_async(
         args=outgoing.args,
         kwargs=outgoing.kwargs,
         headers=outgoing.headers,
@@ -368,9 +368,11 @@ def run_store(ctx: Context) -> RunStore:
 
 def direct_publisher(ctx: Context) -> DirectPublisher | None:
     """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async."""
-    from ..tasks import ingest_webhook
+    from ..celery_app import nen_task
 
-    return direct_publish.cached_for_task(ctx, ingest_webhook, ctx.settings.webhook_direct_publish)
+    return direct_publish.cached_for_task(
+        ctx, nen_task("ingest_webhook"), ctx.settings.webhook_direct_publish
+    )
 
 
 def blocking_apply(ctx: Context) -> apply.BlockingApply | None:

@@ -1,4 +1,4 @@
-"""The worker: ``celery -A django_example worker -l info``.
+"""The worker: ``celery -A tests.webapps.django_site worker -l info``.
 
 Django is set up first, so ``NEN_CELERY`` is installed before the Celery app reads its settings.
 """
@@ -7,7 +7,7 @@ import os
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_example.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.webapps.django_site.settings")
 django.setup()
 
 from nen_celery.worker import app  # noqa: E402

@@ -1,4 +1,4 @@
-"""Settings of the example project: nothing but what nen-celery needs."""
+"""Settings of the test project: nothing but what nen-celery needs."""
 
 import os
 
@@ -12,7 +12,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
-ROOT_URLCONF = "django_example.urls"
+ROOT_URLCONF = "tests.webapps.django_site.urls"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 

@@ -1,7 +1,9 @@
 """A FastAPI app that starts Nen runs and reports their status; Nen's webhooks come in on /nen.
 
-    uvicorn fastapi_example:app --port 8000                          # the API and webhook receiver
-    celery -A nen_celery.worker worker -I fastapi_example -l info    # the worker, with run_finished
+A test fixture of tests/test_web_fastapi.py (the old FastAPI example); run by hand:
+
+    uvicorn tests.webapps.fastapi_site:app --port 8000                        # API and webhook receiver
+    celery -A nen_celery.worker worker -I tests.webapps.fastapi_site -l info  # worker, with run_finished
 
 Endpoints are plain ``def``: start_run and get_run do blocking Redis I/O (milliseconds), so
 FastAPI runs them in its thread pool instead of on the event loop.
@@ -13,12 +15,12 @@ import logging
 import os
 from typing import Any
 
-from celery import shared_task
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 import nen_celery
 from nen_celery.web.fastapi import router as nen_router
+from nen_celery.worker import app as celery
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class PatientParams(BaseModel):
 nen_celery.register_workflow(WORKFLOW_ID, params=PatientParams)
 
 
-@shared_task(name="fastapi_example.run_finished")
+@celery.task(name="fastapi_example.run_finished")
 def run_finished(run: dict[str, Any]) -> None:
     """on_complete / on_failure: runs once on a worker when the run ends (store, notify, ...)."""
     log.info("run %s ended %s", run["run_id"], run["status"])

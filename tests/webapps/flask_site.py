@@ -1,7 +1,9 @@
 """A Flask app that starts Nen runs and shows their status; the webhook comes in through the extension.
 
-    flask --app flask_example run --port 5000               # the web app (and webhook receiver)
-    celery -A flask_example:celery worker -l info           # the worker (same settings, this task)
+A test fixture of tests/test_web_flask.py (the old Flask example); run by hand:
+
+    flask --app tests.webapps.flask_site run --port 5000               # the web app (and webhook receiver)
+    celery -A tests.webapps.flask_site:celery worker -l info           # the worker (same settings, this task)
 
 POST /runs starts a run and redirects to /runs/<run_id>, which shows its status until it ends.
 """
@@ -12,13 +14,13 @@ import logging
 import os
 from typing import Any
 
-from celery import shared_task
 from flask import Flask, abort, redirect, render_template_string, request, url_for
 from pydantic import BaseModel, Field
 from werkzeug.wrappers import Response
 
 import nen_celery
 from nen_celery.web.flask import NenCelery
+from nen_celery.worker import app as celery
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class PatientParams(BaseModel):
 nen_celery.register_workflow(WORKFLOW_ID, params=PatientParams)
 
 
-@shared_task(name="flask_example.run_finished")
+@celery.task(name="flask_example.run_finished")
 def run_finished(run: dict[str, Any]) -> None:
     """on_complete / on_failure: runs once on a worker when the run ends (store, email, ...)."""
     log.info("run %s ended %s", run["run_id"], run["status"])
@@ -74,9 +76,7 @@ def create_app(**config: Any) -> Flask:
     return app
 
 
-app = create_app()
-
 # The worker imports this module so it shares the app's settings and knows run_finished.
-from nen_celery.worker import app as celery  # noqa: E402
+app = create_app()
 
 __all__ = ["app", "celery", "create_app"]

@@ -1,1 +1,0 @@
-"""A Django project that starts Nen runs from a view and shows their status."""

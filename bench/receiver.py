@@ -1,5 +1,6 @@
-"""2. Webhook receiver: POST /webhooks/nen?nen_run=<run id> (HMAC verify, parse, seal, enqueue
-ingest_webhook; the run hint every run started by this package carries, so no messageId lookup)
+"""2. Webhook receiver: POST /webhooks/nen?nen_run=<run id>~0~<token> (HMAC verify, hint token
+check, parse, seal, enqueue ingest_webhook; the run hint every run started by this package
+carries, so no messageId lookup)
 under uvicorn, against a bare Starlette endpoint doing one LPUSH of the body.
 Same uvicorn settings (1 worker; httptools and uvloop, the package's dependencies), same Redis;
 wrk drives both from its own process with the same signed body. Target: ours >= 0.7x bare
@@ -35,7 +36,14 @@ from bench.common import (
 )
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-HINTED = "/webhooks/nen?nen_run=bench-run"
+
+
+def hinted_path() -> str:
+    """The path with the run hint and its token, as a worker with the bench's webhook secret
+    writes it (hints.py)."""
+    from nen_celery.hints import hint_key, url_with_run
+
+    return url_with_run("/webhooks/nen", "nen_run", "bench-run", 0, hint_key(WEBHOOK_SECRET))
 
 
 def wrk_script(body: bytes, headers: dict[str, str]) -> Path:
@@ -116,7 +124,7 @@ def run() -> list[Result]:
             return url + path, procs.procs[-1].pid
 
         urls = {
-            name: serve(f"receiver-{i}", "nen_celery.web.asgi:app", HINTED, server, **extra)
+            name: serve(f"receiver-{i}", "nen_celery.web.asgi:app", hinted_path(), server, **extra)
             for i, (name, (extra, server, _, _)) in enumerate(variants.items())
         }
         bare_urls = {

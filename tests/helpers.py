@@ -125,8 +125,10 @@ def snapshot(client: redis.Redis, pattern: str) -> dict[str, Any]:
     """Every key matching ``pattern`` with its value, to prove nothing changed."""
     out: dict[str, Any] = {}
     for key in sorted(client.scan_iter(match=pattern, count=1000)):
-        if str(key).startswith(("_kombu.binding.", "unacked_mutex")):
-            continue  # broker metadata written when any consumer (re)connects: not run state
+        if str(key).startswith(("_kombu.binding.", "_kombu.binding_deadlines", "unacked_mutex")):
+            # broker metadata written when any consumer (re)connects, and the pidbox binding's
+            # deadline kombu refreshes on its own while idle: not run state
+            continue
         kind = client.type(key)
         if kind == "hash":
             out[key] = client.hgetall(key)

@@ -102,12 +102,13 @@ def test_plain_params_need_no_signing_key() -> None:
 
 
 @respx.mock
-@pytest.mark.parametrize("code", [502, 503, 504])
-def test_gateway_errors_are_retried_with_backoff(code: int) -> None:
+@pytest.mark.parametrize("code", [429, 503])
+def test_only_nens_own_busy_answers_are_retried(code: int) -> None:
+    """A 429/503 carrying Nen's error body proves Nen did not create the run: resent."""
     route = respx.post(f"{API}/runs").mock(
         side_effect=[
             httpx.Response(code, json={"error": "busy", "message": "try later"}),
-            httpx.Response(code, text="<html>bad gateway</html>"),
+            httpx.Response(code, json={"error": "busy", "message": "try later"}),
             httpx.Response(202, json=ACCEPTED),
         ]
     )
@@ -120,10 +121,48 @@ def test_gateway_errors_are_retried_with_backoff(code: int) -> None:
 
 
 @respx.mock
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.Response(504, text="<html>gateway timeout</html>"),
+        httpx.Response(500, text="Internal Server Error"),
+        httpx.Response(500, json={"error": "internal", "message": "oops"}),  # Nen's, but a 5xx
+        httpx.Response(502, json={"error": "bad_gateway", "message": "upstream"}),  # not 429/503
+        httpx.Response(503, text="<html>service unavailable</html>"),  # a proxy's 503
+        httpx.Response(429, text="slow down"),  # a proxy's rate limit
+        httpx.Response(408, text="request timeout"),
+    ],
+    ids=["502", "504", "500", "500-nen-body", "502-nen-body", "503-html", "429-text", "408"],
+)
+def test_an_answer_that_does_not_prove_not_created_is_never_resent(response: httpx.Response) -> None:
+    """The request went out; a gateway (or Nen failing) answered: Nen may have created the run."""
+    route = respx.post(f"{API}/runs").mock(side_effect=[response, httpx.Response(202, json=ACCEPTED)])
+    client, sleeps = make()
+    hooks = Hooks()
+    with pytest.raises(NenAPIError) as err:
+        client.start_run(REQ, "run-1", hooks=hooks)
+    assert route.call_count == 1 and sleeps == []
+    assert err.value.maybe_sent and not err.value.retryable
+    assert hooks.unsent == 0  # the POST stays marked as possibly sent
+
+
+@respx.mock
+def test_ambiguous_answers_are_resent_only_with_the_opt_in_and_the_same_key() -> None:
+    route = respx.post(f"{API}/runs").mock(
+        side_effect=[httpx.Response(504, text="<html>timeout</html>"), httpx.Response(202, json=ACCEPTED)]
+    )
+    client, _ = make(retry_ambiguous=True)
+    assert client.start_run(REQ, "run-1").message_id == "m-1"
+    assert route.call_count == 2
+    assert {c.request.headers["idempotency-key"] for c in route.calls} == {"run-1"}
+
+
+@respx.mock
 def test_429_honours_retry_after() -> None:
     respx.post(f"{API}/runs").mock(
         side_effect=[
-            httpx.Response(429, headers={"Retry-After": "7"}, json={"error": "rate_limited"}),
+            httpx.Response(429, headers={"Retry-After": "7"}, json={"error": "rate_limited", "message": "x"}),
             httpx.Response(202, json=ACCEPTED),
         ]
     )
@@ -143,7 +182,7 @@ def test_client_errors_are_never_retried_and_keep_the_body(code: int) -> None:
     assert route.call_count == 1 and sleeps == []
     assert exc.value.status_code == code and exc.value.body == body
     assert exc.value.error == "hmac_required_for_secure_params" and not exc.value.retryable
-    assert exc.value.to_dict()["body"] == body
+    assert exc.value.to_dict() == {"type": "NenAPIError", "status_code": code, **body}  # no "body"
 
 
 @respx.mock

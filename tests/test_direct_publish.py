@@ -30,7 +30,7 @@ from nen_celery.worker import INGEST_QUEUE, ingest_webhook
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
 from tests.helpers import OTHER_PROCESS_HEADER
-from tests.web_support import signed, webhook_body
+from tests.web_support import hinted, signed, webhook_body
 
 SCRATCH_URL = db_url(TEST_REDIS_URL, 8)  # no worker consumes this database
 # on every scratch message: the suite's TaskCounter must not wait for a worker to run it
@@ -285,7 +285,7 @@ def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
     before = stack.counter.published[ingest_webhook.name]
     for _ in range(2):
         with TestClient(create_app()) as client:
-            answer = client.post("/webhooks/nen?nen_run=no-such-run", content=body, headers=headers)
+            answer = client.post(hinted("no-such-run"), content=body, headers=headers)
             assert answer.status_code == 200 and answer.json() == {"status": "queued"}
     assert len(calls) == 2
     # the publish signal counted them: the worker runs them (a hint for no run is dropped)

@@ -10,36 +10,87 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from nen_celery.hints import run_from_query, url_with_run
+from nen_celery.hints import (
+    Hint,
+    hint_from_query,
+    hint_key,
+    hint_keys,
+    run_from_query,
+    run_token,
+    url_with_run,
+    verify,
+)
 
 WF = "12345678-1234-1234-1234-123456789abc"
+KEY = hint_key("test-secret")
+OLD_KEY = hint_key("old-secret")
+
+
+def _value(run_id: str, attempt: int = 0, key: bytes = KEY) -> str:
+    return f"{run_id}~{attempt}~{run_token(key, run_id, attempt)}"
 
 
 @pytest.mark.parametrize(
     ("url", "attempt", "expected"),
     [
-        ("https://app.example/webhooks/nen", 0, "https://app.example/webhooks/nen?nen_run=r-1"),
-        ("https://app.example/hook?token=a%2Fb&x=", 0, "https://app.example/hook?token=a%2Fb&x=&nen_run=r-1"),
-        ("https://app.example/hook?nen_run=forged", 0, "https://app.example/hook?nen_run=r-1"),
-        ("https://app.example/hook", 3, "https://app.example/hook?nen_run=r-1~3"),
+        ("https://app.example/webhooks/nen", 0, "https://app.example/webhooks/nen?nen_run={}"),
+        ("https://app.example/hook?token=a%2Fb&x=", 0, "https://app.example/hook?token=a%2Fb&x=&nen_run={}"),
+        ("https://app.example/hook?nen_run=forged", 0, "https://app.example/hook?nen_run={}"),
+        ("https://app.example/hook", 3, "https://app.example/hook?nen_run={}"),
     ],
 )
 def test_url_with_run_adds_the_hint_and_keeps_the_rest(url: str, attempt: int, expected: str) -> None:
-    assert url_with_run(url, "nen_run", "r-1", attempt) == expected
+    # run ids and base64url tokens need no quoting: the value is readable in the URL as is
+    assert url_with_run(url, "nen_run", "r-1", attempt, KEY) == expected.format(_value("r-1", attempt))
 
 
 def test_hints_off_leave_the_url_and_find_nothing() -> None:
-    assert url_with_run("https://a/h?x=1", "", "r-1") == "https://a/h?x=1"
-    assert run_from_query("nen_run=r-1", "") is None
+    assert url_with_run("https://a/h?x=1", "", "r-1", 0, KEY) == "https://a/h?x=1"
+    assert run_from_query("nen_run=" + _value("r-1"), "", [KEY]) is None
+
+
+def test_without_a_key_the_url_names_no_run() -> None:
+    assert url_with_run("https://a/h?x=1&nen_run=forged", "nen_run", "r-1", 0, None) == "https://a/h?x=1"
+
+
+def test_the_token_is_a_128_bit_mac_of_the_run_id_and_attempt() -> None:
+    token = run_token(KEY, "r-1", 0)
+    assert len(token) == 22 and "=" not in token  # 16 bytes, unpadded base64url
+    assert token == run_token(hint_key("test-secret"), "r-1", 0)  # the same on every process
+    others = {run_token(KEY, "r-2", 0), run_token(KEY, "r-1", 1), run_token(OLD_KEY, "r-1", 0)}
+    assert token not in others and len(others) == 3
+    # derived from the secret with a label: neither the secret nor a signature under it
+    assert KEY != b"test-secret" and len(KEY) == 32
+    assert hint_keys(["a", "b"]) == (hint_key("a"), hint_key("b"))
+
+
+@pytest.mark.parametrize(
+    ("token", "keys", "ok"),
+    [
+        (run_token(KEY, "r-1", 2), [KEY], True),
+        (run_token(OLD_KEY, "r-1", 2), [KEY, OLD_KEY], True),  # rotating: the previous key too
+        (run_token(OLD_KEY, "r-1", 2), [KEY], False),  # dropped key
+        (run_token(KEY, "r-1", 1), [KEY], False),  # another attempt's
+        (run_token(KEY, "r-2", 2), [KEY], False),  # another run's
+        ("", [KEY], False),  # missing (a URL made before hints carried a token)
+        (run_token(KEY, "r-1", 2)[:21], [KEY], False),
+        (run_token(KEY, "r-1", 2) + "A", [KEY], False),
+        (run_token(KEY, "r-1", 2), [], False),  # no key here: nothing verifies
+    ],
+)
+def test_verify(token: str, keys: list[bytes], ok: bool) -> None:
+    assert verify(keys, Hint("r-1", 2, token)) is ok
 
 
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("nen_run=r-1", ("r-1", 0)),
-        (b"token=z&nen_run=r-1%7E3", ("r-1", 3)),
-        ("nen_run=r-1~3", ("r-1", 3)),
-        ("nen_run=run:2.a_b", ("run:2.a_b", 0)),
+        ("nen_run=r-1", Hint("r-1", 0, "")),
+        (b"token=z&nen_run=r-1%7E3", Hint("r-1", 3, "")),
+        ("nen_run=r-1~3", Hint("r-1", 3, "")),
+        ("nen_run=r-1~3~abc", Hint("r-1", 3, "abc")),
+        ("nen_run=r-1%7E0%7Eabc", Hint("r-1", 0, "abc")),
+        ("nen_run=run:2.a_b", Hint("run:2.a_b", 0, "")),
         ("", None),
         ("other=1", None),
         ("nen_run=", None),
@@ -47,17 +98,34 @@ def test_hints_off_leave_the_url_and_find_nothing() -> None:
         ("nen_run=../x", None),
         ("nen_run=r-1~", None),
         ("nen_run=r-1~x", None),
+        ("nen_run=r-1~~abc", None),
         ("nen_run=r-1~99999999", None),
         ("nen_run=" + "a" * 129, None),
     ],
 )
-def test_run_from_query(query: str | bytes, expected: tuple[str, int] | None) -> None:
-    assert run_from_query(query, "nen_run") == expected
+def test_hint_from_query(query: str | bytes, expected: Hint | None) -> None:
+    assert hint_from_query(query, "nen_run") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (_value("r-1", 3), ("r-1", 3)),
+        (_value("r-1", 3, OLD_KEY), ("r-1", 3)),
+        ("r-1~3", None),  # no token
+        ("r-1", None),
+        (_value("r-1", 3).replace("~3~", "~2~"), None),  # the attempt changed, the token kept
+        (_value("r-2", 3).replace("r-2", "r-1", 1), None),  # another run's token
+    ],
+)
+def test_run_from_query_needs_a_valid_token(value: str, expected: tuple[str, int] | None) -> None:
+    assert run_from_query(f"x=1&nen_run={value}", "nen_run", [KEY, OLD_KEY]) == expected
 
 
 def test_round_trip() -> None:
-    url = url_with_run("https://a/h?x=1", "nen_run", "run:7", 2)
-    assert run_from_query(url.split("?", 1)[1], "nen_run") == ("run:7", 2)
+    url = url_with_run("https://a/h?x=1", "nen_run", "run:7", 2, KEY)
+    assert run_from_query(url.split("?", 1)[1], "nen_run", [KEY]) == ("run:7", 2)
+    assert run_from_query(url.split("?", 1)[1], "nen_run", [OLD_KEY]) is None
 
 
 # -- ingest.lua ---------------------------------------------------------------------------------
@@ -185,11 +253,10 @@ def test_an_early_processing_webhook_is_applied_by_the_binding_itself(store: Any
     body, raw = _hook("m-early-p", "processing")
     for _ in range(2):  # a duplicate is kept once
         assert store.ingest(run_id, 0, body, raw, source="webhook")[:2] == ("parked", "queued")
-    assert store.raw(run_id)["parked_processing"] == "m-early-p"
-    assert store.redis.exists(store.run_parked_key(run_id)) == 0
+    assert store.redis.hgetall(store.run_parked_key(run_id)) == {"processing:m-early-p": WF}
     assert store.bind(run_id, "m-early-p", {}) == ("processing", [])
     data = store.raw(run_id)
-    assert "parked_processing" not in data and data["status"] == "processing"
+    assert store.redis.exists(store.run_parked_key(run_id)) == 0 and data["status"] == "processing"
     history = [(h["status"], h["source"]) for h in json.loads(data["history"])]
     assert history[-2:] == [("submitted", "nen:202"), ("processing", "webhook:parked")]
     assert store.redis.zscore(store.timers_key(run_id), run_id) == pytest.approx(
@@ -203,7 +270,7 @@ def test_an_early_processing_webhook_for_another_message_is_dropped_by_the_bindi
     body, raw = _hook("m-someone-else", "processing")  # signed, but another run's
     assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
     assert store.bind(run_id, "m-mine", {}) == ("submitted", [])
-    assert "parked_processing" not in store.raw(run_id)
+    assert store.redis.exists(store.run_parked_key(run_id)) == 0
 
 
 @pytest.mark.integration
@@ -217,9 +284,138 @@ def test_an_unknown_run_is_bound_by_its_own_webhook(store: Any) -> None:
     history = [(h["status"], h["source"]) for h in json.loads(data["history"])]
     assert history[-2:] == [("submitted", "webhook:run_hint"), ("processing", "webhook")]
     assert store.redis.exists(store.secure_key(run_id)) == 0
+    assert store.run_for_message("m-found") == run_id  # indexed: no other run can take it
     # from now on only its own messageId is accepted
     body, raw = _hook("m-other", "success")
     assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "mismatch"
+
+
+def _other(wf: str = WF) -> tuple[dict[str, Any], str]:
+    """Another run's genuine terminal webhook, as someone replaying it has it."""
+    body = {"message_id": f"m-other-{uuid.uuid4()}", "status": "success", "workflow_id": wf, "r": 1}
+    return body, json.dumps(body)
+
+
+@pytest.mark.integration
+def test_a_flood_of_another_runs_webhook_never_pushes_out_the_runs_own(store: Any) -> None:
+    """Kept once per (status, messageId): 50 copies of one replayed body take one place; the
+    binding hands back only its own messageId's and drops the rest."""
+    run_id = _run(store)
+    mine = f"m-{uuid.uuid4()}"
+    processing, _ = _hook(mine, "processing")
+    success, success_raw = _hook(mine, "success")
+    replayed, replayed_raw = _other()
+    assert store.ingest(run_id, 0, processing, "", source="webhook")[0] == "parked"
+    assert store.ingest(run_id, 0, success, success_raw, source="webhook")[0] == "parked"
+    for _ in range(50):
+        assert store.ingest(run_id, 0, replayed, replayed_raw, source="webhook")[0] == "parked"
+    kept = store.redis.hgetall(store.run_parked_key(run_id))
+    assert kept == {
+        f"processing:{mine}": WF,
+        f"success:{mine}": success_raw,
+        f"success:{replayed['message_id']}": replayed_raw,
+    }
+    assert store.bind(run_id, mine, {}) == ("processing", [success_raw])
+    assert store.redis.exists(store.run_parked_key(run_id)) == 0
+
+
+@pytest.mark.integration
+def test_a_full_run_refuses_new_webhooks_but_keeps_those_it_has(store: Any) -> None:
+    from nen_celery.store import KEPT_MAX
+
+    run_id = _run(store)
+    mine = f"m-{uuid.uuid4()}"
+    success, success_raw = _hook(mine, "success")
+    assert store.ingest(run_id, 0, success, success_raw, source="webhook")[0] == "parked"
+    for _ in range(KEPT_MAX - 1):
+        body, raw = _other()
+        assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "parked"
+    body, raw = _other()
+    assert store.ingest(run_id, 0, body, raw, source="webhook")[:2] == ("full", "queued")
+    assert store.ingest(run_id, 0, success, success_raw, source="webhook")[0] == "parked"  # a copy
+    assert store.bind(run_id, mine, {}) == ("submitted", [success_raw])
+
+
+@pytest.mark.integration
+def test_an_unknown_run_is_not_bound_by_a_webhook_of_another_workflow(store: Any) -> None:
+    run_id = _run(store, status="unknown")
+    before = store.raw(run_id)
+    for wf in ("87654321-4321-4321-4321-cba987654321", None):
+        body, raw = _other(wf) if wf else _hook(f"m-{uuid.uuid4()}", "success")
+        if wf is None:
+            del body["workflow_id"]  # none at all: not the run's either
+        assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t")[:2] == ("foreign", "unknown")
+        assert store.run_for_message(body["message_id"]) is None  # the index was not touched
+    assert store.raw(run_id) == before
+
+
+@pytest.mark.integration
+def test_an_unknown_run_is_not_bound_by_a_message_id_bound_to_another_run(store: Any) -> None:
+    """A finished run's genuine webhook replayed onto an unknown run of the same workflow: its
+    messageId is indexed to the finished run, so it binds nothing; the run's own one then does."""
+    finished, (body, raw) = _run(store), _other()
+    store.bind(finished, body["message_id"], {})
+    store.apply(finished, "success", source="webhook", payload=body)
+    run_id = _run(store, status="unknown")
+    before = store.raw(run_id)
+    for _ in range(3):
+        verdict = store.ingest(run_id, 0, body, raw, source="webhook", holder="t")[:3]
+        assert verdict == ("taken", "unknown", "")
+    assert store.raw(run_id) == before
+    assert store.run_for_message(body["message_id"]) == finished
+    assert store.raw(finished)["status"] == "success"
+
+    mine, mine_raw = _hook(f"m-{uuid.uuid4()}", "success")
+    verdict, now, completion, _ = store.ingest(run_id, 0, mine, mine_raw, source="webhook", holder="t")
+    assert (verdict, now, completion) == ("applied", "success", "claimed")
+    assert store.raw(run_id)["message_id"] == mine["message_id"]
+    assert store.run_for_message(mine["message_id"]) == run_id
+    # bound now: the replayed one is a mismatch like any other messageId
+    assert store.ingest(run_id, 0, body, raw, source="webhook")[0] == "mismatch"
+
+
+@pytest.mark.integration
+def test_the_receiver_path_never_binds_an_unknown_run(store: Any) -> None:
+    run_id = _run(store, status="unknown")
+    body, raw = _hook(f"m-{uuid.uuid4()}", "processing")
+    assert store.ingest(run_id, 0, body, raw, source="webhook", bind=False)[:2] == ("unbound", "unknown")
+    assert store.raw(run_id)["status"] == "unknown" and store.run_for_message(body["message_id"]) is None
+
+
+@pytest.mark.integration
+def test_a_message_claim_whose_binding_did_not_happen_is_released(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the index claim and the binding the run was bound otherwise (a lookup found its
+    messageId): the claim is undone, the index keeps no wrong entry."""
+    run_id = _run(store, status="unknown")
+    body, raw = _hook(f"m-{uuid.uuid4()}", "processing")
+    found = f"m-{uuid.uuid4()}"
+    claim = store.claim_message
+
+    def claim_then_lookup_binds(message_id: str, claimant: str) -> str:
+        taken = claim(message_id, claimant)
+        store.bind(run_id, found, {"messageId": found, "via": "lookup"})
+        return str(taken)
+
+    monkeypatch.setattr(store, "claim_message", claim_then_lookup_binds)
+    assert store.ingest(run_id, 0, body, raw, source="webhook")[:2] == ("mismatch", found)
+    assert store.run_for_message(body["message_id"]) is None
+    assert store.run_for_message(found) == run_id
+
+
+@pytest.mark.integration
+def test_nens_answer_binds_a_message_id_a_hint_claimed_for_another_run(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    message_id = f"m-{uuid.uuid4()}"
+    claimant, accepted = _run(store), _run(store)
+    assert store.claim_message(message_id, claimant) == ""
+    assert store.claim_message(message_id, accepted) == claimant  # taken
+    with caplog.at_level("ERROR", logger="nen_celery.store"):
+        assert store.bind(accepted, message_id, {})[0] == "submitted"
+    assert store.run_for_message(message_id) == accepted  # Nen's word wins
+    assert f"was indexed to run {claimant}" in caplog.text
 
 
 @pytest.mark.integration
@@ -232,7 +428,11 @@ def test_webhooks_kept_while_queued_are_taken_once_the_run_is_unknown(store: Any
     attempt, parked = store.take_run_parked(run_id)
     # the processing one was kept as its messageId only: it comes back as a body of its own
     assert attempt == 0 and len(parked) == 2 and parked[1] == raw
-    assert json.loads(store.sealer.open(parked[0])) == {"message_id": "m-x", "status": "processing"}
+    assert json.loads(store.sealer.open(parked[0])) == {
+        "message_id": "m-x",
+        "status": "processing",
+        "workflow_id": WF,
+    }
     assert store.take_run_parked(run_id) == (0, [])
 
 
@@ -266,6 +466,6 @@ def test_bind_survives_a_server_that_lost_its_scripts(store: Any) -> None:
 )
 def test_the_quick_split_reads_queries_as_parse_qsl_does(query: str) -> None:
     values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "nen_run"]
-    reference = run_from_query(query.replace("-", "%2D"), "nen_run")  # the parse_qsl path
-    assert run_from_query(query, "nen_run") == reference
+    reference = hint_from_query(query.replace("-", "%2D"), "nen_run")  # the parse_qsl path
+    assert hint_from_query(query, "nen_run") == reference
     assert (reference is not None) == (len(values) == 1 and values[0] not in ("", "r=1"))

@@ -56,7 +56,7 @@ def user_app(**conf: Any) -> Celery:
 def test_registers_nen_tasks_with_their_own_options_and_nothing_global(fresh: None) -> None:
     app = user_app(task_acks_late=False, beat_schedule={"mine": {"task": "proj.x", "schedule": 60}})
 
-    @app.task(name="proj.send_email")
+    @app.task(name="proj.send_email", shared=False)  # on this app only, as the test's own
     def send_email(to: str) -> None:  # pragma: no cover - never run
         pass
 

@@ -123,7 +123,7 @@ def test_unknown_workflow_is_rejected_with_nen_error_body(stack: Stack) -> None:
     run = handle.wait(timeout=20)
     assert run.status == "rejected"
     assert run.error is not None and run.error["status_code"] == 404
-    assert run.error["body"]["error"] == "workflow_not_found"
+    assert run.error["error"] == "workflow_not_found" and "body" not in run.error
     (call,) = wait_callbacks(handle.run_id)
     assert call["tag"] == "failure" and call["run"]["status"] == "rejected"
     assert call["run"]["payload"]["status_code"] == 404

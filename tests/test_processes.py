@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from nen_celery.hints import hint_key, run_token
 from nen_celery.signing import webhook_signature
 from nen_celery.worker import INGEST_QUEUE
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
@@ -214,6 +215,10 @@ def _receiver(tmp_path: Path, **settings: str) -> tuple[Procs, str]:
     return procs, f"http://127.0.0.1:{port}/webhooks/nen"
 
 
+# the run hint a worker with the suite's webhook secret puts in a run's URL (hints.py)
+SOME_RUN = f"?nen_run=some-run~0~{run_token(hint_key(SIM_WEBHOOK_SECRET), 'some-run', 0)}"
+
+
 def _signed_webhook(status: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps({"workflow_id": WF, "message_id": "m-1", "status": status}).encode()
     return body, {
@@ -228,7 +233,7 @@ def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
         body, headers = _signed_webhook("success")
         # within Nen's 5 s: the request itself times out otherwise. Both paths: a run hint is
         # pushed from the event loop, a webhook without one from a thread after its lookup.
-        for query in ("?nen_run=some-run", ""):
+        for query in (SOME_RUN, ""):
             response = httpx.post(url + query, content=body, headers=headers, timeout=5)
             assert response.status_code == 503, procs.logs()
             assert response.json()["error"] == "unavailable"
@@ -248,7 +253,7 @@ def test_receiver_queues_a_processing_webhook_when_its_run_store_is_down(tmp_pat
     )
     try:
         body, headers = _signed_webhook("processing")
-        response = httpx.post(url + "?nen_run=some-run", content=body, headers=headers, timeout=5)
+        response = httpx.post(url + SOME_RUN, content=body, headers=headers, timeout=5)
         assert response.status_code == 200 and response.json() == {"status": "queued"}, procs.logs()
         assert broker.llen(INGEST_QUEUE) == 1
         assert "applying it failed (ConnectionError); queued instead" in procs.logs()

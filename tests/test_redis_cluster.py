@@ -77,8 +77,8 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     assert store.claim_submit(hinted, 30, "h2", "x2")[0] == "ok"
     store.post_not_sent(hinted, "x2")
     store.release_submit(hinted, "x2")
-    body = {"message_id": hmid, "status": "processing"}
-    done = {"message_id": hmid, "status": "success"}
+    body = {"message_id": hmid, "status": "processing", "workflow_id": WF}
+    done = {"message_id": hmid, "status": "success", "workflow_id": WF}
     assert store.ingest(hinted, 0, body, "early", source="webhook")[0] == "parked"
     assert store.ingest(hinted, 0, done, "kept", source="webhook")[0] == "parked"
     assert store.bind(hinted, hmid, {}) == ("processing", ["kept"])
@@ -87,7 +87,13 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     assert store.ingest(lost, 0, done, "early", source="webhook")[0] == "parked"
     store.apply(lost, "unknown", source="submit:ambiguous")
     assert store.take_run_parked(lost) == (0, ["early"])
-    assert store.ingest(lost, 0, body, "early", source="webhook")[:2] == ("applied", "processing")
+    # ... once its messageId is claimed in the index, on the messageId's own slot; another run's
+    # messageId binds nothing
+    assert store.ingest(lost, 0, done, "replayed", source="webhook")[:2] == ("taken", "unknown")
+    lost_mid = str(uuid.uuid4())
+    lost_body = {"message_id": lost_mid, "status": "processing", "workflow_id": WF}
+    assert store.ingest(lost, 0, lost_body, "", source="webhook")[:2] == ("applied", "processing")
+    assert store.run_for_message(lost_mid) == lost
 
     other = f"plain-{uuid.uuid4()}"
     assert store.create(other, WF, {"A": "1"}, None, None, None)

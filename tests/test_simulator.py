@@ -41,6 +41,7 @@ FAULTS_OFF: dict[str, Any] = {
     "get_latency": 0.0,
     "bad_accept_body": False,
     "drop_after_accept": 0,
+    "error_after_accept": [],
     "webhook_duplicates": 0,
     "webhook_drop": [],
     "webhook_drop_rate": 0.0,
@@ -802,6 +803,20 @@ def test_drop_after_accept_closes_the_connection_unanswered(
     assert problems == []  # no "Exception in ASGI application", no 500
 
 
+def test_error_after_accept_creates_the_run_then_answers_like_a_gateway(
+    sim: SimulatorServer, anon: httpx.Client, client: httpx.Client, receiver: Receiver
+) -> None:
+    set_config(anon, error_after_accept=[502, 504])
+    body = {"workflow_id": WORKFLOW, "webhook_callback": receiver.url}
+    answers = [post_run(client, body) for _ in range(3)]
+    assert [a.status_code for a in answers] == [502, 504, 202]
+    assert "<html>" in answers[0].text  # not Nen's {"error", "message"} shape
+    stats = sim.wait_for(lambda s: len(s["runs"]) == 3)
+    assert (stats["accepted"], stats["errors_injected"]) == (3, 2)  # every POST created its run
+    assert anon.get("/_sim/config").json()["error_after_accept"] == []
+    assert anon.post("/_sim/config", json={"error_after_accept": [200]}).status_code == 400
+
+
 # -- fault injection: webhooks --------------------------------------------------------------
 
 
@@ -954,6 +969,7 @@ def test_reset_restores_fault_defaults(
         "get_latency": 0.5,
         "bad_accept_body": 2,
         "drop_after_accept": 1,
+        "error_after_accept": [502, 504],
         "webhook_duplicates": 3,
         "webhook_drop": ["success", "processing"],
         "webhook_drop_rate": 0.1,

@@ -16,7 +16,7 @@ from nen_celery.web.asgi import create_app
 from nen_celery.web.fastapi import create_router
 from nen_celery.web.flask import NenCelery
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
-from tests.web_support import REFUSED, WEBHOOK, Reply, django_ready, signed, webhook_body
+from tests.web_support import REFUSED, WEBHOOK, WF, Reply, django_ready, hinted, signed, webhook_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("django_ready")]
 __all__ = ["django_ready"]  # the fixture, imported for pytest
@@ -166,8 +166,9 @@ def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, 
 def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
     stack: Stack, receivers: dict[str, Call]
 ) -> None:
-    """``?nen_run=<run id>``: queued at once (200, no messageId lookup, where an unbound messageId
-    alone gets 202), and the ingest task keeps it with that run until the run binds."""
+    """``?nen_run=<run id>~<attempt>~<token>``: queued at once (200, no messageId lookup, where
+    an unbound messageId alone gets 202), and the ingest task keeps it with that run until the
+    run binds."""
     from nen_celery.context import get_context
 
     store = get_context().store
@@ -176,14 +177,54 @@ def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
         run_id = f"parity-run-{uuid.uuid4()}"
         assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
         body = webhook_body(f"parity-{uuid.uuid4()}")
-        assert call("POST", f"{WEBHOOK}?nen_run={run_id}", body, signed(body)) == Reply(
-            200, {"status": "queued"}
-        )
+        assert call("POST", hinted(run_id), body, signed(body)) == Reply(200, {"status": "queued"})
         kept[name] = (run_id, body)
     stack.counter.wait_idle()
     for name, (run_id, body) in kept.items():
-        parked = store.redis.lrange(store.run_parked_key(run_id), 0, -1)
+        parked = store.redis.hvals(store.run_parked_key(run_id))
         assert [json.loads(get_context().sealer.open(p)) for p in parked] == [json.loads(body)], name
+
+
+def test_every_receiver_ignores_a_run_hint_without_a_valid_token(
+    stack: Stack, receivers: dict[str, Call], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nen signs the body, not the URL: a hint whose token is missing, another run's or under
+    another key is not used (the webhook goes the messageId way: an unbound one is parked, 202),
+    logged at WARNING without the token, and counted."""
+    from nen_celery.context import get_context
+    from nen_celery.metrics import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("nen_webhooks_total", {"result": "hint_refused"}) or 0.0
+
+    store = get_context().store
+    for name, call in receivers.items():
+        run_id = f"parity-run-{uuid.uuid4()}"
+        assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+        other = hinted(f"parity-run-{uuid.uuid4()}")
+        urls = {
+            "missing": f"{WEBHOOK}?nen_run={run_id}",
+            "old format": f"{WEBHOOK}?nen_run={run_id}~0",
+            "another run's": other.replace(other.split("=", 1)[1].split("~")[0], run_id),
+            "another attempt's": hinted(run_id, 1).replace("~1~", "~0~"),
+            "another key's": hinted(run_id, secret="not-our-secret"),
+        }
+        for kind, url in urls.items():
+            for status in ("processing", "success"):
+                body = webhook_body(f"parity-{uuid.uuid4()}", status)
+                before = refused()
+                caplog.clear()
+                with caplog.at_level("WARNING", logger="nen_celery.web"):
+                    assert call("POST", url, body, signed(body)) == Reply(202, {"status": "parked"}), (
+                        name,
+                        kind,
+                    )
+                assert refused() == before + 1, (name, kind)
+                assert f"names run {run_id} (attempt 0) with a" in caplog.text, (name, kind)
+                token = url.split("nen_run=", 1)[1].split("~")[2:]
+                assert not token or token[0] not in caplog.text, (name, kind)  # never logged
+    stack.counter.wait_idle()
+    assert store.raw(run_id)["status"] == "queued"
 
 
 def _bound_run(message_id: str) -> str:
@@ -206,11 +247,12 @@ def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receiv
     store = get_context().store
     stack.counter.wait_idle()
     before = stack.counter.published[ingest_webhook.name]
+    queued, unknown_runs = 0, {}
     for name, call in receivers.items():
         message_id = f"parity-{uuid.uuid4()}"
         run_id = _bound_run(message_id)
         body = webhook_body(message_id, "processing")
-        url = f"{WEBHOOK}?nen_run={run_id}"
+        url = hinted(run_id)
         assert call("POST", url, body, signed(body)) == Reply(200, {"status": "applied"}), name
         run = store.get(run_id)
         assert run is not None and run.status == "processing", name
@@ -220,16 +262,30 @@ def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receiv
 
         other = webhook_body(f"parity-{uuid.uuid4()}", "processing")  # another message's webhook
         other_run = _bound_run(f"parity-{uuid.uuid4()}")
-        answer = call("POST", f"{WEBHOOK}?nen_run={other_run}", other, signed(other))
+        answer = call("POST", hinted(other_run), other, signed(other))
         assert answer == Reply(200, {"status": "ignored"}), name
         assert store.get(other_run).status == "submitted", name  # type: ignore[union-attr]
 
         unbound = f"parity-run-{uuid.uuid4()}"
         assert store.create(unbound, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
-        answer = call("POST", f"{WEBHOOK}?nen_run={unbound}", body, signed(body))
+        answer = call("POST", hinted(unbound), body, signed(body))
         assert answer == Reply(202, {"status": "parked"}), name
-        assert store.raw(unbound)["parked_processing"] == message_id, name  # the binding applies it
-    assert stack.counter.published[ingest_webhook.name] == before  # not one task queued
+        kept = store.redis.hgetall(store.run_parked_key(unbound))
+        assert kept == {f"processing:{message_id}": WF}, name  # the binding applies it
+
+        unknown = f"parity-run-{uuid.uuid4()}"  # its POST's fate unknown: the ingest task binds it
+        assert store.create(unknown, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+        store.apply(unknown, "unknown", source="test")
+        unknown_body = webhook_body(f"parity-{uuid.uuid4()}", "processing")
+        answer = call("POST", hinted(unknown), unknown_body, signed(unknown_body))
+        assert answer == Reply(200, {"status": "queued"}), name
+        queued += 1
+        unknown_runs[unknown] = json.loads(unknown_body)["message_id"]
+    assert stack.counter.published[ingest_webhook.name] == before + queued  # only those
+    stack.counter.wait_idle()
+    for unknown, message_id in unknown_runs.items():
+        bound = store.raw(unknown)
+        assert (bound["status"], bound["message_id"]) == ("processing", message_id)
 
 
 def test_with_apply_processing_off_every_receiver_queues_it(stack: Stack, receivers: dict[str, Call]) -> None:
@@ -244,7 +300,7 @@ def test_with_apply_processing_off_every_receiver_queues_it(stack: Stack, receiv
             message_id = f"parity-{uuid.uuid4()}"
             runs[name] = _bound_run(message_id)
             body = webhook_body(message_id, "processing")
-            answer = call("POST", f"{WEBHOOK}?nen_run={runs[name]}", body, signed(body))
+            answer = call("POST", hinted(runs[name]), body, signed(body))
             assert answer == Reply(200, {"status": "queued"}), name
         assert stack.counter.published[ingest_webhook.name] == before + len(receivers)
         stack.counter.wait_idle()  # the worker applies them

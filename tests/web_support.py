@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from nen_celery.config import install_overrides
+from nen_celery.hints import hint_key, url_with_run
 from nen_celery.signing import webhook_signature
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
 from tests.helpers import snapshot, wait_for
@@ -31,6 +32,11 @@ LIMIT = 1024 * 1024  # NEN_WEBHOOK_MAX_BODY default
 
 def signed(body: bytes, secret: str = SIM_WEBHOOK_SECRET, **extra: str) -> dict[str, str]:
     return {"X-Hmac-Signature": webhook_signature(secret, body), "Content-Type": "application/json", **extra}
+
+
+def hinted(run_id: str, attempt: int = 0, secret: str = SIM_WEBHOOK_SECRET, path: str = WEBHOOK) -> str:
+    """``path`` naming the run as the URL a worker sends to Nen does (hints.py): with its token."""
+    return url_with_run(path, "nen_run", run_id, attempt, hint_key(secret))
 
 
 def webhook_body(message_id: str, status: str = "success") -> bytes:

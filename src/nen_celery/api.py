@@ -11,15 +11,20 @@ from typing import Any
 from celery.canvas import Signature
 
 from . import metrics
-from .config import ConfigurationError
+from .callback_args import check_callback_args
+from .config import ConfigurationError, get_settings
 from .context import get_context
 from .hints import RUN_ID_RE
 from .models import Run
-from .params import validate_params
+from .params import InvalidCallback, InvalidParams, utf8_problem, validate_params
 
 
 class RunConflict(ValueError):
     """start_run was given an existing run_id with a different workflow or params."""
+
+
+class MayHaveStarted(ValueError):
+    """redrive_run refused: Nen may already run this run's workflow (pass force=True)."""
 
 
 def _signature_dict(name: str, sig: object) -> dict[str, Any] | None:
@@ -29,9 +34,12 @@ def _signature_dict(name: str, sig: object) -> dict[str, Any] | None:
         raise TypeError(f"{name} must be a Celery signature (e.g. my_task.s()), got {type(sig).__name__}")
     data = dict(sig)
     try:
-        json.dumps(data)
+        text = json.dumps(data, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be JSON-serialisable to travel through the broker: {exc}") from None
+    if (problem := utf8_problem(text)) is not None:
+        raise InvalidCallback([(name, f"its arguments: a string {problem}")])
+    check_callback_args(name, data)
     return data
 
 
@@ -74,19 +82,28 @@ def start_run(
 ) -> RunHandle:
     """Validate, record and queue a Nen workflow run; returns at once.
 
-    Raises InvalidParams (nothing recorded or queued) for bad params, TypeError for bad
-    callbacks, ConfigurationError when secure params cannot be encrypted, RunConflict when
+    Raises InvalidParams (nothing recorded or queued) for bad params, a bad ``run_id``, strings
+    that cannot be encoded as UTF-8, or params over NEN_MAX_PARAMS_BYTES; InvalidCallback (an
+    InvalidParams) for a callback whose arguments do not fit its task's signature, when the task
+    is registered in this process; TypeError for a callback that is not a JSON-serialisable
+    signature; ConfigurationError when secure params cannot be encrypted; RunConflict when
     ``run_id`` exists with other inputs. The same run_id with the same inputs is idempotent.
     """
     from .tasks import enqueue_submit  # the Celery app is only needed once inputs are valid
 
-    wid, clean_params, clean_secure = validate_params(workflow_id, params, secure_params)
+    wid, clean_params, clean_secure = validate_params(
+        workflow_id, params, secure_params, max_bytes=get_settings().max_params_bytes
+    )
     complete_sig = _signature_dict("on_complete", on_complete)
     failure_sig = _signature_dict("on_failure", on_failure)
     if run_id is None:
         run_id = str(uuid.uuid4())
-    elif not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
-        raise ValueError(f"run_id {run_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    elif not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+        if not isinstance(run_id, str):
+            shown = f"of type {type(run_id).__name__}"
+        else:  # repr: ASCII-safe even for a lone surrogate
+            shown = repr(run_id) if len(run_id) <= 128 else f"of {len(run_id)} characters"
+        raise InvalidParams([("run_id", f"{shown} must be 1-128 characters of A-Z a-z 0-9 . _ : -")])
 
     ctx = get_context()
     sealed: str | None = None
@@ -116,21 +133,28 @@ def get_run(run_id: str) -> Run | None:
     return get_context().store.get(run_id)
 
 
-def redrive_run(run_id: str) -> RunHandle:
+def redrive_run(run_id: str, *, force: bool = False) -> RunHandle:
     """Start a new attempt of a run Nen never ran (rejected / submit_failed / unknown).
 
     Keeps the run's history and earlier errors; its callback fires again for the new attempt.
-    Raises ValueError naming why a run cannot be redriven.
+    Raises ValueError naming why a run cannot be redriven. A run that may have started in Nen
+    (its POST got no usable answer) is refused unless ``force``: check Nen first.
     """
     from .tasks import enqueue_submit
 
     ctx = get_context()
-    verdict, detail = ctx.store.redrive(run_id)
+    verdict, detail = ctx.store.redrive(run_id, force=force)
     if verdict == "missing":
         raise ValueError(f"run {run_id} not found (unknown id, or expired after retention)")
     if verdict == "refused":
         raise ValueError(
             f"run {run_id} is {detail}: only rejected, submit_failed or unknown runs can be redriven"
+        )
+    if verdict == "may_have_started":
+        raise MayHaveStarted(
+            f"run {run_id} may have started in Nen (its POST /runs got no usable answer, status "
+            f"{detail}): a new attempt could start the workflow twice. Check Nen for its "
+            "Idempotency-Key first, then redrive with force=True (CLI: --force)"
         )
     if verdict == "no_secure":
         raise ValueError(

@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import uuid
 import weakref
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import Celery, Task, bootsteps, schedules
 from celery.signals import beat_init, worker_process_shutdown, worker_ready
 
@@ -29,6 +31,8 @@ from .config import ConfigurationError, Settings, get_settings
 
 log = logging.getLogger("nen_celery.celery")
 
+# On every callback message nen dispatches: "<run_id>|<attempt>" (CallbackTask's guard).
+CALLBACK_HEADER = "nen_callback"
 SUBMIT_QUEUE = "nen.submit"
 INGEST_QUEUE = "nen.ingest"
 COMPLETE_QUEUE = "nen.complete"
@@ -282,10 +286,28 @@ def with_default_queue(
 
 
 class CallbackTask(Task):  # type: ignore[misc]
-    """An optional base class for your callbacks (``@app.task(base=CallbackTask)``): retries
-    that keep the argument reprs nen gave the callback message (the run's payload holds
-    presigned URLs). Nothing of the guarantees needs it; the ready-made app uses it for every task.
+    """An optional base class for your callbacks (``@app.task(base=CallbackTask)``); the
+    ready-made app uses it for every task. It adds, to callback messages nen dispatched (their
+    ``nen_callback`` header names the run and attempt), run in a worker:
+
+    - one execution at a time per run and attempt: a lease in Redis (``NEN_CALLBACK_LEASE``,
+      renewed by a heartbeat thread while the callback runs). A copy of the message (a broker
+      redelivery while the callback still runs) waits (retries every half lease) and then runs
+      only if the first died before the end, or is skipped once the callback completed;
+    - retries that keep the argument reprs nen gave the callback message (the run's payload
+      holds presigned URLs).
+
+    Plain tasks are dispatched once per attempt as well; only the concurrency guard needs it.
     """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.id is None or request.is_eager:  # called directly, or eagerly: as before
+            return super().__call__(*args, **kwargs)
+        mark = request_header(request, CALLBACK_HEADER)
+        if mark is None:  # not a callback message of nen's
+            return self.run(*args, **kwargs)
+        return _run_once(self, mark, args, kwargs)
 
     def retry(
         self,
@@ -311,7 +333,83 @@ class CallbackTask(Task):  # type: ignore[misc]
             unchanged = kwargs is None and request.kwargsrepr is not None
             new = kwargs or request.kwargs or {}
             options["kwargsrepr"] = request.kwargsrepr if unchanged else hidden_repr(new)
+        mark = request_header(request, CALLBACK_HEADER)
+        if mark is not None and "headers" not in options:  # the retry stays guarded
+            options["headers"] = {**(request.headers or {}), CALLBACK_HEADER: mark}
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
+def _run_once(task: CallbackTask, mark: str, args: Any, kwargs: Any) -> Any:
+    """Run the callback of the ``<run_id>|<attempt>`` in ``mark`` unless another execution
+    holds it (wait: retry) or one completed it (skip)."""
+    from celery.exceptions import Reject, Retry
+
+    from .context import get_context
+
+    run_id, _, attempt = mark.rpartition("|")
+    store = get_context().store
+    lease = store.settings.callback_lease
+    holder = f"{task.request.id}/{uuid.uuid4().hex}"  # this execution, not the message
+    try:
+        verdict = store.claim_callback(run_id, attempt, holder, lease)
+    except redis.RedisError as exc:
+        log.warning("callback %s of run %s: lease not claimed (%r); retrying", task.name, run_id, exc)
+        raise task.retry(exc=exc, countdown=lease / 2, max_retries=None) from exc
+    if verdict == "done":
+        log.info(
+            "callback %s[%s]: run %s attempt %s already completed its callback; skipped",
+            task.name, task.request.id, run_id, attempt,
+        )
+        return None
+    if verdict != "claimed":  # busy: a live execution runs it; come back after half a lease
+        log.info(
+            "callback %s[%s]: run %s attempt %s is running in another execution; waiting",
+            task.name, task.request.id, run_id, attempt,
+        )
+        raise task.retry(countdown=lease / 2, max_retries=None)
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(store, run_id, attempt, holder, lease, stop), daemon=True,
+        name=f"nen-callback-lease-{run_id}",
+    )
+    beat.start()
+    end = True
+    try:
+        return task.run(*args, **kwargs)
+    except Retry:
+        end = False  # the callback asked for a retry: that execution must run it
+        raise
+    except Reject as exc:
+        end = not exc.requeue
+        raise
+    except Exception:
+        raise  # its end, as Celery does not retry it either
+    except BaseException:
+        end = False  # the worker is going away mid-callback: a redelivered copy may run it
+        raise
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            if end:
+                store.finish_callback(run_id, attempt, holder)
+            else:
+                store.release_callback(run_id, attempt, holder)
+        except redis.RedisError as exc:  # the lease lapses on its own; done is not recorded
+            log.error("callback %s of run %s: lease not %s (%r)", task.name, run_id,
+                      "finished" if end else "released", exc)
+
+
+def _heartbeat(
+    store: Any, run_id: str, attempt: str, holder: str, lease: float, stop: threading.Event
+) -> None:
+    """Renew the execution's lease every third of it until ``stop``."""
+    while not stop.wait(lease / 3):
+        try:
+            if not store.renew_callback(run_id, attempt, holder, lease):
+                log.warning("callback of run %s attempt %s: its lease lapsed while it ran", run_id, attempt)
+        except Exception as exc:  # Redis away for a moment: the next beat tries again
+            log.warning("callback of run %s: lease not renewed (%r)", run_id, exc)
 
 
 class NenTask(CallbackTask):
@@ -428,7 +526,7 @@ def _report_configuration(settings: Settings) -> None:
 
     for level, message in config_problems(settings):
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
-    check_durability()
+    check_durability(allow_eviction=settings.allow_eviction)  # an evicting Redis: refused
 
 
 def _check_clock(sender: Any = None, **_: object) -> None:

@@ -41,12 +41,13 @@ def config_problems(settings: Settings) -> list[tuple[str, str]]:
         and not any(host in settings.webhook_url for host in ("://127.", "://localhost", "://[::1]"))
     ):
         problems.append((WARNING, "NEN_WEBHOOK_URL is plain http: use https in production"))
-    if settings.retry_read_timeout:
+    if settings.retry_unknown:
         problems.append(
             (
                 WARNING,
-                "NEN_RETRY_READ_TIMEOUT=true: a POST whose answer was lost is resent; "
-                "Nen may start that workflow twice",
+                "NEN_RETRY_AMBIGUOUS (or NEN_RETRY_READ_TIMEOUT)=true: a POST whose outcome is "
+                "unknown is resent; unless Nen deduplicates by Idempotency-Key it may start that "
+                "workflow twice",
             )
         )
     return problems

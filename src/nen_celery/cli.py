@@ -166,12 +166,17 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 
 @runs.command(name="redrive")
 @click.argument("run_id")
-def runs_redrive(run_id: str) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also a run that may have started in Nen (its POST got no usable answer): check Nen first.",
+)
+def runs_redrive(run_id: str, force: bool) -> None:
     """Resubmit a rejected / submit_failed / unknown run as a new attempt, keeping its history."""
     from .api import redrive_run
 
     try:
-        redrive_run(run_id)
+        redrive_run(run_id, force=force)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         sys.exit(3 if "not found" in str(exc) else 2)
@@ -249,6 +254,41 @@ def runs_watch(
                 refreshes += 1
     except KeyboardInterrupt:
         return
+
+
+@main.group(name="deadletter")
+def deadletter_group() -> None:
+    """Runs whose callback was never dispatched (runs Nen never ran: `runs list --status`)."""
+
+
+@deadletter_group.command(name="list")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def deadletter_list(limit: int, as_json: bool) -> None:
+    """Runs whose on_complete / on_failure was given up, newest first, with the reason
+    (its arguments do not fit the task's signature). Their completion is marked done: fix the
+    task, then act on the run yourself (`status RUN_ID` shows it)."""
+    from .context import get_context
+
+    try:
+        entries = get_context().store.dead_letters(limit)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(list(entries), indent=2))
+        return
+    table = Table("run_id", "status", "callback", "task", "attempts", "at", "reason")
+    for e in entries:
+        table.add_row(
+            str(e.get("run_id")),
+            str(e.get("status")),
+            str(e.get("callback")),
+            str(e.get("task")),
+            str(e.get("attempts")),
+            _ts(e.get("at")),
+            str(e.get("reason")),
+        )
+    console.print(table)
 
 
 @main.group(name="config")

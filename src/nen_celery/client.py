@@ -173,7 +173,7 @@ class NenClient:
         try:
             response = self.http.post(self._url(RUNS_PATH), content=body, headers=headers)
         except httpx.TransportError as exc:
-            raise classify_transport(exc, retry_read_timeout=self.settings.retry_read_timeout) from None
+            raise classify_transport(exc, retry_read_timeout=self.settings.retry_unknown) from None
         self._feedback(response)
         if response.status_code in (200, 201, 202):
             data = _body(response)
@@ -188,6 +188,7 @@ class NenClient:
             retryable_statuses=self.settings.retryable_statuses,
             retry_after=response.headers.get("retry-after"),
             now=self._clock(),
+            retry_ambiguous=self.settings.retry_unknown,
         )
 
     def start_run(

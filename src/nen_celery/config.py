@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .hints import PARAM_RE
+from .hints import PARAM_RE, hint_keys
 
 
 class ConfigurationError(RuntimeError):
@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     webhook_url: str | None = None
     webhook_field: str = "webhook_callback"
-    # query parameter carrying our run id in each run's webhook URL (hints.py); "" turns it off
+    # query parameter carrying our run id and its token in each run's webhook URL (hints.py);
+    # "" turns it off
     webhook_run_param: str = "nen_run"
     retrieval_path: str = "/runs/{message_id}"
 
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     key_prefix: str = "nen"
+    # Start workers on a run-store Redis whose maxmemory-policy evicts keys (durability.py)
+    allow_eviction: bool = False
     # Run-store key layout: runs and their timers are spread over this many hash tags (Redis
     # Cluster slots). Part of the layout: keep it fixed for the life of a deployment.
     store_shards: int = Field(default=16, ge=1, le=4096)
@@ -89,8 +92,14 @@ class Settings(BaseSettings):
     # an idle connection is not reused after this long: keep it below Nen's own idle timeout, or
     # a POST sent as the server closes the connection is lost after sending (parked unknown)
     http_keepalive_expiry: float = Field(default=4.0, gt=0, le=300)
-    retry_read_timeout: bool = False
-    retry_statuses: str = "429,502,503,504"
+    # Opt-in, only for a Nen that deduplicates by Idempotency-Key: resend a POST whose outcome is
+    # unknown (read timeout, cut connection, 5xx/408 or a gateway's 429/503 without Nen's error
+    # body) with the same key. Off: such a run is `unknown` until Nen's own word (its webhooks).
+    retry_ambiguous: bool = False
+    retry_read_timeout: bool = False  # the older name of retry_ambiguous (either turns it on)
+    # statuses retried when they carry Nen's own error body ({"error", "message"}): proof that
+    # Nen did not create the run
+    retry_statuses: str = "429,503"
     submit_deadline: float = Field(default=30.0, gt=0)
     backoff_initial: float = Field(default=0.5, gt=0)
     backoff_max: float = Field(default=10.0, gt=0)
@@ -100,8 +109,14 @@ class Settings(BaseSettings):
     # Lifecycle
     retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     completion_lease: float = Field(default=60.0, gt=0, le=60)
+    # how long one execution of a callback holds its (run, attempt) in CallbackTask before a
+    # copy of its message may run it; renewed every third of it while the callback runs
+    callback_lease: float = Field(default=30.0, gt=0)
     publish_timeout: float = Field(default=2.0, gt=0)
     poll_interval: float = Field(default=5.0, gt=0, le=60)
+    # start_run refuses params (and, counted on their own, secure params) larger than this as
+    # compact UTF-8 JSON: they are copied into every read of the run and every callback message
+    max_params_bytes: int = Field(default=64 * 1024, gt=0)
 
     # Reconciliation (celery beat runs reconcile_runs every reconcile_interval seconds)
     reconcile_interval: float = Field(default=10.0, gt=0, le=60)
@@ -224,6 +239,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _visibility_covers_tasks(self) -> Settings:
         longest = self.submit_lease + self.reschedule_delay  # + the longest countdown held unacked
+        # Callbacks are not counted: a callback may run longer than the visibility timeout. A
+        # copy the broker redelivers while it runs finds its lease live (CallbackTask,
+        # NEN_CALLBACK_LEASE, renewed by a heartbeat) and waits instead of running it twice.
         if self.visibility_timeout <= longest:
             raise ValueError(
                 f"NEN_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the longest task "
@@ -250,6 +268,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def retry_unknown(self) -> bool:
+        """Resend when Nen may have the request: NEN_RETRY_AMBIGUOUS (or NEN_RETRY_READ_TIMEOUT)."""
+        return self.retry_ambiguous or self.retry_read_timeout
+
+    @property
     def retryable_statuses(self) -> frozenset[int]:
         return frozenset(int(p) for p in _split(self.retry_statuses))
 
@@ -261,6 +284,12 @@ class Settings(BaseSettings):
     def webhook_secrets(self) -> tuple[str, ...]:
         """Read on every webhook: split once (the settings are frozen)."""
         return tuple(_split(self.webhook_secret.get_secret_value() if self.webhook_secret else None))
+
+    @cached_property
+    def hint_keys(self) -> tuple[bytes, ...]:
+        """Keys of the run hint's token (hints.py), one derived from each NEN_WEBHOOK_SECRET
+        entry: the first signs, all verify. Read on every hinted webhook: derived once."""
+        return hint_keys(self.webhook_secrets)
 
     @property
     def secrets_keys(self) -> list[str]:

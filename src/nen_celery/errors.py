@@ -1,7 +1,12 @@
-"""Typed errors. API errors carry Nen's status code and error body, like Stripe's client does."""
+"""Typed errors. API errors carry Nen's status code and error body, like Stripe's client does;
+what is stored and logged of that body is its ``error`` / ``message`` fields, cut and redacted."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .config import ConfigurationError
@@ -15,6 +20,83 @@ __all__ = [
     "NenProtocolError",
     "NenTransportError",
 ]
+
+
+# What is kept of Nen's error answers (stored on the run, logged): its ``error`` and ``message``
+# fields only, each with the run's secure param values replaced and cut to this many characters.
+ERROR_TEXT_MAX = 500
+REDACTED = "[REDACTED]"
+_secure_values: ContextVar[tuple[str, ...]] = ContextVar("nen_secure_values", default=())
+
+
+def _spellings(values: Iterable[str]) -> tuple[str, ...]:
+    """Each value as it may appear in a message: as is, JSON-escaped (either way), repr'd;
+    longest first, so a longer spelling is replaced before a shorter one inside it."""
+    out: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or not value:
+            continue
+        out.update(
+            {
+                value,
+                json.dumps(value)[1:-1],
+                json.dumps(value, ensure_ascii=False)[1:-1],
+                repr(value)[1:-1],
+            }
+        )
+    out.discard("")
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+@contextmanager
+def redacting(secure_values: Iterable[str] | None) -> Iterator[None]:
+    """NenAPIErrors built inside this block (in this thread / task) keep none of these values
+    (the run's secure params) in their text: submit_run wraps the POST with it."""
+    token = _secure_values.set(_spellings(secure_values or ()))
+    try:
+        yield
+    finally:
+        _secure_values.reset(token)
+
+
+def _replace(text: str, spellings: tuple[str, ...]) -> str:
+    for spelling in spellings:
+        if spelling in text:
+            text = text.replace(spelling, REDACTED)
+    return text
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every spelling of every secret replaced by ``[REDACTED]``."""
+    return _replace(text, _spellings(secrets))
+
+
+def _shown(value: Any, spellings: tuple[str, ...], limit: int = ERROR_TEXT_MAX) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = _replace(text.encode("utf-8", "replace").decode("utf-8"), spellings)
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def shown_text(value: Any, secrets: Iterable[str] = (), limit: int = ERROR_TEXT_MAX) -> str | None:
+    """One field of Nen's answer as nen stores and logs it: text (non-strings as JSON), lone
+    surrogates replaced by ``?``, secrets redacted, then cut to ``limit`` characters (a cut
+    ends in ``...``)."""
+    return _shown(value, _spellings(secrets), limit)
+
+
+def _fields(body: Any, spellings: tuple[str, ...]) -> tuple[str | None, str | None]:
+    if isinstance(body, dict):
+        return _shown(body.get("error"), spellings), _shown(body.get("message"), spellings)
+    return None, _shown(body, spellings)
+
+
+def error_fields(body: Any, secrets: Iterable[str] = ()) -> tuple[str | None, str | None]:
+    """(error, message) of an error answer, as stored and logged (``shown_text``): Nen's own
+    ``error`` / ``message`` fields of a JSON object body, nothing else of it; for any other body
+    (a gateway's HTML page, plain text), no ``error`` and the start of the text as ``message``."""
+    return _fields(body, _spellings(secrets))
 
 
 class NenError(Exception):
@@ -32,7 +114,13 @@ class NenError(Exception):
 
 
 class NenAPIError(NenError):
-    """Nen answered with an error status; ``body`` is its parsed error body (or text)."""
+    """Nen answered with an error status.
+
+    ``body`` is its parsed error body (or text) as received, for code to inspect; nen never
+    stores or logs it. ``error`` / ``message`` (and so ``str()`` and ``to_dict()``, what is
+    stored and logged) are its ``error`` / ``message`` fields shaped by ``error_fields``: cut
+    to ERROR_TEXT_MAX characters, with the secure values of a ``redacting`` block replaced.
+    """
 
     def __init__(
         self,
@@ -41,24 +129,24 @@ class NenAPIError(NenError):
         *,
         retryable: bool,
         retry_after: float | None = None,
+        maybe_sent: bool = False,
     ) -> None:
         self.status_code = status_code
         self.body = body
         self.retryable = retryable
         self.retry_after = retry_after
-        self.maybe_sent = False
-        self.error = body.get("error") if isinstance(body, dict) else None
-        self.message = body.get("message") if isinstance(body, dict) else None
-        detail = f"{self.error}: {self.message}" if self.error else str(body)[:200]
+        self.maybe_sent = maybe_sent
+        self.error, self.message = _fields(body, _secure_values.get())
+        detail = f"{self.error}: {self.message}" if self.error else (self.message or "no body")
         super().__init__(f"Nen answered {status_code} ({detail})")
 
     def to_dict(self) -> dict[str, Any]:
+        """What is stored on the run: never the whole body, never a secure value."""
         return {
             "type": type(self).__name__,
             "status_code": self.status_code,
             "error": self.error,
             "message": self.message,
-            "body": self.body,
         }
 
 

@@ -45,6 +45,13 @@ SUBMIT_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+LATE_WEBHOOKS = Counter(
+    "nen_late_webhooks",
+    "Nen's webhooks for a run that had ended submit_failed as 'may have started in Nen': Nen did "
+    "start it. Recorded on the run, no second callback; by Nen's status.",
+    ["status"],
+    registry=REGISTRY,
+)
 WEBHOOK_TO_CALLBACK_SECONDS = Histogram(
     "nen_webhook_to_callback_seconds",
     "Terminal webhook received by the receiver until the user's callback was dispatched.",
@@ -54,12 +61,20 @@ WEBHOOK_TO_CALLBACK_SECONDS = Histogram(
 WEBHOOKS = Counter(
     "nen_webhooks",
     "Webhook deliveries answered by the receiver, by result "
-    "(queued, parked, or the refusal reason: invalid_signature, invalid_body, ...).",
+    "(queued, applied, ignored, parked, hint_refused: queued or parked by messageId because its URL "
+    "named a run with a missing or wrong token, or the refusal reason: invalid_signature, ...).",
     ["result"],
     registry=REGISTRY,
 )
 RECONCILE_ACTIONS = Counter(
     "nen_reconcile_actions", "Actions taken by the reconcile sweep.", ["action"], registry=REGISTRY
+)
+CALLBACKS_DEAD_LETTERED = Counter(
+    "nen_callbacks_dead_lettered",
+    "Runs whose callback was never dispatched and went on the dead-letter list, by reason "
+    "(arguments: they do not fit the task's signature).",
+    ["reason"],
+    registry=REGISTRY,
 )
 
 
@@ -70,8 +85,12 @@ def multiprocess_dir() -> str | None:
 _webhook_children: dict[tuple[int, str], Any] = {}
 
 
-def webhook_answered(status_code: int, body: dict[str, Any]) -> None:
-    if status_code == 200:
+def webhook_answered(status_code: int, body: dict[str, Any], hint_refused: bool = False) -> None:
+    """Count one answered delivery; ``hint_refused``: taken in (2xx) without its run hint, whose
+    token was missing or wrong (hints.py)."""
+    if hint_refused and status_code < 300:
+        result = "hint_refused"
+    elif status_code == 200:
         result = str(body.get("status") or "queued")  # queued | applied | ignored
     else:
         result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)

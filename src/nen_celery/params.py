@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import uuid
@@ -20,6 +21,28 @@ class InvalidParams(ValueError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
         super().__init__("invalid params: " + "; ".join(f"{f}: {p}" for f, p in errors))
+
+
+class InvalidCallback(InvalidParams):
+    """``on_complete`` / ``on_failure`` cannot be called as given: its arguments do not fit the
+    task's signature (with the finished-run dict prepended), or cannot travel as UTF-8 JSON."""
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``), or None.
+
+    The answer names only the position, never the text: secure values go through here too.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"cannot be encoded as UTF-8 (lone surrogate at position {exc.start})"
+    return None
+
+
+def json_size(values: Mapping[str, Any]) -> int:
+    """Bytes of ``values`` as compact UTF-8 JSON: the size it has in the request sent to Nen."""
+    return len(json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,12 @@ def _generic(values: object, label: str, *, strings_only: bool) -> list[tuple[st
         if not isinstance(key, str) or not key:
             errors.append((f"{label}[{key!r}]", "keys must be non-empty strings"))
             continue
-        if strings_only and not isinstance(value, str):
+        if (problem := utf8_problem(key)) is not None:
+            errors.append((f"{label}[{key!r}]", f"key {problem}"))  # repr: an ASCII-safe name
+            continue
+        if isinstance(value, str) and (problem := utf8_problem(value)) is not None:
+            errors.append((f"{label}.{key}", problem))
+        elif strings_only and not isinstance(value, str):
             errors.append((f"{label}.{key}", f"must be a string, got {type(value).__name__}"))
         elif not _is_scalar(value):
             errors.append(
@@ -125,10 +153,14 @@ def validate_params(
     workflow_id: object,
     params: object = None,
     secure_params: object = None,
+    *,
+    max_bytes: int | None = None,
 ) -> tuple[str, dict[str, Scalar], dict[str, str] | None]:
     """Validate everything for one run; return what will be sent, or raise InvalidParams.
 
-    Collects every problem before raising so one error names all bad fields.
+    Collects every problem before raising so one error names all bad fields. ``max_bytes``
+    (NEN_MAX_PARAMS_BYTES): the largest size of params, and separately of secure params, as
+    compact UTF-8 JSON (``json_size``).
     """
     wid = validate_workflow_id(workflow_id)
     spec = get_workflow(wid)
@@ -164,6 +196,14 @@ def validate_params(
         required = [n for n, f in spec.secure_params.model_fields.items() if f.is_required()]
         if required:
             errors.append(("secure_params", f"required by this workflow: {', '.join(required)}"))
+
+    if not errors and max_bytes is not None:
+        for label, values in (("params", out_params), ("secure_params", out_secure or {})):
+            size = json_size(values)
+            if size > max_bytes:
+                errors.append(
+                    (label, f"{size} bytes as JSON, over the limit of {max_bytes} (NEN_MAX_PARAMS_BYTES)")
+                )
 
     if errors:
         raise InvalidParams(errors)

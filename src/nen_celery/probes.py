@@ -51,7 +51,7 @@ def probe_settings() -> tuple[Settings | None, list[Probe]]:
 def probe_redis(settings: Settings, timeout: float = 2.0) -> list[Probe]:
     import redis
 
-    from .durability import durability_problems
+    from .durability import durability_problems, read_config
 
     where = safe_url(settings.redis_url)
     client = redis_client(
@@ -62,14 +62,8 @@ def probe_redis(settings: Settings, timeout: float = 2.0) -> list[Probe]:
         client.ping()
         rtt = (time.monotonic() - started) * 1000
         probes = [Probe("run store", OK, f"{where} answered PING in {rtt:.1f} ms")]
-        try:
-            config: dict[str, str] = {}
-            for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-                config.update({str(k): str(v) for k, v in client.config_get(name).items()})
-        except redis.ResponseError:
-            return [*probes, Probe("run store durability", WARNING, "CONFIG GET not allowed: check by hand")]
-        problems = durability_problems(config)
-        probes += [Probe("run store durability", WARNING, p) for p in problems] or [
+        problems = durability_problems(read_config(client), settings.allow_eviction)
+        probes += [Probe("run store durability", level, p) for level, p in problems] or [
             Probe("run store durability", OK, "appendonly, appendfsync and noeviction as advised")
         ]
         return probes

@@ -23,6 +23,7 @@ MAYBE_SENT = (
 
 
 def classify_transport(exc: httpx.TransportError, *, retry_read_timeout: bool) -> NenTransportError:
+    """``retry_read_timeout``: the opt-in (NEN_RETRY_AMBIGUOUS) to resend when Nen may have it."""
     name = type(exc).__name__
     if isinstance(exc, NOT_SENT):
         return NenTransportError(f"{name}: request not sent ({exc})", maybe_sent=False, retryable=True)
@@ -51,6 +52,16 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def is_nen_error_body(body: Any) -> bool:
+    """Nen's documented error shape, ``{"error": "<short>", "message": "<detail>"}`` (a missing
+    ``message`` tolerated): the answer comes from Nen itself, not from a gateway in front of it."""
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("error"), str)
+        and isinstance(body.get("message", ""), str)
+    )
+
+
 def classify_status(
     status_code: int,
     body: Any,
@@ -58,8 +69,20 @@ def classify_status(
     retryable_statuses: frozenset[int],
     retry_after: str | None,
     now: float,
+    retry_ambiguous: bool = False,
 ) -> NenAPIError:
-    """An error response as a typed error. 4xx outside the retry list mean Nen refused the run."""
-    retryable = status_code in retryable_statuses
+    """An error answer to a request that was sent, as a typed error.
+
+    Only an answer proving that Nen did not act on the request is retried: a status of
+    ``retryable_statuses`` (429, 503) carrying Nen's own error body. A 4xx otherwise means Nen
+    (or a proxy before it) refused the run. Anything else (5xx, 408, a 429/503 without Nen's
+    body: a gateway's answer after the request may have reached Nen) leaves its outcome unknown
+    (``maybe_sent``): resent only with the opt-in ``retry_ambiguous``.
+    """
+    from_nen = is_nen_error_body(body)
     after = parse_retry_after(retry_after, now) if status_code in (429, 503) else None
-    return NenAPIError(status_code, body, retryable=retryable, retry_after=after)
+    if status_code in retryable_statuses and from_nen:
+        return NenAPIError(status_code, body, retryable=True, retry_after=after)
+    if 400 <= status_code < 500 and status_code != 408 and (from_nen or status_code != 429):
+        return NenAPIError(status_code, body, retryable=False, retry_after=after)
+    return NenAPIError(status_code, body, retryable=retry_ambiguous, retry_after=after, maybe_sent=True)

@@ -9,6 +9,8 @@ spread over the cluster's masters with the records they index. Keys (prefix ``NE
 
 - ``<p>:run:{k}:<run_id>``              hash: the record (expires ``retention`` after it finishes)
 - ``<p>:run:{k}:<run_id>:secure``       sealed secure params, deleted once Nen accepted/refused them
+- ``<p>:run:{k}:<run_id>:kept``         hash: webhooks that named the run (hints.py) before its
+                                        binding, one per ``<status>:<message_id>``
 - ``<p>:runs:{k}``                      zset run_id by creation time (listing)
 - ``<p>:timers:{k}``                    zset run_id by next reconcile check (sweeps read due runs only)
 - ``<p>:msg:{k}:<message_id>``          run_id bound to Nen's messageId (O(1) webhook lookup)
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import time
 import zlib
 from collections import defaultdict
@@ -54,8 +57,12 @@ _SCRIPTS = (
     "release_completion",
     "redrive",
     "reconcile_lock",
+    "callback_lease",
 )
-PARKED_MAX = 20
+PARKED_MAX = 20  # webhooks parked per messageId (newest kept)
+KEPT_MAX = 32  # (status, messageId) pairs kept with a run before its binding (never pushed out)
+
+log = logging.getLogger("nen_celery.store")
 
 
 class Claim(NamedTuple):
@@ -111,8 +118,10 @@ class RunStore:
         ]
 
     def run_parked_key(self, run_id: str) -> str:
-        """Webhooks that named their run (hints.py) and came before its binding."""
-        return f"{self.run_key(run_id)}:parked"
+        """Webhooks that named their run (hints.py) and came before its binding: a hash, one
+        field per ``<status>:<message_id>`` (a ``processing`` one holds its workflow id; the
+        others the sealed body), so copies of one webhook never push out another."""
+        return f"{self.run_key(run_id)}:kept"
 
     def parked_key(self, message_id: str) -> str:
         return f"{self.prefix}:parked:{{{self.shard(message_id)}}}:{message_id}"
@@ -211,7 +220,7 @@ class RunStore:
         ``holder`` is the task id (its own redelivery may take the lease back while no POST is
         marked); ``execution`` is unique per task execution and gates begin_post.
         """
-        retry_ambiguous = "1" if self.settings.retry_read_timeout else "0"
+        retry_ambiguous = "1" if self.settings.retry_unknown else "0"
         res = self._call(
             "claim_submit",
             [self.run_key(run_id), self.timers_key(run_id), self.secure_key(run_id)],
@@ -258,35 +267,61 @@ class RunStore:
         retention = self.settings.retention_seconds
         bind_args: list[Any] = [message_id, now, json.dumps(accepted), check, retention, processing_check]
         index_keys = [self.msg_key(message_id), self.parked_key(message_id)]
-        index_args: list[Any] = [run_id, 2 * self.settings.retention_seconds]
+        index_args: list[Any] = [run_id, 2 * self.settings.retention_seconds, "force"]
         if isinstance(self.redis, RedisCluster):
             bound = self._call("bind", bind_keys, bind_args)
-            by_message = self._call("index", index_keys, index_args) if bound[0] == "bound" else []
+            indexed = self._call("index", index_keys, index_args) if bound[0] == "bound" else ["ok", ""]
         else:
-            bound, by_message = self._pipelined(
+            bound, indexed = self._pipelined(
                 [("bind", bind_keys, bind_args), ("index", index_keys, index_args)]
             )
         if bound[0] == "conflict":
             raise RuntimeError(f"run {run_id} is already bound to messageId {bound[1]}")
-        return str(bound[1]), [str(p) for p in [*bound[2:], *by_message]]
+        if indexed[1]:
+            # Nen's answer is its word; a run hint bound this messageId to another run first,
+            # which the binding rules of ingest.lua (workflow, index claim) should make impossible
+            log.error(
+                "messageId %s was indexed to run %s; Nen's answer binds it to run %s",
+                message_id,
+                indexed[1],
+                run_id,
+            )
+        return str(bound[1]), [str(p) for p in [*bound[2:], *indexed[2:]]]
+
+    def claim_message(self, message_id: str, run_id: str) -> str:
+        """Index ``message_id`` to ``run_id`` unless another run has it: "" when claimed (or
+        already this run's), else the run it is bound to. For a binding by a webhook's run
+        hint, before ingest.lua records it (the index lives on the messageId's slot)."""
+        res = self._call(
+            "index",
+            [self.msg_key(message_id), self.parked_key(message_id)],
+            [run_id, 2 * self.settings.retention_seconds, "free"],
+        )
+        return str(res[1]) if res[0] == "taken" else ""
+
+    def release_message(self, message_id: str, run_id: str) -> None:
+        """Undo ``claim_message`` when the binding did not happen (only if still ``run_id``'s)."""
+        self._call("reconcile_lock", [self.msg_key(message_id)], [run_id])  # compare-and-delete
 
     def take_run_parked(self, run_id: str) -> tuple[int, list[str]]:
         """(the run's attempt, the webhooks kept with it), removing them: one pipelined trip.
 
-        A kept ``processing`` webhook (ingest.lua keeps only its messageId) comes back as a
-        sealed body of its own, like the others."""
-        key = self.run_key(run_id)
+        A kept ``processing`` webhook (ingest.lua keeps only its messageId and workflow) comes
+        back as a sealed body of its own, first, like the others."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(key, ["redrives", "parked_processing"])
-        pipe.hdel(key, "parked_processing")
-        pipe.lrange(self.run_parked_key(run_id), 0, -1)
+        pipe.hget(self.run_key(run_id), "redrives")
+        pipe.hgetall(self.run_parked_key(run_id))
         pipe.delete(self.run_parked_key(run_id))
-        (redrives, processing), _, parked, _ = pipe.execute()
-        out = [str(p) for p in parked]
-        if processing:
-            body = json.dumps({"message_id": processing, "status": "processing"}).encode()
-            out.insert(0, self.sealer.seal_if_enabled(body))
-        return int(redrives or 0), out
+        redrives, kept, _ = pipe.execute()
+        processing, others = [], []
+        for field, sealed in sorted(kept.items()):
+            status, _, message_id = str(field).partition(":")
+            if status == "processing":
+                fields = {"message_id": message_id, "status": "processing", "workflow_id": str(sealed)}
+                processing.append(self.sealer.seal_if_enabled(json.dumps(fields).encode()))
+            else:
+                others.append(str(sealed))
+        return int(redrives or 0), processing + others
 
     def drop_parked(self, message_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -347,16 +382,35 @@ class RunStore:
         *,
         source: str,
         holder: str = "",
+        bind: bool = True,
     ) -> tuple[str, str, str, dict[str, str]]:
-        """Apply a webhook that named its run, in one trip (ingest.lua).
+        """Apply a webhook that named its run, in one trip (ingest.lua) but for an ``unknown``
+        run it binds.
 
         Returns (verdict, status now, completion, record): verdict applied | noop | parked |
-        mismatch | stale | missing; with a ``holder``, a terminal run's completion comes back
-        ``claimed`` with the record, for the caller to dispatch the callback and then
-        ``finish_completion``.
+        mismatch | stale | missing | foreign (the body's workflow is not the run's) | taken (its
+        messageId is bound to another run) | full (no room left with the run before its
+        binding) | unbound (only with ``bind=False``: the webhook would bind an ``unknown``
+        run); with a ``holder``, a terminal run's completion comes back ``claimed`` with the
+        record, for the caller to dispatch the callback and then ``finish_completion``.
+
+        Binding an ``unknown`` run: the messageId index (on the messageId's slot) is claimed for
+        the run first, only if no other run has it, then ingest.lua binds and applies; a claim
+        whose binding did not happen is released. Three trips, once per such run.
         """
         keys, args = self.ingest_call(run_id, attempt, body, sealed_body, source, holder)
-        return self.ingest_result(self._call("ingest", keys, args))
+        res = self.ingest_result(self._call("ingest", keys, args))
+        if res[0] != "unbound" or not bind:
+            return res
+        message_id = str(body["message_id"])
+        other = self.claim_message(message_id, run_id)
+        if other:
+            return "taken", res[1], "", {}
+        args[-1] = "1"  # claimed
+        res = self.ingest_result(self._call("ingest", keys, args))
+        if res[0] not in ("applied", "noop", "late"):  # not bound to it (redriven, bound since)
+            self.release_message(message_id, run_id)
+        return res
 
     def ingest_call(
         self,
@@ -371,6 +425,7 @@ class RunStore:
         status = str(body["status"])
         payload = self.sealer.seal_if_enabled(json.dumps(body).encode()) if is_terminal(status) else ""
         now = time.time()
+        workflow_id = body.get("workflow_id")
         return self._run_keys(run_id), [
             str(body["message_id"]),
             status,
@@ -380,11 +435,13 @@ class RunStore:
             self.settings.retention_seconds,
             now + self.next_check_after(status),
             self.settings.retention_seconds,
-            PARKED_MAX,
+            KEPT_MAX,
             sealed_body,
             self.settings.completion_lease,
             holder,
             attempt,
+            workflow_id if isinstance(workflow_id, str) else "",
+            "0",  # claimed: RunStore.ingest sets it once it holds the messageId index
         ]
 
     @staticmethod
@@ -424,13 +481,16 @@ class RunStore:
             return s.queued_grace
         return s.webhook_deadline if s.webhook_url else s.poll_interval
 
-    def redrive(self, run_id: str) -> tuple[str, str]:
-        """Operator action: a new attempt for a run Nen never ran; (verdict, idempotency key)."""
+    def redrive(self, run_id: str, *, force: bool = False) -> tuple[str, str]:
+        """Operator action: a new attempt for a run Nen never ran; (verdict, idempotency key).
+
+        Verdict ok | missing | refused | no_secure | may_have_started (unless ``force``).
+        """
         now = time.time()
         res = self._call(
             "redrive",
             [self.run_key(run_id), self.secure_key(run_id), self.timers_key(run_id)],
-            [now, now + self.settings.queued_grace],
+            [now, now + self.settings.queued_grace, "1" if force else "0"],
         )
         return str(res[0]), str(res[1])
 
@@ -545,6 +605,65 @@ class RunStore:
                 if len(runs) >= limit:
                     break
         return runs
+
+    # -- callbacks that cannot be dispatched (deadletter.py) ----------------------------------
+    @property
+    def deadletter_key(self) -> str:
+        """``<p>:deadletter``: list of JSON entries, newest first (a single key)."""
+        return f"{self.prefix}:deadletter"
+
+    def note_callback_failure(self, run_id: str, attempt: int) -> int:
+        """Count one failed dispatch of the run's callback (of redrive ``attempt``) on its record;
+        the count so far, or -1 if the record is gone (no partial record is left behind)."""
+        return int(
+            self.redis.eval(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
+                "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)",
+                1,
+                self.run_key(run_id),
+                f"callback_failures:{attempt}",
+            )
+        )
+
+    def add_dead_letter(self, entry: dict[str, Any], keep: int) -> None:
+        """Put an entry first on the dead-letter list, keeping the newest ``keep``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.deadletter_key, json.dumps(entry))
+        pipe.ltrim(self.deadletter_key, 0, keep - 1)
+        pipe.expire(self.deadletter_key, self.settings.retention_seconds)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> tuple[dict[str, Any], ...]:
+        """The newest ``limit`` dead-letter entries, newest first."""
+        if limit <= 0:
+            return ()
+        return tuple(json.loads(x) for x in self.redis.lrange(self.deadletter_key, 0, limit - 1))
+
+    # -- one execution of a callback at a time (celery_app.CallbackTask) ---------------------
+    def _callback_keys(self, run_id: str, attempt: str) -> tuple[str, str]:
+        """``<run key>:callback:<attempt>:lease`` and ``...:done`` (the run's slot)."""
+        base = f"{self.run_key(run_id)}:callback:{attempt}"
+        return f"{base}:lease", f"{base}:done"
+
+    def claim_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> str:
+        """``claimed`` (run it), ``busy`` (another execution holds a live lease) or ``done``."""
+        keys = self._callback_keys(run_id, attempt)
+        return str(self._call("callback_lease", [*keys], ["claim", holder, max(1, int(lease * 1000))]))
+
+    def renew_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> bool:
+        """Extend ``holder``'s lease; False once it lapsed."""
+        keys = self._callback_keys(run_id, attempt)
+        return bool(self._call("callback_lease", [*keys], ["renew", holder, max(1, int(lease * 1000))]))
+
+    def finish_callback(self, run_id: str, attempt: str, holder: str) -> None:
+        """The callback of (run, attempt) reached its end: later copies skip it."""
+        keys = self._callback_keys(run_id, attempt)
+        self._call("callback_lease", [*keys], ["finish", holder, self.settings.retention_seconds])
+
+    def release_callback(self, run_id: str, attempt: str, holder: str) -> bool:
+        """Drop ``holder``'s lease without marking done (its retry may run at once)."""
+        keys = self._callback_keys(run_id, attempt)
+        return bool(self._call("callback_lease", [*keys], ["release", holder]))
 
 
 def callbacks(data: dict[str, str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -29,12 +29,12 @@ from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from . import celery_app, direct_publish, metrics, reconcile, runlog
-from .celery_app import current, nen_task, request_header
+from .celery_app import CALLBACK_HEADER, current, nen_task, request_header
 from .client import AttemptHooks, StartRunRequest
 from .config import ConfigurationError
 from .context import get_context, per_context
 from .direct_publish import DirectPublisher, Outgoing
-from .errors import NenAPIError, NenError
+from .errors import NenAPIError, NenError, redacting
 from .faults import failpoint
 from .hints import url_with_run
 from .ratelimit import RateLimited
@@ -223,15 +223,20 @@ def submit_run(
             secure_params=secure,
             webhook_url=settings.webhook_url
             and url_with_run(
-                settings.webhook_url, settings.webhook_run_param, run_id, int(data.get("redrives") or 0)
+                settings.webhook_url,
+                settings.webhook_run_param,
+                run_id,
+                int(data.get("redrives") or 0),
+                settings.hint_keys[0] if settings.hint_keys else None,
             ),
         )
         idem_key = data.get("idem_key") or run_id
         started, outcome = time.monotonic(), "accepted"
         try:
-            answer = ctx.client.start_run(
-                request, idempotency_key=idem_key, hooks=_StoreHooks(run_id, execution)
-            )
+            with redacting(secure.values() if secure else None):  # out of Nen's error texts
+                answer = ctx.client.start_run(
+                    request, idempotency_key=idem_key, hooks=_StoreHooks(run_id, execution)
+                )
         except BaseException as exc:
             outcome = _outcome(exc)
             raise
@@ -306,8 +311,10 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
                 settings.submit_reschedules,
             )
             raise task.retry(kwargs={"reschedule": reschedule + 1}, countdown=delay, max_retries=None)
-        _finish(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
-        return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
+        if not (isinstance(exc, NenError) and exc.maybe_sent):  # the last answer proved "not created"
+            _finish(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
+            return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
+        # opted-in resends of an ambiguous answer, all spent: Nen may have it, so wait for its word
     if isinstance(exc, NenError) and exc.maybe_sent:
         _park_unknown(run_id, error, "submit:ambiguous")
         log.error(
@@ -326,7 +333,8 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
 def ingest_webhook(
     self: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0
 ) -> dict[str, Any]:
-    """Apply one webhook. ``run_id``/``attempt``: the run its URL named (hints.py), if any."""
+    """Apply one webhook. ``run_id``/``attempt``: the run its URL named (hints.py; the receiver
+    checked the hint's token), if any."""
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
     message_id, status = body["message_id"], body["status"]
@@ -396,11 +404,20 @@ def _dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, s
         task_id = callback_task_id(run_id, run.status, run.redrives)
         try:
             argsrepr = _repr(run_id, status=run.status)
-            _send_callback(sig, run.to_dict(), task_id, {}, argsrepr)
+            headers = {CALLBACK_HEADER: f"{run_id}|{run.redrives}"}  # CallbackTask's guard
+            _send_callback(sig, run.to_dict(), task_id, headers, argsrepr)
         except Exception as exc:
+            countdown: float | None = 1.0
+            if isinstance(exc, TypeError):
+                # its arguments do not fit the task: a few attempts, then the dead-letter list
+                from .deadletter import argument_mismatch
+
+                countdown = argument_mismatch(run_id, run, sig, exc)
+                if countdown is None:
+                    return ""  # dead-lettered: the completion is marked done
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
-            raise task.retry(countdown=1.0, max_retries=None) from exc
+            raise task.retry(countdown=countdown, max_retries=None) from exc
     failpoint("complete:after_dispatch")
     ctx.store.finish_completion(run_id, task_id)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
@@ -511,7 +528,7 @@ def lookup_run(self: Task, run_id: str) -> dict[str, Any]:
     if body is None:
         # Nen never saw it: the POST did not land, so sending it now starts the workflow once.
         log.info("run %s: Nen has no run for its key; resubmitting", run_id)
-        ctx.store.redrive(run_id)  # keeps the Idempotency-Key of an unknown run
+        ctx.store.redrive(run_id, force=True)  # Nen said it has none; keeps the Idempotency-Key
         enqueue_submit(run_id, data["workflow_id"])
         return {"run_id": run_id, "status": "resubmitted"}
     message_id = body.get("message_id") or body.get("messageId")

@@ -31,8 +31,16 @@ def parse_webhook(raw: bytes) -> dict[str, Any]:
     return body
 
 
-# ingest.lua's verdicts for a webhook whose run hint does not fit its signed body
-MISFITS = frozenset({"mismatch", "stale", "missing"})
+# ingest.lua's verdicts for a webhook whose run hint does not fit its signed body, and why
+MISFIT_REASONS = {
+    "mismatch": "the run is bound to another messageId",
+    "stale": "the hint is of an attempt before the run was redriven",
+    "missing": "no such run",
+    "foreign": "the body's workflow is not the run's",
+    "taken": "its messageId is bound to another run",
+    "full": "the run keeps no more webhooks before its binding",
+}
+MISFITS = frozenset(MISFIT_REASONS)
 
 
 def log_hinted(
@@ -41,14 +49,27 @@ def log_hinted(
     """How ingest.lua applied a webhook that named its run, logged alike by the ingest task and
     the receiver."""
     if verdict in MISFITS:
-        # The query string is not signed: a hint that does not fit the signed body is refused.
+        # Nen signs the body only: a hint that does not fit the signed body is refused.
         log.warning(
-            "webhook %s for message %s names run %s (attempt %d), which it does not belong to (%s)",
+            "webhook %s for message %s names run %s (attempt %d): ignored, %s (%s)",
             status,
             message_id,
             run_id,
             attempt,
+            MISFIT_REASONS[verdict],
             verdict,
+        )
+    elif verdict == "late":
+        # the run ended submit_failed ("may have started in Nen"), and Nen did start it
+        from .metrics import LATE_WEBHOOKS
+
+        LATE_WEBHOOKS.labels(status=status).inc()
+        log.error(
+            "run %s ended submit_failed as 'may have started in Nen', and Nen now reports %s for "
+            "message %s: recorded on the run; no second callback (its on_failure already ran)",
+            run_id,
+            status,
+            message_id,
         )
     elif verdict == "parked":
         log.info("run %s webhook %s kept with the run: its messageId is not bound yet", run_id, status)

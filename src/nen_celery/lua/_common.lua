@@ -75,3 +75,26 @@ local function claim_completion(key, now, lease, holder)
              'completion_holder', holder)
   return {'claimed', ''}
 end
+-- A run that ended submit_failed after its POST's fate was unknown ("may have started in Nen")
+-- hears from Nen after all: record Nen's truth on it (status and history; the payload of a
+-- terminal one), forward only, and never claim a second completion: its on_failure already ran.
+-- Returns {'late' | 'noop', status now, completion}.
+local function may_have_started_late(key)
+  if redis.call('HGET', key, 'late') == '1' then return true end
+  return redis.call('HGET', key, 'status') == 'submit_failed'
+    and (redis.call('HGET', key, 'unknown_at') or '') ~= ''
+end
+local function record_late(key, secure_key, message_id, new, now, payload)
+  local seen = redis.call('HGET', key, 'nen_status') or ''
+  if seen ~= '' and (RANK[new] or -1) <= (RANK[seen] or -1) then
+    return {'noop', redis.call('HGET', key, 'status'), redis.call('HGET', key, 'completion') or ''}
+  end
+  redis.call('DEL', secure_key)  -- Nen has them
+  redis.call('HSET', key, 'message_id', message_id, 'late', '1', 'nen_status', new, 'updated_at', now)
+  if RANK[new] == 3 then
+    redis.call('HSET', key, 'status', new)
+    if payload ~= '' then redis.call('HSET', key, 'payload', payload) end
+  end
+  push_history(key, new, now, 'webhook:late')
+  return {'late', redis.call('HGET', key, 'status'), redis.call('HGET', key, 'completion') or ''}
+end

@@ -1,25 +1,30 @@
--- KEYS: run hash, secure key, timers, the run's parked webhooks.
+-- KEYS: run hash, secure key, timers, the run's kept webhooks (hash).
 -- ARGV: message_id, now, accepted body (json, unused), next check, retention, next check once
 --       processing
--- Binds Nen's messageId to the run and drops the secure params (Nen has them now); applies a
--- 'processing' webhook that came before the binding for this messageId (ingest.lua kept only
--- its messageId), so it costs no replay.
--- Returns {'bound', status, parked...}: the other webhooks ingest.lua kept with the run before
--- the binding (atomic with it: none can slip between), or {'conflict', bound} / {'missing', ''}.
+-- Binds Nen's messageId to the run and drops the secure params (Nen has them now). Of the
+-- webhooks ingest.lua kept with the run before the binding (once per status and messageId),
+-- only those of this messageId count: a 'processing' one (kept as its messageId only) is applied
+-- here, so it costs no replay; the others are handed back, atomic with the binding (none can
+-- slip between). Those of other messageIds were signed for other runs: dropped.
+-- Returns {'bound', status, kept bodies...}, or {'conflict', bound} / {'missing', ''}.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local bound = redis.call('HGET', key, 'message_id')
 if bound and bound ~= '' and bound ~= ARGV[1] then return {'conflict', bound} end
 local status, moved = bind_message(key, KEYS[2], ARGV[1], ARGV[2], 'nen:202')
 if moved then redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', key, 'run_id')) end
-local early = redis.call('HGET', key, 'parked_processing')
-if early then
-  redis.call('HDEL', key, 'parked_processing')
-  if early == ARGV[1] then  -- another messageId's: signed for another run, dropped
-    status = apply_status(key, KEYS[2], KEYS[3], 'processing', ARGV[2], '', 'webhook:parked', ARGV[5], '', ARGV[6])[2]
+local out = {'bound', status}
+local kept = redis.call('HGETALL', KEYS[4])
+for i = 1, #kept, 2 do
+  local kind, message_id = string.match(kept[i], '^([^:]*):(.*)$')
+  if message_id == ARGV[1] then
+    if kind == 'processing' then
+      status = apply_status(key, KEYS[2], KEYS[3], 'processing', ARGV[2], '', 'webhook:parked', ARGV[5], '', ARGV[6])[2]
+    else
+      out[#out + 1] = kept[i + 1]
+    end
   end
 end
-local out = {'bound', status}
-for _, body in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do out[#out + 1] = body end
+out[2] = status
 redis.call('DEL', KEYS[4])
 return out

@@ -1,9 +1,14 @@
--- A webhook whose URL named its run (hints.py): everything in one trip on the run's slot.
--- KEYS: run hash, secure key, timers, the run's parked webhooks
+-- A webhook whose URL named its run (hints.py; the receiver checked the hint's token): everything
+-- in one trip on the run's slot.
+-- KEYS: run hash, secure key, timers, the run's kept webhooks (hash)
 -- ARGV: message_id, status, now, payload ('' = none), source, retention, next check,
---       park ttl, max parked, sealed body, completion lease, holder ('' = do not claim), attempt
--- Returns {verdict, status, completion[, record]}: applied | noop | parked | mismatch | stale |
--- missing (stale: a webhook of an attempt before the run was redriven).
+--       keep ttl, max kept, sealed body, completion lease, holder ('' = do not claim), attempt,
+--       the body's workflow_id, claimed ('1': the caller holds the messageId index for this run)
+-- Returns {verdict, status, completion[, record]}: applied | noop | late | parked | unbound |
+-- mismatch | stale | missing | foreign | full (late: Nen's word on a run that ended submit_failed
+-- as "may have started": recorded, no second completion) (stale: a webhook of an attempt before the run was redriven;
+-- unbound: the run is `unknown` and this webhook may bind it once the caller claimed its
+-- messageId in the index, which lives on another slot: RunStore.ingest does, then calls again).
 -- With a holder, a terminal run's completion is claimed here ('claimed' + the record), so the
 -- ingest task dispatches the callback itself instead of queueing complete_run, then marks it
 -- sent (finish_completion.lua) once the broker has the message. The claim is a lease: if the
@@ -14,26 +19,33 @@ if redis.call('EXISTS', key) == 0 then return {'missing', '', ''} end
 if (redis.call('HGET', key, 'redrives') or '0') ~= ARGV[13] then return {'stale', '', ''} end
 local now = ARGV[3]
 local bound = redis.call('HGET', key, 'message_id') or ''
+local late = may_have_started_late(key)
 if bound == '' then
   local status = redis.call('HGET', key, 'status')
-  if status ~= 'unknown' then
-    -- the 202 is not stored yet: keep the webhook with the run. A 'processing' one carries
-    -- nothing but its messageId (no payload is stored for it): bind.lua applies it itself.
-    -- Any other: kept whole, bind.lua hands it back.
-    if ARGV[2] == 'processing' then
-      redis.call('HSETNX', key, 'parked_processing', ARGV[1])
-    else
-      redis.call('RPUSH', KEYS[4], ARGV[10])
-      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[9]), -1)
+  if status ~= 'unknown' and not late then
+    -- the 202 is not stored yet: keep the webhook with the run, once per (status, messageId), so
+    -- that copies of one webhook never push out another; the binding takes those of its own
+    -- messageId (bind.lua). A 'processing' one keeps nothing but its messageId and workflow: no
+    -- payload is stored for it, and bind.lua applies it itself.
+    local field = ARGV[2] .. ':' .. ARGV[1]
+    if redis.call('HEXISTS', KEYS[4], field) == 0 then
+      if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[9]) then return {'full', status, ''} end
+      redis.call('HSET', KEYS[4], field, ARGV[2] == 'processing' and ARGV[14] or ARGV[10])
       redis.call('EXPIRE', KEYS[4], ARGV[8])
     end
     return {'parked', status, ''}
   end
   -- our POST's fate was unknown (its answer was lost): Nen's own webhook for this run says it
-  -- landed, and under which messageId
+  -- landed, and under which messageId; it binds the run only if its workflow is the run's and
+  -- its messageId is bound to no other run (the caller's claim on the index)
+  if redis.call('HGET', key, 'workflow_id') ~= ARGV[14] then return {'foreign', status, ''} end
+  if ARGV[15] ~= '1' then return {'unbound', status, ''} end
+  if late then return record_late(key, KEYS[2], ARGV[1], ARGV[2], now, ARGV[4]) end
   bind_message(key, KEYS[2], ARGV[1], now, 'webhook:run_hint')
 elseif bound ~= ARGV[1] then
   return {'mismatch', bound, ''}
+elseif late then
+  return record_late(key, KEYS[2], ARGV[1], ARGV[2], now, ARGV[4])
 end
 local res = apply_status(key, KEYS[2], KEYS[3], ARGV[2], now, ARGV[4], ARGV[5], ARGV[6], '', ARGV[7])
 local holder = ARGV[12]

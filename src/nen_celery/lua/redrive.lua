@@ -1,20 +1,24 @@
--- KEYS: run hash, secure key, timers.  ARGV: now, next check
+-- KEYS: run hash, secure key, timers.  ARGV: now, next check, force ('1' or '0')
 -- Operator action: start a new attempt of a run Nen never ran (rejected / submit_failed /
--- unknown), keeping its history. Returns {verdict, detail}.
+-- unknown), keeping its history. Returns {verdict, detail}. A run that may have started in Nen
+-- (its POST's answer was lost: `unknown`, or `submit_failed` after it) is refused
+-- ('may_have_started') unless forced: a new POST could start the workflow twice.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local status = redis.call('HGET', key, 'status')
 if status ~= 'rejected' and status ~= 'submit_failed' and status ~= 'unknown' then
   return {'refused', status}
 end
+local maybe_started = status == 'unknown' or (redis.call('HGET', key, 'unknown_at') or '') ~= ''
+if maybe_started and ARGV[3] ~= '1' then return {'may_have_started', status} end
 if redis.call('HGET', key, 'has_secure') == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
   return {'no_secure', status}
 end
 local n = redis.call('HINCRBY', key, 'redrives', 1)
 local run_id = redis.call('HGET', key, 'run_id')
--- unknown: Nen may hold the first POST, so keep its key (a deduplicating Nen returns it);
--- otherwise a fresh key, so a cached refusal is not replayed
-if status ~= 'unknown' then redis.call('HSET', key, 'idem_key', run_id .. '.' .. n) end
+-- may have started: Nen may hold the first POST, so keep its key (a deduplicating Nen returns
+-- it); otherwise a fresh key, so a cached refusal is not replayed
+if not maybe_started then redis.call('HSET', key, 'idem_key', run_id .. '.' .. n) end
 local err = redis.call('HGET', key, 'error')
 if err and err ~= '' then
   local prev = redis.call('HGET', key, 'previous_errors')

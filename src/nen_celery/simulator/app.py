@@ -35,7 +35,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -346,6 +346,16 @@ class SimulatorState:
         self.config.drop_after_accept -= 1
         self._count("_dropped_connections")
         return True
+
+    def take_error_after_accept(self) -> int | None:
+        """The gateway error this accepting POST gets instead of its 202, if one is planned."""
+        planned = self.config.error_after_accept
+        if not planned:
+            return None
+        # Rebind rather than pop: a copy of the config (tests keep one) must not see it shrink.
+        status, self.config.error_after_accept = planned[0], planned[1:]
+        self._count("_errors_injected")
+        return status
 
     def take_bad_body(self) -> bool:
         """Whether this accepting POST gets a non-JSON 202 body."""
@@ -813,6 +823,10 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         if state.take_drop():
             logger.info("dropping the connection after accepting message=%s", run.message_id)
             return None
+        gateway = state.take_error_after_accept()
+        if gateway is not None:
+            logger.info("answering %d after accepting message=%s", gateway, run.message_id)
+            return HTMLResponse(f"<html><body><h1>{gateway} Bad Gateway</h1></body></html>", gateway)
         if state.take_bad_body():
             return PlainTextResponse(BAD_ACCEPT_BODY, status_code=202)
         return JSONResponse(_accepted_body(run), status_code=202)

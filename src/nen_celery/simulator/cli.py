@@ -109,6 +109,14 @@ def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         help="for the next N POSTs: create the run, then close the connection unanswered",
     )
     faults.add_argument(
+        "--error-after-accept",
+        type=_checked("error_after_accept", lambda text: [int(s) for s in text.split(",") if s]),
+        default=list(defaults.error_after_accept),
+        metavar="S[,S...]",
+        help="for the next POSTs: create the run, then answer each status in turn as a gateway "
+        "would (HTML body, not Nen's error shape), e.g. 502,504",
+    )
+    faults.add_argument(
         "--webhook-duplicates",
         type=_checked("webhook_duplicates", int),
         default=defaults.webhook_duplicates,
@@ -243,6 +251,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         get_latency=args.get_latency,
         bad_accept_body=args.bad_accept_body,
         drop_after_accept=args.drop_after_accept,
+        error_after_accept=list(args.error_after_accept),
         webhook_duplicates=args.webhook_duplicates,
         webhook_drop=set(args.webhook_drop),
         webhook_drop_rate=args.webhook_drop_rate,

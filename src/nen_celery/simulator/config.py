@@ -19,6 +19,7 @@ FAULT_FIELDS = (
     "get_latency",
     "bad_accept_body",
     "drop_after_accept",
+    "error_after_accept",
     "webhook_duplicates",
     "webhook_drop",
     "webhook_drop_rate",
@@ -102,6 +103,9 @@ class SimulatorConfig:
     bad_accept_body: bool | int = False
     #: Create the run, then close the connection without any answer, for this many next POSTs.
     drop_after_accept: int = 0
+    #: Create the run, then answer each listed status in turn (one per accepting POST) with a
+    #: gateway's HTML body, not Nen's JSON error shape: a 502/504 from a proxy after Nen took it.
+    error_after_accept: list[int] = field(default_factory=list)
     #: Extra copies of every webhook, delivered concurrently with the original.
     webhook_duplicates: int = 0
     #: Webhook statuses never delivered (``processing``, ``success``, ``failed``).

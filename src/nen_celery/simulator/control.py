@@ -137,6 +137,12 @@ def planned_error_to_json(planned: PlannedError) -> JSONDict:
     return shown
 
 
+def _statuses_list(key: str, value: object) -> list[int]:
+    if not isinstance(value, list):
+        raise InvalidConfig(f"{key} must be a list of HTTP error statuses (400-599)")
+    return [_error_status(f"{key}[{index}]", item) for index, item in enumerate(value)]
+
+
 def _post_errors(key: str, value: object) -> list[PlannedError]:
     if not isinstance(value, list):
         raise InvalidConfig(f"{key} must be a list of {{status, retry_after?, error?, message?}} objects")
@@ -156,6 +162,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "get_latency": _seconds,
     "bad_accept_body": _bad_accept_body,
     "drop_after_accept": _count,
+    "error_after_accept": lambda key, value: _statuses_list(key, value),
     "webhook_duplicates": lambda key, value: _count(key, value, MAX_WEBHOOK_DUPLICATES),
     "webhook_drop": _statuses,
     "webhook_drop_rate": _probability,

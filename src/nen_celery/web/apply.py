@@ -3,11 +3,12 @@
 Why: a ``processing`` webhook only moves its run's status forward; queueing ``ingest_webhook``
 for it costs a whole Celery task (broker trips, the worker's main process, a pool process) to
 run the same one script. Applied here, a run costs 3 tasks instead of 4. Only for a webhook
-whose URL names its run (hints.py) and whose signature was verified; ingest.lua checks the
-body's messageId against the run's (a forged or stale query string is ignored) and keeps the
-messageId of one that came before the run's binding, which bind.lua then applies, exactly as
-when the task runs it. Terminal
-webhooks still go through the queue: their completion dispatch belongs to a worker.
+whose signature was verified and whose URL names its run with a valid token (hints.py);
+ingest.lua checks the body's messageId against the run's (a stale hint is ignored) and keeps
+the messageId of one that came before the run's binding, which bind.lua then applies, exactly
+as when the task runs it. The receiver never binds a run: a webhook that would bind an
+``unknown`` one (``BINDS``) is queued, and the ingest task binds it. Terminal webhooks still go
+through the queue: their completion dispatch belongs to a worker.
 
 ``NEN_WEBHOOK_APPLY_PROCESSING=false`` queues every webhook, for deployments whose receiver
 must not write run state. If the run store fails or is slow, the webhook is queued instead.
@@ -41,6 +42,10 @@ BlockingApply = Callable[[str, int, dict[str, Any]], tuple[str, str]]
 # its body: nothing is sealed for it
 _NO_BODY = ""
 
+# ingest.lua's verdict for a webhook that would bind an `unknown` run: queued for the ingest task,
+# which claims the messageId index first (RunStore.ingest)
+BINDS = "unbound"
+
 
 def wanted(enabled: bool, parsed: dict[str, Any], hint: tuple[str, int] | None) -> bool:
     """Whether this verified webhook is applied here rather than queued."""
@@ -65,7 +70,7 @@ def blocking(store: RunStore) -> BlockingApply:
     """The apply for the receiver's thread path (Flask, Django, a clustered run store)."""
 
     def apply(run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
-        verdict, now, _, _ = store.ingest(run_id, attempt, parsed, _NO_BODY, source="webhook")
+        verdict, now, _, _ = store.ingest(run_id, attempt, parsed, _NO_BODY, source="webhook", bind=False)
         return verdict, now
 
     return apply

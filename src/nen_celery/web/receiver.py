@@ -3,8 +3,10 @@
 1. ``check``: size (413), content type (415), signature (401; scheme ``NEN_WEBHOOK_SCHEME``),
    body shape (400). Pure: nothing is read or written.
 2. ``deliver``: a webhook whose URL names its run (``?nen_run=``, hints.py; every run this
-   package starts has one) is queued for that run at once: 200, no Redis read; a ``processing``
-   one is applied here instead, with one script (apply.py): 200 ``applied``. Otherwise one GET
+   package starts has one) with a valid token is queued for that run at once: 200, no Redis
+   read; a ``processing`` one is applied here instead, with one script (apply.py): 200
+   ``applied``. A hint whose token is missing or wrong is ignored (logged at WARNING, counted
+   as ``hint_refused``): the webhook goes the messageId way. Otherwise one GET
    of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then ``ingest_webhook`` is
    queued whatever the lookup said. Known messageId: 200. Unknown:
    ``NEN_WEBHOOK_PARKED_STATUS`` (202) ``{"status": "parked"}``: the ingest task parks it for
@@ -80,6 +82,9 @@ def handle(ctx: Context, body: bytes, headers: Mapping[str, str], query: str | b
 
 def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes = "") -> Answer:
     """``deliver`` with the process context's lookup, sealer and settings (blocking I/O)."""
+    hint, refused = run_hint(ctx.settings, query)
+    if refused is not None:
+        _hint_refused(parsed, refused)
     return deliver(
         run_lookup(ctx),
         ctx.sealer,
@@ -87,9 +92,34 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
         parsed,
         ctx.settings.publish_timeout,
         ctx.settings.webhook_parked_status,
-        hints.run_from_query(query, ctx.settings.webhook_run_param),
+        hint,
         direct_publisher(ctx),
         blocking_apply(ctx),
+        hint_refused=refused is not None,
+    )
+
+
+def run_hint(settings: Settings, query: str | bytes) -> tuple[tuple[str, int] | None, hints.Hint | None]:
+    """(run id, attempt) of the query's run hint if its token checks out (hints.py), else None;
+    and the refused hint (``hints.Hint``) when there was one whose token is missing or wrong."""
+    hint = hints.hint_from_query(query, settings.webhook_run_param)
+    if hint is None:
+        return None, None
+    if hints.verify(settings.hint_keys, hint):
+        return (hint.run_id, hint.attempt), None
+    return None, hint
+
+
+def _hint_refused(parsed: dict[str, Any], hint: hints.Hint) -> None:
+    # the token itself is never logged: only whether there was one
+    log.warning(
+        "webhook %s for message %s names run %s (attempt %d) with a %s token: hint ignored, "
+        "the run is looked up by messageId",
+        parsed["status"],
+        parsed["message_id"],
+        hint.run_id,
+        hint.attempt,
+        "wrong" if hint.token else "missing",
     )
 
 
@@ -230,9 +260,9 @@ async def deliver_hinted(
     """``deliver`` without a thread: a hinted webhook pushed (or, ``processing``, applied) from
     the event loop, or None when this needs the blocking path (no hint, no direct publisher for
     this broker, or a clustered run store)."""
-    hint = hints.run_from_query(query, ctx.settings.webhook_run_param)
+    hint, _ = run_hint(ctx.settings, query)
     if hint is None:
-        return None
+        return None  # none, or refused: the thread path looks the messageId up (and logs it)
     if apply.wanted(ctx.settings.webhook_apply_processing, parsed, hint):
         applier = async_apply(ctx)
         if applier is None:
@@ -242,7 +272,8 @@ async def deliver_hinted(
         except Exception as exc:  # run store down or slow: queue it instead
             _apply_failed(parsed, hint, exc)
         else:
-            return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
+            if verdict != apply.BINDS:
+                return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
     publisher = direct_publisher(ctx)
     if publisher is None:
         return None
@@ -286,9 +317,12 @@ def deliver(
     hint: tuple[str, int] | None = None,
     publisher: DirectPublisher | None = None,
     applier: apply.BlockingApply | None = None,
+    *,
+    hint_refused: bool = False,
 ) -> Answer:
     """Queue the webhook: for its hinted run at once (a ``processing`` one applied here when
-    ``applier`` is given), else after looking its messageId up."""
+    ``applier`` is given), else after looking its messageId up. ``hint`` is a verified one;
+    ``hint_refused``: the URL named a run with a missing or wrong token (counted as such)."""
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
         if hint is not None:
@@ -298,12 +332,13 @@ def deliver(
                 except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
                     _apply_failed(parsed, hint, exc)
                 else:
-                    return _applied(verdict, now, parsed, hint, parked_status)
+                    if verdict != apply.BINDS:
+                        return _applied(verdict, now, parsed, hint, parked_status)
             with runlog.bound(run_id=hint[0]):
                 answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
                 metrics.webhook_answered(answer.status_code, answer.body)
                 return answer
-        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher)
+        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher, hint_refused)
 
 
 def _deliver(
@@ -314,6 +349,7 @@ def _deliver(
     publish_timeout: float,
     parked_status: int,
     publisher: DirectPublisher | None,
+    hint_refused: bool = False,
 ) -> Answer:
     message_id = str(parsed["message_id"])
     known: bool | None
@@ -328,7 +364,7 @@ def _deliver(
     if answer.status_code == 200 and known is False:
         log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
         answer = Answer(parked_status, {"status": "parked"})
-    metrics.webhook_answered(answer.status_code, answer.body)
+    metrics.webhook_answered(answer.status_code, answer.body, hint_refused=hint_refused)
     return answer
 
 

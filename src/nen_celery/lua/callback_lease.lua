@@ -1,0 +1,30 @@
+-- One execution of a callback per (run, attempt) at a time (celery_app.CallbackTask).
+-- KEYS: [1] the lease (string: its holder, expiring), [2] done (string: the holder that
+-- finished), both under the run's key, so in its slot.
+-- ARGV: [1] mode, [2] holder ('<task id>/<nonce>'), [3] lease ms (claim, renew) or
+-- retention s (finish).
+local mode, holder = ARGV[1], ARGV[2]
+if mode == 'claim' then
+  -- claimed | busy | done
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 'done' end
+  local cur = redis.call('GET', KEYS[1])
+  if cur and cur ~= holder then return 'busy' end
+  redis.call('SET', KEYS[1], holder, 'PX', tonumber(ARGV[3]))
+  return 'claimed'
+elseif mode == 'renew' then
+  -- 1 while ``holder`` holds the lease; 0 once it lapsed (never taken back: another may hold it)
+  if redis.call('GET', KEYS[1]) ~= holder then return 0 end
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
+elseif mode == 'finish' then
+  -- the callback reached its end: done for good (until the retention), lease dropped
+  redis.call('SET', KEYS[2], holder, 'EX', tonumber(ARGV[3]))
+  if redis.call('GET', KEYS[1]) == holder then redis.call('DEL', KEYS[1]) end
+  return 1
+elseif mode == 'release' then
+  -- not its end (the callback asked for a retry): the next execution may claim at once
+  if redis.call('GET', KEYS[1]) ~= holder then return 0 end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return redis.error_reply('callback_lease: unknown mode ' .. tostring(mode))

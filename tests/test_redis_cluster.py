@@ -144,6 +144,25 @@ def test_runs_complete_once_with_run_state_on_a_cluster(stack: Stack, cluster_ur
         stack.sim.state.config.fail_workflows.discard(failing)
 
 
+def test_the_rate_limiter_runs_on_a_cluster_run_store(cluster_url: str) -> None:
+    """NEN_RATE_LIMIT with run state on a Redis Cluster: the limiter's client comes from the one
+    place that understands redis+cluster:// (a plain redis.Redis.from_url refused the URL)."""
+    from nen_celery.ratelimit import limiter_for
+
+    settings = Settings(
+        redis_url=cluster_url,
+        broker_url="redis://127.0.0.1:1/0",
+        key_prefix=f"rl{uuid.uuid4().hex[:6]}",
+        rate_limit=5,
+    )
+    limiter = limiter_for(settings)
+    assert limiter is not None
+    grants = [limiter.take(max_wait=0) for _ in range(8)]
+    assert [g.allowed for g in grants] == [True] * 5 + [False] * 3  # the burst, then none now
+    before = limiter.epoch()
+    assert limiter.pause(2.0) > 0 and limiter.epoch() > before  # a 429 pauses every worker
+
+
 def test_sentinel_url_reaches_the_master(tmp_path: Path) -> None:
     with redis_sentinel(tmp_path) as (url, master_port):
         store = cluster_store(url)

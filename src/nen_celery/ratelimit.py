@@ -21,6 +21,7 @@ from importlib import resources
 import redis
 
 from .config import Settings
+from .connections import redis_client
 from .errors import NenError
 
 MAX_COUNTDOWN = 60.0  # a re-queued task never waits longer than this (no long ETAs)
@@ -161,7 +162,8 @@ def limiter_for(settings: Settings) -> RateLimiter | None:
         with _shared_lock:
             limiter = _shared.get(ident)
             if limiter is None:
-                client = redis.Redis.from_url(
+                # the one place that understands redis+cluster:// and redis+sentinel:// URLs
+                client = redis_client(
                     settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5
                 )
                 limiter = RateLimiter.from_settings(client, settings)

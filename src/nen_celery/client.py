@@ -24,7 +24,7 @@ from tenacity import (
 from . import signing
 from .config import ConfigurationError, Settings
 from .errors import NenAPIError, NenError, NenProtocolError
-from .http_transport import ShardedTransport
+from .http_transport import ShardedTransport, environment_proxy
 from .ratelimit import RateLimited, RateLimiter, limiter_for
 from .retry import classify_status, classify_transport, parse_retry_after
 
@@ -96,7 +96,9 @@ def new_http_client(settings: Settings) -> httpx.Client:
             pool=settings.pool_timeout,
         ),
         transport=ShardedTransport(
-            settings.http_max_connections, keepalive_expiry=settings.http_keepalive_expiry
+            settings.http_max_connections,
+            keepalive_expiry=settings.http_keepalive_expiry,
+            proxy=environment_proxy(settings.api_url),
         ),
         headers={"user-agent": "nen-celery"},
     )

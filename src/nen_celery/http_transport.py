@@ -14,7 +14,9 @@ it was sent; encode/httpcore#1110).
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,6 +30,18 @@ def shard_sizes(max_connections: int, shard_size: int = SHARD_SIZE) -> list[int]
     count = -(-max_connections // shard_size)
     base, extra = divmod(max_connections, count)
     return [base + (1 if i < extra else 0) for i in range(count)]
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``,
+    either case, minus ``NO_PROXY``). httpx reads these itself only when no transport is given,
+    so a client with this transport would otherwise go around a corporate egress proxy."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
 def _kept_alive(connections: int, expiry: float | None) -> httpx.Limits:
@@ -64,10 +78,12 @@ class ShardedTransport(httpx.BaseTransport):
         *,
         keepalive_expiry: float | None = 5.0,
         shard_size: int = SHARD_SIZE,
+        proxy: str | None = None,
     ) -> None:
-        tls = httpx.create_ssl_context()  # one for all the pools: each costs ~50 ms to build
+        # one for all the pools (each costs ~50 ms to build); trust_env: SSL_CERT_FILE/SSL_CERT_DIR
+        tls = httpx.create_ssl_context(trust_env=True)
         self.pools: list[httpx.BaseTransport] = [
-            httpx.HTTPTransport(verify=tls, limits=_kept_alive(n, keepalive_expiry))
+            httpx.HTTPTransport(verify=tls, limits=_kept_alive(n, keepalive_expiry), proxy=proxy)
             for n in shard_sizes(max_connections, shard_size)
         ]
         self.in_flight = [0] * len(self.pools)

@@ -29,7 +29,7 @@ from nen_celery.store import RunStore
 from nen_celery.worker import celery_config
 from tests.callbacks import record
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET
-from tests.helpers import OTHER_PROCESS_HEADER, ROOT, free_port, spawn_logged, wait_for
+from tests.helpers import OTHER_PROCESS_HEADER, ROOT, free_port, spawn_logged, stop_group, wait_for
 
 BIN = Path(sys.executable).parent
 WF = "12345678-1234-1234-1234-123456789abc"
@@ -185,13 +185,7 @@ class Cluster:
         )
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)  # the worker and its pool children: all started by us
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc, sig)  # the worker and its pool children: all started by us
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

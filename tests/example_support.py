@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -29,7 +28,7 @@ import pytest
 import redis
 
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, stop_group, wait_for
 
 BIN = Path(sys.executable).parent
 EXAMPLES = ROOT / "examples"
@@ -163,14 +162,7 @@ class ExampleProcs:
         wait_for(answers, timeout, f"{name} to answer {url}")
 
     def stop(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the process and its pool children: all ours
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(self.procs[name], timeout=20)  # the process and its pool children: all ours
 
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):

@@ -15,7 +15,7 @@ from nen_celery.checks import ERROR, WARNING
 from nen_celery.config import ConfigurationError
 from nen_celery.durability import check_durability, durability_problems
 from tests.cluster import BIN
-from tests.helpers import ROOT, spawn_logged, wait_for
+from tests.helpers import ROOT, spawn_logged, stop_group, wait_for
 from tests.own_redis import OwnRedis
 
 DURABLE = {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"}
@@ -131,10 +131,4 @@ def test_the_worker_refuses_to_start_on_an_evicting_redis_unless_allowed(tmp_pat
             output = log.read_text(errors="replace")
             assert "WARNING" in output and "'volatile-lru'" in output, output
         finally:
-            if allowed.poll() is None:
-                os.killpg(allowed.pid, signal.SIGTERM)  # the worker and its pool: ours
-                try:
-                    allowed.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(allowed.pid, signal.SIGKILL)
-                    allowed.wait(10)
+            stop_group(allowed)  # the worker and its pool: ours

@@ -24,7 +24,7 @@ from nen_celery.simulator import SimulatorServer
 from nen_celery.tasks import callback_task_id
 from tests.cluster import healthy, rabbitmq_vhost_or_skip
 from tests.conftest import COUNTER, TEST_REDIS_URL, env, sim_config
-from tests.helpers import ROOT, free_port, spawn_logged, wait_for
+from tests.helpers import ROOT, free_port, spawn_logged, stop_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -131,14 +131,7 @@ def project(amqp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
             raise
         finally:
             for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, 15)
-            for proc in procs:
-                try:
-                    proc.wait(20)
-                except Exception:
-                    os.killpg(proc.pid, 9)
-                    proc.wait(5)
+                stop_group(proc, timeout=20)
             celery_app.reset_for_tests()
             previous_current.set_current()
 

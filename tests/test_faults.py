@@ -213,7 +213,10 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
     sim.reset()
     # A worker can die in the restart (below) between marking its POST in flight and sending it:
     # the run is parked unknown, never resent blindly; the lookup finds Nen has no such run, and
-    # the sweep resubmits it. Without a lookup path it would end submit_failed (by design).
+    # the sweep resubmits it. Without a lookup path it would end submit_failed (by design). The
+    # simulator serves the lookup only when asked to (else 405: the run ended submit_failed once
+    # in a fresh-clone run).
+    sim.state.config.lookup_by_idempotency_key = True
     lookup = "/runs?idempotency_key={idempotency_key}"
     c = Cluster(tmp_path, f"redis://127.0.0.1:{port}/0", sim, NEN_LOOKUP_PATH=lookup)
     try:
@@ -245,6 +248,7 @@ def test_redis_restart_mid_flight_loses_nothing(tmp_path: Path, sim: SimulatorSe
         raise
     finally:
         c.stop_all()
+        sim.state.config.lookup_by_idempotency_key = False
         if server.poll() is None:
             server.terminate()
             server.wait(30)

@@ -13,6 +13,7 @@ goes through ``current()``: the app given to ``init_celery``, else the ready-mad
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -336,6 +337,11 @@ class CallbackTask(Task):  # type: ignore[misc]
         mark = request_header(request, CALLBACK_HEADER)
         if mark is not None and "headers" not in options:  # the retry stays guarded
             options["headers"] = {**(request.headers or {}), CALLBACK_HEADER: mark}
+        held = getattr(request, "nen_lease", None)
+        if held is not None:  # free the lease before the retried message can be taken
+            store, run_id, attempt, holder = held
+            with contextlib.suppress(redis.RedisError):
+                store.release_callback(run_id, attempt, holder)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
 
@@ -374,6 +380,7 @@ def _run_once(task: CallbackTask, mark: str, args: Any, kwargs: Any) -> Any:
     )
     beat.start()
     end = True
+    task.request.nen_lease = (store, run_id, attempt, holder)  # for the callback's own retry
     try:
         return task.run(*args, **kwargs)
     except Retry:

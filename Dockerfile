@@ -16,7 +16,10 @@ RUN groupadd --system --gid 10001 nen \
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src/ ./src/
-RUN pip install ".[fast]" && rm -rf /build
+# The extras of the processes this image runs (pyproject.toml): the standalone receiver (uvicorn,
+# Starlette) and its fast path (uvloop, httptools), the nen-celery command, Flower, the simulator.
+# A worker or beat alone needs none: `pip install .` is enough for them.
+RUN pip install ".[receiver,fast,cli,flower,simulator]" && rm -rf /build
 
 USER nen
 WORKDIR /home/nen

@@ -43,6 +43,35 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
 
 
+# The table's two columns (bench/run.py runs each in processes of its own): the settings of the
+# opt-in fast paths, all false ("defaults": stock Celery publish, transport and task events) or
+# all true ("fast"). Set explicitly either way, so a column never depends on the package's defaults.
+FAST_PATHS = (
+    "NEN_DIRECT_PUBLISH",
+    "NEN_WEBHOOK_DIRECT_PUBLISH",
+    "NEN_PATCH_KOMBU_REDIS",
+    "NEN_EVENT_BATCHES",
+)
+COLUMNS = {"defaults": "false", "fast": "true"}
+COLUMN_LABELS = {"defaults": "defaults", "fast": "fast paths"}
+
+
+def current_column() -> str:
+    """The column this process measures (BENCH_COLUMN), or "": the settings as the env has them."""
+    return os.environ.get("BENCH_COLUMN", "")
+
+
+def measured_in_defaults() -> bool:
+    """Rows the fast-path settings cannot change (Result.same_in_both) are measured once: true
+    in the fast column of a run that measures the defaults column too (BENCH_WITH_DEFAULTS)."""
+    return current_column() == "fast" and os.environ.get("BENCH_WITH_DEFAULTS") == "1"
+
+
+def column_env(column: str) -> dict[str, str]:
+    """The environment of one column: BENCH_COLUMN and the four settings."""
+    return {"BENCH_COLUMN": column, **{name: COLUMNS[column] for name in FAST_PATHS}}
+
+
 def configure(**extra: str | None) -> dict[str, str]:
     """Set NEN_* for this process (settings and context rebuilt); return the env for children."""
     from cryptography.fernet import Fernet
@@ -57,6 +86,8 @@ def configure(**extra: str | None) -> dict[str, str]:
         "NEN_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "NEN_API_URL": None,
         "NEN_WEBHOOK_URL": None,
+        # the column's fast-path settings, inherited by every worker and receiver started here
+        **(column_env(current_column()) if current_column() else {}),
         **extra,
     }
     for key, value in values.items():
@@ -234,6 +265,8 @@ class Result:
     target: str
     met: bool
     notes: str = ""
+    # the fast-path settings cannot change this figure: measured in the defaults column only
+    same_in_both: bool = False
 
     def row(self) -> str:
         ratio = "" if self.ratio is None else f"{self.ratio:.2f}x"

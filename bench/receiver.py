@@ -2,15 +2,18 @@
 check, parse, seal, enqueue ingest_webhook; the run hint every run started by this package
 carries, so no messageId lookup)
 under uvicorn, against a bare Starlette endpoint doing one LPUSH of the body.
-Same uvicorn settings (1 worker; httptools and uvloop, the package's dependencies), same Redis;
+Same uvicorn settings (1 worker; httptools and uvloop, the [fast] extra), same Redis;
 wrk drives both from its own process with the same signed body. Target: ours >= 0.7x bare
-requests/s; p99 reported for both. More rows for comparison: without NEN_SECRETS_KEY (no
-seal), with NEN_WEBHOOK_DIRECT_PUBLISH=false, both sides on uvicorn's pure-Python server
-(h11 parser, asyncio loop), where the server's own cost per request is three times larger, and
-both sides driven one request at a time (one connection), where the receiver's group commit
-(direct_publish._GroupPush) has nothing to group: the cost of one webhook alone. The webhooks
-are terminal ones (queued); a last row sends `processing` ones, which the receiver applies
-itself with one Lua call on a real run record instead of queueing (web/apply.py).
+requests/s; p99 reported for both. The enqueue is the column's (bench/run.py): Celery's
+apply_async in a thread (defaults, NEN_WEBHOOK_DIRECT_PUBLISH=false; until 2026-12 the
+"apply_async" row) or one LPUSH of Celery's message from the event loop (fast paths).
+More rows for comparison: without NEN_SECRETS_KEY (no seal), both sides on uvicorn's pure-Python
+server (h11 parser, asyncio loop), where the server's own cost per request is three times
+larger, and both sides driven one request at a time (one connection), where the receiver's
+group commit (direct_publish._GroupPush, fast paths) has nothing to group: the cost of one
+webhook alone. The webhooks are terminal ones (queued); a last row sends `processing` ones,
+which the receiver applies itself with one Lua call on a real run record instead of queueing
+(web/apply.py).
 """
 
 from __future__ import annotations
@@ -106,8 +109,6 @@ def run() -> list[Result]:
         # NEN_SECRETS_KEY set (configure()): webhook bodies encrypted in the broker
         "sealed": ({}, (), conns, "success"),
         "clear": ({"NEN_SECRETS_KEY": ""}, (), conns, "success"),  # no key: bodies queued in clear
-        # Celery's publish, in a thread
-        "apply_async": ({"NEN_WEBHOOK_DIRECT_PUBLISH": "false"}, (), conns, "success"),
         "sealed, h11 + asyncio": ({}, pure, conns, "success"),
         "sealed, 1 connection": ({}, (), 1, "success"),
         "processing, applied by the receiver": ({}, (), conns, "processing"),
@@ -142,10 +143,16 @@ def run() -> list[Result]:
                 _, _, connections, status = variants[name]
                 ours[name].append(wrk(url, scripts[status], seconds, connections, pid))
     flush()
+    from nen_celery.config import get_settings
+
+    enqueue = (
+        "one LPUSH of Celery's message from the event loop"
+        if get_settings().webhook_direct_publish
+        else "Celery's apply_async in a thread"
+    )
     notes = {
-        "sealed": "HMAC + AES-GCM seal + one LPUSH of Celery's message from the event loop; hinted URL",
+        "sealed": f"HMAC + AES-GCM seal + {enqueue}; hinted URL",
         "clear": "as above without NEN_SECRETS_KEY: the body is queued unencrypted",
-        "apply_async": "NEN_WEBHOOK_DIRECT_PUBLISH=false: Celery's apply_async in a thread (sealed)",
         "sealed, h11 + asyncio": "as sealed, both sides on `uvicorn --http h11 --loop asyncio`",
         "sealed, 1 connection": "as sealed, both sides driven one request at a time: nothing to group",
         "processing, applied by the receiver": "a processing webhook: HMAC + one ingest.lua call on "

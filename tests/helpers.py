@@ -23,6 +23,7 @@ T = TypeVar("T")
 # Set on messages this process publishes for workers in other processes (tests.cluster), so
 # TaskCounter does not wait for them to finish here.
 OTHER_PROCESS_HEADER = "x_nen_other_process"
+PROBE_HEADER = "nen_selfcheck"  # direct_publish.PROBE_HEADER: popped back at once, never run
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -87,6 +88,8 @@ class TaskCounter:
     def _on_publish(self, sender: str | None = None, headers: Any = None, **_: Any) -> None:
         if isinstance(headers, dict) and headers.get(OTHER_PROCESS_HEADER):
             return
+        if isinstance(headers, dict) and headers.get(PROBE_HEADER):  # direct_publish's self-check
+            return
         if getattr(self._local, "elsewhere", False):
             return
         with self._lock:
@@ -133,6 +136,18 @@ def serve_in_thread(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def flushed_db(url: str) -> Iterator[redis.Redis]:
+    """A client on a scratch database, empty before and after the test."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def snapshot(client: redis.Redis, pattern: str) -> dict[str, Any]:

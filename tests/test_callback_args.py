@@ -25,7 +25,7 @@ from nen_celery.signing import webhook_signature
 from nen_celery.tasks import enqueue_submit
 from nen_celery.worker import app
 from tests.callbacks import calls, record
-from tests.conftest import SIM_WEBHOOK_SECRET, Stack
+from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
 from tests.helpers import snapshot, wait_for
 
 pytestmark = pytest.mark.integration
@@ -144,12 +144,14 @@ def test_a_record_whose_callback_does_not_fit_is_dead_lettered(
     only in the workers): the worker tries a bounded number of times, then dead-letters it."""
     caplog.set_level(logging.WARNING)
     stack.counter.wait_idle()
-    before = dead_lettered_count()
-    run_id = f"cbargs-{uuid.uuid4()}"
-    bad = dict(record.s("a", "b").set(**options))  # (run, "a", "b") for record(run, tag)
-    assert get_context().store.create(run_id, WF, {"A": "b"}, None, bad, None)
-    enqueue_submit(run_id, WF)  # the hinted webhook dispatches the callback (ingest_webhook)
-    assert_dead_lettered(stack, run_id, "tests.record", before, caplog)
+    # the direct publish is opt-in (NEN_DIRECT_PUBLISH); with options a callback takes apply_async
+    with env(NEN_DIRECT_PUBLISH="true" if not options else None):
+        before = dead_lettered_count()
+        run_id = f"cbargs-{uuid.uuid4()}"
+        bad = dict(record.s("a", "b").set(**options))  # (run, "a", "b") for record(run, tag)
+        assert get_context().store.create(run_id, WF, {"A": "b"}, None, bad, None)
+        enqueue_submit(run_id, WF)  # the hinted webhook dispatches the callback (ingest_webhook)
+        assert_dead_lettered(stack, run_id, "tests.record", before, caplog)
 
 
 @pytest.mark.usefixtures("fast_backoff")

@@ -37,3 +37,15 @@ def test_risky_choices_are_warned() -> None:
         Settings(**{**FULL, "webhook_url": "http://public.example/h", "retry_read_timeout": True})
     )
     assert [lvl for lvl, _ in problems] == [WARNING, WARNING]
+
+
+def test_an_older_kombu_on_a_redis_broker_is_named_at_start() -> None:
+    from nen_celery.checks import WARNING, kombu_problems
+
+    [(level, message)] = kombu_problems("5.5.2", redis_broker=True)
+    assert level == WARNING
+    assert "kombu 5.5.2" in message and "NEN_RESTORE_INTERVAL" in message and "-P threads" in message
+    assert kombu_problems("5.7.0", redis_broker=True) == []
+    assert kombu_problems("5.5.2", redis_broker=False) == []  # RabbitMQ: no visibility timeout
+    assert kombu_problems(None, redis_broker=True) == []
+    assert kombu_problems("not-a-version", redis_broker=True) == []

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sysconfig
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,27 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def extras_needed(command: Command) -> set[str]:
+    """The extras (pyproject.toml) a process needs beyond the core dependencies."""
+    words = [w for w in command.argv[1:] if not w.startswith("-")]
+    if command.exe == "uvicorn":
+        return {"receiver"}
+    if command.exe == "celery":
+        return {"flower"} if "flower" in words else set()
+    if command.exe == "nen-celery":
+        by_subcommand = {"simulate": {"simulator"}, "demo": {"demo"}, "metrics": {"receiver"}}
+        return {"cli"} | by_subcommand.get(words[0] if words else "", set())
+    raise AssertionError(f"{command.origin}: which extras does {command.exe} need?")
+
+
+def test_extras_needed_by_each_process() -> None:
+    assert extras_needed(make_command("t", "celery -A nen_celery.worker worker")) == set()
+    assert extras_needed(make_command("t", "celery -A nen_celery.worker flower --port 5555")) == {"flower"}
+    assert extras_needed(make_command("t", "uvicorn nen_celery.web.asgi:app")) == {"receiver"}
+    assert extras_needed(make_command("t", "nen-celery simulate --port 1")) == {"cli", "simulator"}
+    assert extras_needed(make_command("t", "nen-celery --help")) == {"cli"}
+
+
 def test_dockerfile() -> None:
     steps = dockerfile_instructions()
     keywords = [k for k, _ in steps]
@@ -431,16 +453,27 @@ def test_dockerfile() -> None:
     for needed in ("pyproject.toml", "README.md"):
         assert needed in copied, f"Dockerfile does not copy {needed}"
     assert any(w.rstrip("/") == "src" for w in copied), "Dockerfile does not copy src/"
-    # the package with the standalone receiver's fast path (uvloop/httptools: the [fast] extra)
-    pattern = r"\bpip install (--\S+ )*[\"']?\.\[fast\][\"']?(\s|$)"
-    assert any(re.search(pattern, rest) for k, rest in steps if k == "RUN")
+    # the package with the extras of every process the image runs, and the receiver's fast path
+    # (uvloop/httptools: the [fast] extra)
+    pattern = r"\bpip install (?:--\S+ )*[\"']?\.\[([\w,-]+)\][\"']?(?:\s|$)"
+    installs = [m.group(1) for k, rest in steps if k == "RUN" for m in re.finditer(pattern, rest)]
+    assert installs, "Dockerfile does not `pip install '.[extras]'`"
+    installed = {extra.strip() for group in installs for extra in group.split(",")}
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert installed <= declared, f"not extras of the package: {installed - declared}"
+    cmd = [rest for k, rest in steps if k == "CMD"][-1]
+    image_commands = [c for c in COMMANDS if c.origin.startswith("compose:") and c.exe != "redis-server"]
+    image_commands.append(make_command("Dockerfile:CMD", yaml.safe_load(cmd)))
+    for command in image_commands:
+        missing = extras_needed(command) - installed
+        assert not missing, f"{command.origin}: the image lacks the extras {missing}"
+    assert "fast" in installed
 
     users = [rest for k, rest in steps if k == "USER"]
     assert users, "the image must not run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
     last = {k: i for i, k in enumerate(keywords)}
     assert last["USER"] < last["CMD"], "USER must be set before CMD"
-    cmd = [rest for k, rest in steps if k == "CMD"][-1]
     assert split(yaml.safe_load(cmd)) == ["nen-celery", "--help"]  # exec-form JSON
     assert "ENTRYPOINT" not in keywords, "compose/Procfile commands are full command lines"
     assert shutil.which("nen-celery", path=SEARCH_PATH)

@@ -1,4 +1,5 @@
-"""direct_publish: the receiver's one-LPUSH publish writes exactly what apply_async writes, is
+"""direct_publish (opt-in: NEN_WEBHOOK_DIRECT_PUBLISH / NEN_DIRECT_PUBLISH, set for every test
+here): the receiver's one-LPUSH publish writes exactly what apply_async writes, is
 run by real workers, keeps the publish signals, and steps aside wherever it could differ."""
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery, signals
-from fastapi.testclient import TestClient
 from kombu import Connection, Exchange, Queue
+from starlette.testclient import TestClient
 
 from nen_celery import direct_publish, worker
 from nen_celery.context import get_context
@@ -29,7 +30,7 @@ from nen_celery.webhook import RECEIVED_AT_HEADER
 from nen_celery.worker import INGEST_QUEUE, ingest_webhook
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
-from tests.helpers import OTHER_PROCESS_HEADER
+from tests.helpers import OTHER_PROCESS_HEADER, flushed_db
 from tests.web_support import hinted, signed, webhook_body
 
 SCRATCH_URL = db_url(TEST_REDIS_URL, 8)  # no worker consumes this database
@@ -44,13 +45,17 @@ PER_MESSAGE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def asked_for() -> Iterator[None]:
+    """The fast path is opt-in (off by default): every test here is about it."""
+    with env(NEN_WEBHOOK_DIRECT_PUBLISH="true", NEN_DIRECT_PUBLISH="true"):
+        yield
+
+
 @pytest.fixture
 def scratch() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(SCRATCH_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_db(SCRATCH_URL) as client:
+        yield client
 
 
 def _decoded(raw: bytes) -> dict[str, Any]:
@@ -262,8 +267,10 @@ def test_the_route_follows_kombus_key_prefix_and_delivery_mode() -> None:
     assert route == direct_publish.Route("q1", "q1", 1, False)
 
 
-def test_the_setting_turns_it_off() -> None:
+def test_the_setting_turns_it_on() -> None:
     with env(NEN_WEBHOOK_DIRECT_PUBLISH="false"):
+        assert receiver.direct_publisher(get_context()) is None
+    with env(NEN_WEBHOOK_DIRECT_PUBLISH=None):  # the default: off
         assert receiver.direct_publisher(get_context()) is None
     assert receiver.direct_publisher(get_context()) is not None
 
@@ -271,7 +278,9 @@ def test_the_setting_turns_it_off() -> None:
 def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No thread hop for a hinted webhook; one client per event loop (each TestClient has its own)."""
+    """No thread hop for a hinted webhook once the publisher is made; one client per event loop
+    (each TestClient has its own). A mounted receiver's first webhook makes the publisher (and
+    runs its self-check) in a thread, never on the event loop."""
     calls: list[str] = []
     original = direct_publish.DirectPublisher.apublish
 
@@ -283,13 +292,16 @@ def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
     body = webhook_body(f"unknown-{uuid.uuid4()}", "success")  # terminal: always queued
     headers = signed(body, SIM_WEBHOOK_SECRET)
     before = stack.counter.published[ingest_webhook.name]
-    for _ in range(2):
-        with TestClient(create_app()) as client:
-            answer = client.post(hinted("no-such-run"), content=body, headers=headers)
-            assert answer.status_code == 200 and answer.json() == {"status": "queued"}
-    assert len(calls) == 2
+    with env(NEN_PUBLISH_TIMEOUT="2.5"):  # a context of its own: no publisher made yet
+        assert receiver.direct_publisher(get_context(), create=False) is None
+        for _ in range(3):
+            with TestClient(create_app()) as client:
+                answer = client.post(hinted("no-such-run"), content=body, headers=headers)
+                assert answer.status_code == 200 and answer.json() == {"status": "queued"}
+        assert receiver.direct_publisher(get_context(), create=False) is not None
+    assert len(calls) == 2  # the first from a thread (it made the publisher), then none
     # the publish signal counted them: the worker runs them (a hint for no run is dropped)
-    assert stack.counter.published[ingest_webhook.name] == before + 2
+    assert stack.counter.published[ingest_webhook.name] == before + 3
     stack.counter.wait_idle()
 
 
@@ -494,10 +506,12 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
     assert get_run(run_id) is None  # the record was removed: nothing half-started
 
 
-def test_the_submit_setting_turns_it_off() -> None:
+def test_the_submit_setting_turns_it_on() -> None:
     from nen_celery import tasks
 
     with env(NEN_DIRECT_PUBLISH="false"):
+        assert tasks._submit_publisher() is None
+    with env(NEN_DIRECT_PUBLISH=None):  # the default: off
         assert tasks._submit_publisher() is None
     assert tasks._submit_publisher() is not None
 

@@ -71,7 +71,7 @@ def test_pool_process_killed_at_each_point_finishes_the_run_once(cluster: Cluste
     cluster.settle([run_id])
     calls = cluster.calls(run_id)
     if point == "complete:after_dispatch":
-        # the one window (README "Delivery guarantees"): the broker took the callback, the holder
+        # the one window (docs/guarantees.md, "Delivery guarantees"): the broker took the callback, the holder
         # died before Redis recorded it; its redelivered message dispatches it again, under the
         # same task id, so a callback deduplicating on its task id runs once
         assert [c["tag"] for c in calls] in (["complete"], ["complete", "complete"]), cluster.logs()

@@ -234,7 +234,7 @@ def test_redis_sigkilled_mid_load_costs_at_most_its_lost_window(tmp_path: Path, 
 class Supervised:
     """A worker and beat restarted when they exit, as a supervisor does in production (compose:
     restart: unless-stopped): kombu can end a worker with "Unrecoverable error" while it
-    reconnects (README, Redis durability)."""
+    reconnects (docs/guarantees.md, Redis durability)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster

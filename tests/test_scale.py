@@ -1,5 +1,5 @@
 """Horizontal workers: three `celery worker` processes with distinct node names, split by queue
-the way the README's sample deployment does (a thread pool on nen.submit, prefork on the rest),
+the way docs/operations.md's sample deployment does (a thread pool on nen.submit, prefork on the rest),
 every webhook delivered three times. Each run is POSTed once and completed once."""
 
 from __future__ import annotations

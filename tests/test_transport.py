@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
@@ -19,9 +20,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", autouse=True)
-def patched() -> None:
-    """What a worker started with NEN_PATCH_KOMBU_REDIS=true does (never an import)."""
-    redis_transport.install()
+def patched() -> Iterator[None]:
+    """What a worker started with NEN_PATCH_KOMBU_REDIS=true does (never an import); kombu's
+    own methods are put back after this module (the default is no patch)."""
+    assert redis_transport.install(), "this kombu must pass the gate (fastpath.py)"
+    yield
+    redis_transport.uninstall()
 
 
 def test_a_channel_reuses_one_client_until_its_pool_changes() -> None:

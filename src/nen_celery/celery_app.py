@@ -493,7 +493,7 @@ class NenWorkerStep(bootsteps.Step):  # type: ignore[misc]
         if problems:
             raise ConfigurationError("; ".join(problems))
         consume_nen_queues(app)
-        _report_configuration(settings)
+        _report_configuration(settings, app)
         if settings.patch_kombu_redis:
             from . import redis_transport
 
@@ -526,12 +526,16 @@ def consume_nen_queues(app: Celery) -> list[str]:
     return added
 
 
-def _report_configuration(settings: Settings) -> None:
+def _report_configuration(settings: Settings, app: Celery) -> None:
     """Say at start, not at the first run, what the configuration cannot do."""
-    from .checks import ERROR, config_problems
+    from .checks import ERROR, config_problems, kombu_problems
     from .durability import check_durability
+    from .fastpath import installed_version
 
-    for level, message in config_problems(settings):
+    broker = str(app.conf.broker_write_url or app.conf.broker_url or "")
+    redis_broker = broker.startswith(("redis://", "rediss://", "redis+", "sentinel://"))
+    found = config_problems(settings) + kombu_problems(installed_version("kombu"), redis_broker)
+    for level, message in found:
         (log.error if level == ERROR else log.warning)("configuration: %s", message)
     check_durability(allow_eviction=settings.allow_eviction)  # an evicting Redis: refused
 

@@ -5,6 +5,8 @@ Pure: settings in, problems out. Never echoes a secret's value.
 
 from __future__ import annotations
 
+from packaging.version import InvalidVersion, Version
+
 from .config import Settings
 
 ERROR = "error"
@@ -51,3 +53,29 @@ def config_problems(settings: Settings) -> list[tuple[str, str]]:
             )
         )
     return problems
+
+
+# kombu 5.7 added the Redis transport options nen sets for a prompt restore, and wakes a
+# -P threads worker's loop when a task ends; every Celery 5.5 runs on an older kombu
+KOMBU_PROMPT = Version("5.7")
+
+
+def kombu_problems(kombu_version: str | None, redis_broker: bool) -> list[tuple[str, str]]:
+    """What an older kombu's Redis transport does not do that nen's settings assume."""
+    if not redis_broker or kombu_version is None:
+        return []
+    try:
+        old = Version(kombu_version) < KOMBU_PROMPT
+    except InvalidVersion:
+        return []
+    if not old:
+        return []
+    return [
+        (
+            WARNING,
+            f"kombu {kombu_version} (< 5.7) on a Redis broker ignores NEN_RESTORE_INTERVAL: a "
+            "vanished worker's messages come back after NEN_VISIBILITY_TIMEOUT plus up to 100 s; "
+            "and a -P threads worker with a full prefetch window waits up to 10 s for its next "
+            "message (stock kombu). kombu >= 5.7 (Celery >= 5.6) does neither",
+        )
+    ]

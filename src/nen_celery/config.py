@@ -41,20 +41,26 @@ class Settings(BaseSettings):
     # Webhooks in
     webhook_secret: SecretStr | None = None  # comma-separated: several accepted while rotating
     webhook_max_body: int = Field(default=1024 * 1024, gt=0)
+    # Opt-in fast paths (fastpath.py), all off by default: stock Celery behaviour. Each is
+    # installed only in a process that asked for it (never on import or init_celery), used only
+    # with celery/kombu inside its tested range (fastpath.TESTED) and after its start-up check;
+    # otherwise it steps aside with one WARNING (logger nen_celery.fastpath) naming why.
     # Receiver: push ingest_webhook messages onto a redis:// broker with one LPUSH
-    # (direct_publish.py) rather than through apply_async; false keeps apply_async
-    webhook_direct_publish: bool = True
-    # start_run / redrive_run (outside a task, no countdown) push submit_run, and workers push
-    # on_complete / on_failure callbacks, the same way where the message is apply_async's;
-    # false keeps apply_async
-    direct_publish: bool = True
+    # (direct_publish.py) rather than through apply_async, once a probe message built both ways
+    # matched; false (default): apply_async
+    webhook_direct_publish: bool = False
+    # start_run / redrive_run (outside a task, no countdown) push submit_run, and the ready-made
+    # app's workers push on_complete / on_failure callbacks, the same way; false (default):
+    # apply_async
+    direct_publish: bool = False
     # Receiver: apply `processing` webhooks of hinted runs itself (one Lua script on the run
     # store, web/apply.py) instead of queueing ingest_webhook; false: the receiver never writes
     # run state
     webhook_apply_processing: bool = True
-    # Opt-in fast paths that change kombu/Celery behaviour in nen's own worker processes only
-    # (never on import or init_celery): kombu's Redis transport patches (redis_transport.py),
-    # and task events sent in 50 ms batches by the ready-made app's workers (event_batches.py)
+    # Opt-in fast paths that change kombu/Celery behaviour in nen's worker processes only,
+    # installed at a worker's start: kombu's Redis transport patches (redis_transport.py;
+    # signatures checked first), and task events sent in 50 ms batches by the ready-made app's
+    # workers (event_batches.py; the dispatcher's hooks checked first). Default false.
     patch_kombu_redis: bool = False
     event_batches: bool = False
 

@@ -3,7 +3,7 @@
 - ``redis://`` / ``rediss://`` / ``unix://``: a standalone server (redis-py's own URL rules).
 - ``redis+cluster://[user:password@]host:port[,host:port...]``: a Redis Cluster; the nodes
   listed are only the start-up seeds, the client discovers the rest. Keys of one run share a
-  hash tag, so each Lua script touches one slot (see ``RunStore`` and the README).
+  hash tag, so each Lua script touches one slot (see ``RunStore`` and docs/operations.md).
 - ``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``: the master
   of ``service_name`` as Sentinel reports it, found again after a failover. The password is the
   data nodes' password; Sentinels are reached without one.

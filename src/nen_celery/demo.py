@@ -23,9 +23,16 @@ from typing import Any
 
 import httpx
 import redis
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+
+from .extras import requires_extra
+
+with requires_extra("demo", __name__):
+    # The simulator's and the receiver's, checked here: they run as child processes of this one.
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
 
 console = Console()
 

@@ -1,5 +1,11 @@
 """Celery task messages written straight onto a Redis broker's queue list: one LPUSH.
 
+Opt-in, off by default: ``NEN_WEBHOOK_DIRECT_PUBLISH`` (the receiver's ingest_webhook) and
+``NEN_DIRECT_PUBLISH`` (start_run's submit_run, the ready-made app's callbacks). Without them
+every message goes through Celery's ``apply_async``. Nothing here runs on import or
+``init_celery``: a publisher is made on the first publish of a process whose setting asked for
+it (the standalone receiver makes its own at start-up, web/asgi.py).
+
 Why: publishing through ``Task.apply_async`` costs ~300 µs of CPU per message in Celery and
 kombu (routing, queue declaration, producer pool) on top of the LPUSH itself, and it blocks,
 so an ASGI receiver must hop to a thread for it. The webhook receiver publishes one task,
@@ -15,19 +21,30 @@ arguments, so tracing hooks still see (and may add headers to) every message. No
 deprecated ``task_sent`` signal and ``task-sent`` events (this app turns them off).
 
 ``for_task`` returns None, and callers keep ``apply_async``, whenever the message could differ:
-a broker other than plain ``redis://`` (RabbitMQ, TLS, Sentinel, failover lists), another
-serializer or compression, protocol 1, a priority, expiry or time limit on the task, or a route
-that is not a direct exchange.
+celery or kombu outside the tested range (fastpath.py), a broker other than plain ``redis://``
+(RabbitMQ, TLS, Sentinel, failover lists), another serializer or compression, protocol 1, a
+priority, expiry or time limit on the task, a route that is not a direct exchange, or a failed
+self-check. The self-check (``self_check``), once per task, route and process before the first
+direct publish: one probe message published through the task's own ``apply_async`` to a
+throwaway queue (``nen.selfcheck.<uuid>``, on the same broker, not declared: no binding is
+written) is popped back and compared field by field with the probe the direct path builds, both
+ways (with and without publish-signal listeners). Only ``properties.delivery_tag`` (kombu draws
+a fresh uuid4 per message) and the values of headers that ``before_task_publish`` listeners add
+(tracing ids, fresh per message; their names must match) may differ. A difference: one WARNING
+(logger ``nen_celery.fastpath``) naming the first differing field, and ``apply_async`` for that
+task. Listeners see the probe: it carries the header ``nen_selfcheck``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import logging
 import os
 import re
+import threading
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -40,7 +57,8 @@ from celery import Celery, Task, signals
 from celery.utils.nodenames import anon_nodename
 from redis.backoff import ExponentialBackoff
 
-from .context import Context, per_context
+from . import fastpath
+from .context import Context, _per_context, per_context
 
 log = logging.getLogger("nen_celery.direct_publish")
 
@@ -77,6 +95,8 @@ class Route:
     key: str  # the Redis list: kombu's global_keyprefix + the queue name
     delivery_mode: int
     ignore_result: bool
+    # the queue's exchange, as apply_async sees it (the self-check's probe queue shares it)
+    exchange: Any = field(default=None, compare=False, repr=False)
 
 
 def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
@@ -112,7 +132,7 @@ def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
     transport = conf.broker_transport_options or {}
     prefix = str(transport.get("global_keyprefix") or "")
     ignore = bool(task.ignore_result if options.get("ignore_result") is None else options["ignore_result"])
-    return Route(queue.name, prefix + queue.name, mode, ignore), ""
+    return Route(queue.name, prefix + queue.name, mode, ignore, queue.exchange), ""
 
 
 @dataclass(frozen=True)
@@ -182,6 +202,19 @@ def build(
     body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
     if not (signals.before_task_publish.receivers or signals.after_task_publish.receivers):
         return _build_text(app, template, outgoing, task_id, body)
+    return _build_signalled(app, task_name, route, template, outgoing, task_id, body)
+
+
+def _build_signalled(
+    app: Celery,
+    task_name: str,
+    route: Route,
+    template: _Template,
+    outgoing: Outgoing,
+    task_id: str,
+    body: tuple[Any, ...],
+) -> Message:
+    """``build`` with ``before_task_publish`` sent (listeners may change the headers)."""
     msg_headers, properties = _fields(template, outgoing, task_id, _origin(), app.thread_oid)
     signals.before_task_publish.send(
         sender=task_name,
@@ -431,27 +464,193 @@ class DirectPublisher:
         return message.task_id
 
 
-def cached_for_task(ctx: Context, task: Task, enabled: bool) -> DirectPublisher | None:
+def cached_for_task(
+    ctx: Context, task: Task, enabled: bool, setting: str = "NEN_DIRECT_PUBLISH", create: bool = True
+) -> DirectPublisher | None:
     """``for_task`` with the context's publish timeout and broker pool size, made once per
-    process and context; None when ``enabled`` (the caller's setting) is false."""
+    process and context; None when ``enabled`` (the caller's ``setting``) is false.
+
+    ``create=False``: only a publisher already made for this context, else None (a caller on
+    an event loop, which must not wait for the self-check's round trips).
+    """
+    key = f"publisher:{id(task.app)}:{task.name}"  # init_celery may come after a first publish
+    if not create:
+        cached = _per_context.get(key)
+        return cached[1] if cached is not None and cached[0] is ctx else None
 
     def build() -> DirectPublisher | None:
         if not enabled:
             return None
-        return for_task(task, ctx.settings.publish_timeout, ctx.settings.broker_max_connections)
+        return for_task(task, ctx.settings.publish_timeout, ctx.settings.broker_max_connections, setting)
 
-    key = f"publisher:{id(task.app)}:{task.name}"  # init_celery may come after a first publish
     publisher: DirectPublisher | None = per_context(key, ctx, build)
     return publisher
 
 
-def for_task(task: Task, timeout: float, max_connections: int) -> DirectPublisher | None:
-    """A publisher for ``task`` on its app's broker, or None (logged once) where it cannot match
-    ``apply_async``."""
+def for_task(
+    task: Task, timeout: float, max_connections: int, setting: str = "NEN_DIRECT_PUBLISH"
+) -> DirectPublisher | None:
+    """A publisher for ``task`` on its app's broker, or None (apply_async) where it cannot match
+    ``apply_async``: outside the tested celery/kombu range or after a failed self-check (one
+    WARNING naming ``setting`` and why), or on a broker or route it cannot reproduce (logged
+    at INFO)."""
+    ok, reason = fastpath.direct_publish_ok()
+    if not ok:
+        fastpath.step_aside(fastpath.DIRECT_PUBLISH, setting, reason)
+        return None
     app = task.app
     route, reason = route_for(app, task)
     if route is None:
         log.info("%s is published through Celery: %s", task.name, reason)
         return None
     url = str(app.conf.broker_write_url or app.conf.broker_url)
+    ok, reason = self_check(task, route, url, timeout)
+    if not ok:
+        fastpath.step_aside(fastpath.DIRECT_PUBLISH, setting, f"self-check failed: {reason}", task.name)
+        return None
     return DirectPublisher(app, task.name, route, url, timeout, max_connections)
+
+
+# -- the self-check ----------------------------------------------------------------------------
+
+PROBE_HEADER = "nen_selfcheck"  # on the probe message (its value: the probe's task id)
+PROBE_QUEUE_PREFIX = "nen.selfcheck."
+_PROBE_TEXT = "nen-selfcheck \u00e9"  # a non-ASCII character: JSON escaping is compared too
+
+# (pid, app, task name, route) -> (ok, reason): a verdict holds for the life of the process
+_verdicts: dict[tuple[int, int, str, Route], tuple[bool, str]] = {}
+_verdicts_lock = threading.Lock()
+
+
+def forget_self_checks() -> None:
+    """Drop the cached verdicts (tests)."""
+    with _verdicts_lock:
+        _verdicts.clear()
+
+
+def self_check(task: Task, route: Route, broker_url: str, timeout: float) -> tuple[bool, str]:
+    """(True, "") when the direct path writes ``task``'s messages as ``apply_async`` does on
+    this broker; else (False, the first differing field or why the probe could not run).
+
+    Once per process, app, task and route (a verdict is kept; a probe that could not run, e.g.
+    the broker was down, is tried again by the next publisher made). The probe runs in a thread
+    of its own: no running task's ids, priority or trail are linked to it.
+    """
+    key = (os.getpid(), id(task.app), task.name, route)
+    verdict = _verdicts.get(key)
+    if verdict is not None:
+        return verdict
+    outcome: list[tuple[bool, str, bool]] = []
+
+    def probe() -> None:
+        try:
+            ok, reason = _probe(task, route, broker_url, timeout)
+            outcome.append((ok, reason, True))
+        except Exception as exc:
+            outcome.append((False, f"the probe could not run: {type(exc).__name__}: {exc}", False))
+
+    thread = threading.Thread(target=probe, name="nen-selfcheck", daemon=True)
+    thread.start()
+    thread.join(10 * timeout + 5)  # a publish, a pop and a delete, each bounded by the broker
+    if not outcome:
+        return False, "the probe did not finish in time"
+    ok, reason, definitive = outcome[0]
+    if definitive:
+        with _verdicts_lock:
+            _verdicts[key] = (ok, reason)
+    return ok, reason
+
+
+def _probe_arguments(task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments that fit ``task``'s signature (apply_async checks them): one string for each
+    required parameter."""
+    try:
+        params = list(inspect.signature(task.run).parameters.values())
+    except (TypeError, ValueError):
+        return (_PROBE_TEXT,), {}
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for param in params:
+        if param.default is not param.empty:
+            continue
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            args.append(_PROBE_TEXT)
+        elif param.kind is param.KEYWORD_ONLY:
+            kwargs[param.name] = _PROBE_TEXT
+    return tuple(args), kwargs
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
+    """A message as kombu's Redis transport stores it, with its base64 body decoded."""
+    message: dict[str, Any] = json.loads(raw)
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        message["body"] = json.loads(base64.b64decode(message["body"]))
+    return message
+
+
+def _probe(task: Task, route: Route, broker_url: str, timeout: float) -> tuple[bool, str]:
+    """Publish one probe through ``apply_async`` to a throwaway queue, pop it, and compare it
+    with the direct path's probe (signalled build, then text build)."""
+    from kombu import Queue  # type: ignore[attr-defined]
+
+    app = task.app
+    probe_id = str(uuid.uuid4())
+    name = PROBE_QUEUE_PREFIX + probe_id
+    prefix = route.key[: len(route.key) - len(route.queue)]
+    probe_route = Route(name, prefix + name, route.delivery_mode, route.ignore_result, route.exchange)
+    queue = Queue(name, exchange=route.exchange, routing_key=name)  # type: ignore[no-untyped-call]
+    args, kwargs = _probe_arguments(task)
+    outgoing = Outgoing(args, kwargs, repr(args), repr(kwargs), {PROBE_HEADER: probe_id})
+    client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        task.apply_async(
+            args=args,
+            kwargs=kwargs,
+            task_id=probe_id,
+            queue=queue,
+            declare=[],  # no binding written: the message itself is all that lands
+            headers=dict(outgoing.headers),
+            argsrepr=outgoing.argsrepr,
+            kwargsrepr=outgoing.kwargsrepr,
+            add_to_parent=False,
+            retry=False,
+        )
+        _forget_result(app, probe_id, route.ignore_result)
+        raw = client.rpop(probe_route.key)
+    finally:
+        client.delete(probe_route.key)  # the probe's own list: gone once popped, but be sure
+        client.close()
+    if not isinstance(raw, bytes):
+        return False, f"apply_async's probe is not on the list {probe_route.key!r}"
+    celery = _decoded(raw)
+    template = _template(app, task.name, probe_route)
+    body = (outgoing.args, dict(outgoing.kwargs), template.embed.copy())
+    ours = _build_signalled(app, task.name, probe_route, template, outgoing, probe_id, body)
+    # header names this package writes; any other was added by a before_task_publish listener
+    known = set(_fields(template, outgoing, probe_id, "", "")[0])
+    added = (set(celery.get("headers") or {}) | set(ours.headers or {})) - known
+    per_message = {"properties.delivery_tag"}
+    difference = fastpath.first_difference(
+        celery, _decoded(ours.payload), per_message | {f"headers.{name}" for name in added}
+    )
+    if difference:
+        return False, f"{difference} differs from apply_async's message"
+    plain = {**celery, "headers": {k: v for k, v in celery["headers"].items() if k not in added}}
+    text = _build_text(app, template, outgoing, probe_id, body)
+    difference = fastpath.first_difference(plain, _decoded(text.payload), per_message)
+    if difference:
+        return False, f"{difference} differs from apply_async's message (text build)"
+    return True, ""
+
+
+def _forget_result(app: Celery, task_id: str, ignore_result: bool) -> None:
+    """A result backend that subscribed to the probe's result (Redis: pub/sub) stops waiting."""
+    if ignore_result:
+        return
+    consumer = getattr(app.backend, "result_consumer", None)
+    cancel = getattr(consumer, "cancel_for", None)
+    if cancel is not None:
+        try:
+            cancel(task_id)
+        except Exception as exc:  # nothing was subscribed, or the backend is away
+            log.debug("self-check: the probe's result subscription not cancelled: %r", exc)

@@ -7,6 +7,12 @@ published task-received, task-started and task-succeeded one by one, a fifth of 
 submit in bench/submit.py. This consumer step buffers the task events of every pool and sends
 them 50 ms after the first one of a batch (or when Celery's 24-event buffer fills, and at
 shutdown). Flower and `celery events` read such batches already: Celery's loop sends them.
+
+Opt-in (``NEN_EVENT_BATCHES``, off by default): the ready-made app's workers add this step, and
+it acts only when their consumer starts. Gated (fastpath.py): Celery outside the tested range
+(fastpath.CELERY_TESTED), or an event dispatcher without ``buffer_group``, ``on_send_buffered``
+and ``flush``, and it does nothing (Celery's own event sending) after one WARNING on the
+``nen_celery.fastpath`` logger.
 """
 
 from __future__ import annotations
@@ -16,15 +22,22 @@ from typing import Any
 
 from celery import bootsteps
 
+from . import fastpath
+
 FLUSH_AFTER = 0.05  # seconds a task event may wait for others to join its batch
 
 
 class EventBatches(bootsteps.StartStopStep):  # type: ignore[misc]
     requires = ("celery.worker.consumer.events:Events",)
+    active = False  # set once start() took over the dispatcher's buffering
 
     def start(self, c: Any) -> None:
         dispatcher = c.event_dispatcher
         if dispatcher is None:
+            return
+        ok, reason = fastpath.event_batches_ok(dispatcher)
+        if not ok:
+            fastpath.step_aside(fastpath.EVENT_BATCHES, "NEN_EVENT_BATCHES", reason)
             return
         hub = c.hub
         lock = threading.Lock()  # a greenlet lock once gevent has patched threading
@@ -48,9 +61,10 @@ class EventBatches(bootsteps.StartStopStep):  # type: ignore[misc]
 
         dispatcher.buffer_group = frozenset({"task"})
         dispatcher.on_send_buffered = on_buffered
+        self.active = True
 
     def shutdown(self, c: Any) -> None:
         """Send what is buffered before the dispatcher closes (this step stops before it)."""
         dispatcher = c.event_dispatcher
-        if dispatcher is not None and dispatcher.buffer_group:
+        if self.active and dispatcher is not None and dispatcher.buffer_group:
             dispatcher.flush()

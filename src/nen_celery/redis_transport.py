@@ -1,4 +1,5 @@
-"""Two patches to kombu's Redis transport, installed once by nen_celery.worker.
+"""Two patches to kombu's Redis transport: opt-in (``NEN_PATCH_KOMBU_REDIS``, off by default),
+installed once at a worker's start (celery_app.NenWorkerStep), never on import or init_celery.
 
 One redis.Redis per kombu Redis channel instead of one per command batch: kombu's Redis channel
 builds a fresh ``redis.Redis`` in ``conn_or_acquire`` for every ack,
@@ -13,11 +14,14 @@ socket where no BRPOP is pending, or sleeps a second when one is, whatever frees
 meanwhile: a gevent worker at ``-c 10`` with Nen answering in 200 ms did 5 submissions/s
 instead of 50. It now waits for the first ack or reject, up to the same timeout.
 
-A kombu without these hooks is left alone.
+Gated (fastpath.py): kombu outside the tested range (fastpath.KOMBU_TESTED), or a method
+whose signature is not the one the patches rely on, and nothing is patched: one WARNING on the
+``nen_celery.fastpath`` logger says why.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,14 +29,49 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from . import fastpath
+
 _ATTR = "_nen_shared_client"
+_SETTING = "NEN_PATCH_KOMBU_REDIS"
+# (class, attribute) -> kombu's own value (_INHERITED: none of its own), for uninstall
+_originals: dict[tuple[type, str], Any] = {}
+_INHERITED = object()
+_lock = threading.Lock()
 
 
 def install() -> bool:
-    """Patch kombu's Redis transport once; False when already done or this kombu has no hooks."""
-    shared = _share_clients()
-    woken = _wake_on_ack()
-    return shared or woken
+    """Patch kombu's Redis transport once; False when already done, or when this kombu is
+    outside the tested range or its methods' signatures changed (then one WARNING, no patch)."""
+    with _lock:
+        if _originals:
+            return False
+        ok, reason = fastpath.redis_transport_ok(kombu_redis)
+        if not ok:
+            fastpath.step_aside(fastpath.REDIS_TRANSPORT, _SETTING, reason)
+            return False
+        shared = _share_clients()
+        woken = _wake_on_ack()
+        return shared or woken
+
+
+def installed() -> bool:
+    return bool(_originals)
+
+
+def uninstall() -> None:
+    """Put kombu's own methods back (tests)."""
+    with _lock:
+        for (cls, name), original in _originals.items():
+            if original is _INHERITED:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, original)
+        _originals.clear()
+
+
+def _replace(cls: type, name: str, value: Any) -> None:
+    _originals.setdefault((cls, name), cls.__dict__.get(name, _INHERITED))
+    setattr(cls, name, value)
 
 
 def _starved(poller: Any) -> bool:
@@ -60,6 +99,7 @@ def _wake_on_ack() -> bool:
         return original(self, callback, timeout)
 
     def releasing(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
@@ -69,9 +109,9 @@ def _wake_on_ack() -> bool:
         return wrapper
 
     get._nen_wakeup = True  # type: ignore[attr-defined]
-    poller.get = get
-    qos.ack = releasing(qos.ack)
-    qos.reject = releasing(qos.reject)
+    _replace(poller, "get", get)
+    _replace(qos, "ack", releasing(qos.ack))
+    _replace(qos, "reject", releasing(qos.reject))
     return True
 
 
@@ -94,5 +134,5 @@ def _share_clients() -> bool:
         yield shared
 
     conn_or_acquire._nen_shared = True  # type: ignore[attr-defined]
-    channel.conn_or_acquire = conn_or_acquire
+    _replace(channel, "conn_or_acquire", conn_or_acquire)
     return True

@@ -1,6 +1,6 @@
 """Request signing and webhook verification: pure functions, no I/O.
 
-Nen's scheme (see README, "Signing"): ``x-signature`` is the lowercase hex
+Nen's scheme (docs/security.md, "Test vectors"): ``x-signature`` is the lowercase hex
 HMAC-SHA256 of ``METHOD\\nPATH\\nTIMESTAMP\\nsha256_hex(body)`` keyed with the
 signing key; webhooks carry ``X-Hmac-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
 Everything signs the exact bytes that go on the wire.

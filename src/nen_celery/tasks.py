@@ -74,10 +74,10 @@ def _repr(run_id: str, **extra: Any) -> str:
 def enqueue_submit(
     run_id: str, workflow_id: str, reschedule: int = 0, countdown: float | None = None
 ) -> None:
-    """Queue submit_run. From the app (start_run, no countdown) with one LPUSH where the broker
-    allows (direct_publish.py: the message apply_async would write; start_run's p50 went
-    1.21 -> 0.41 ms);
-    inside a task through apply_async, which links the message to its parent task."""
+    """Queue submit_run through apply_async. With NEN_DIRECT_PUBLISH (opt-in), from the app
+    (start_run, no countdown) with one LPUSH where the broker allows (direct_publish.py: the
+    message apply_async would write; start_run's p50 went 1.21 -> 0.41 ms); inside a task
+    always through apply_async, which links the message to its parent task."""
     kwargs = {"reschedule": reschedule}
     argsrepr = _repr(run_id, workflow_id=workflow_id)
     publisher = _submit_publisher() if countdown is None and current().current_worker_task is None else None
@@ -94,8 +94,9 @@ def enqueue_submit(
 
 
 def _submit_publisher() -> DirectPublisher | None:
-    """This process's submit_run publisher, or None: apply_async (NEN_DIRECT_PUBLISH off,
-    or a broker / task configuration the direct path cannot reproduce)."""
+    """This process's submit_run publisher, or None: apply_async (NEN_DIRECT_PUBLISH off, the
+    default; celery/kombu outside the tested range, a failed self-check, or a broker / task
+    configuration the direct path cannot reproduce)."""
     ctx = get_context()
     return direct_publish.cached_for_task(ctx, nen_task("submit_run"), ctx.settings.direct_publish)
 
@@ -437,8 +438,9 @@ def _send_callback(
     app = current()
     conf = app.conf
     kwargs = dict(sig.get("kwargs") or {})
-    # as Celery would write it, given explicitly so both paths write the same message
-    kwargsrepr = saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=conf.task_repr_maxlevels)
+    # as Celery would write it, given explicitly so both paths write the same message (the
+    # setting is Celery 5.7's; 5.5 and 5.6 use 3 levels)
+    kwargsrepr = saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=conf.get("task_repr_maxlevels", 3))
     direct = _direct_callback(sig, app)
     if direct is None:
         # a kwargsrepr the caller set on the signature (to hide its kwargs) is kept
@@ -461,10 +463,11 @@ def _send_callback(
 
 
 def _direct_callback(sig: dict[str, Any], app: Any = None) -> tuple[Task, DirectPublisher] | None:
-    """(task, publisher) when the callback's message can be pushed directly: the ready-made
-    app (a user's own app is published through Celery, always), a plain signature (no options,
-    not immutable, no canvas) of a task registered there whose class leaves apply_async as
-    Celery's, on a route and broker direct_publish reproduces; else None."""
+    """(task, publisher) when the callback's message can be pushed directly: NEN_DIRECT_PUBLISH
+    on (off by default), the ready-made app (a user's own app is published through Celery,
+    always), a plain signature (no options, not immutable, no canvas) of a task registered there
+    whose class leaves apply_async as Celery's, on a route and broker direct_publish reproduces
+    and whose self-check passed; else None."""
     ready_made = celery_app.ready_made()
     if ready_made is None or (app if app is not None else current()) is not ready_made:
         return None

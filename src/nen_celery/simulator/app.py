@@ -31,13 +31,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nen_celery.extras import requires_extra
+
+with requires_extra("simulator", __name__):
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nen_celery.signing import verify_request, webhook_signature
 from nen_celery.simulator.config import FAULT_FIELDS, PlannedError, SimulatorConfig

@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
+from nen_celery.extras import requires_extra
+
+with requires_extra("simulator", __name__):
+    import h11
 
 
 class SendError(Exception):

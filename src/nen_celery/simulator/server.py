@@ -12,7 +12,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
+from nen_celery.extras import requires_extra
+
+with requires_extra("simulator", __name__):
+    import uvicorn
 
 from nen_celery.simulator.app import SimulatorState, create_app, get_state, logger
 from nen_celery.simulator.config import SimulatorConfig

@@ -9,7 +9,9 @@ stop it before it listens.
 
 ``app`` is the standalone receiver, a process nen runs itself: at startup it also puts the
 redaction and the run ids (``runlog``, JSON lines with ``NEN_LOG_FORMAT=json``) on the root and
-uvicorn handlers, imports the tasks, and freezes what is loaded by then out of the collector.
+uvicorn handlers, imports the tasks, makes its direct publisher with NEN_WEBHOOK_DIRECT_PUBLISH
+(opt-in; its self-check runs then, direct_publish.py) and freezes what is loaded by then out
+of the collector. A mounted receiver makes that publisher on its first webhook, in a thread.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from ..extras import requires_extra
+
+with requires_extra("receiver", __name__):
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import Headers
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
 
 from .. import celery_app, runlog
 from ..config import ConfigurationError, get_settings
@@ -42,6 +47,7 @@ from .receiver import (
     check,
     deliver_checked,
     deliver_hinted,
+    direct_publisher,
     refused_early,
     too_large,
 )
@@ -143,12 +149,26 @@ async def _standalone_lifespan(app: Starlette) -> AsyncIterator[None]:
     _install_named_app()
     # the Celery app and its tasks: built now, not on the first webhook's clock
     celery_app.nen_task("ingest_webhook")
+    _direct_publisher()
 
     # Celery, kombu and their modules are ~75,000 objects that live as long as the process: out
     # of the collector's sight, its full passes stop walking them on every few thousand webhooks.
     gc.collect()
     gc.freeze()
     yield
+
+
+def _direct_publisher() -> None:
+    """With NEN_WEBHOOK_DIRECT_PUBLISH, make the ingest_webhook publisher now: its self-check
+    (direct_publish.self_check) runs at start-up, not on the first webhook's clock. Invalid
+    settings are left to the requests to answer (503 not_configured), as before."""
+    if not get_settings().webhook_direct_publish:
+        return
+    try:
+        ctx = get_context()
+    except ConfigurationError:
+        return
+    direct_publisher(ctx)
 
 
 def _install_named_app() -> None:

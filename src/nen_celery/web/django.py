@@ -27,14 +27,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig
-from django.conf import settings as django_settings
-from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from ..extras import requires_extra
+
+with requires_extra("django", __name__):
+    from django.apps import AppConfig
+    from django.conf import settings as django_settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.signals import setting_changed
+    from django.http import HttpRequest, HttpResponse, JsonResponse
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+    from django.views.decorators.http import require_GET, require_POST
 
 from .. import metrics
 from ..config import ConfigurationError, install_overrides

@@ -17,7 +17,10 @@ queries out of your logs, add ``nen_celery.logging_filters.RedactingFilter()`` t
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from ..extras import requires_extra
+
+with requires_extra("fastapi", __name__):
+    from fastapi import APIRouter
 
 from .asgi import healthz, webhook
 from .metrics import metrics_endpoint

@@ -23,7 +23,10 @@ URL queries out of your logs, add the redaction to your handlers::
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from ..extras import requires_extra
+
+with requires_extra("flask", __name__):
+    from flask import Blueprint, Flask, Response, jsonify, request
 
 from .. import metrics
 from ..config import install_overrides

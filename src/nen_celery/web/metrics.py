@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from ..extras import requires_extra
+
+with requires_extra("receiver", __name__):
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
 
 from .. import metrics
 
@@ -22,6 +25,7 @@ def create_metrics_app() -> Starlette:
 
 
 def serve_metrics(host: str, port: int) -> None:  # pragma: no cover - blocking server
-    import uvicorn
+    with requires_extra("receiver", __name__):
+        import uvicorn
 
     uvicorn.run(create_metrics_app(), host=host, port=port, log_level="warning")

@@ -274,7 +274,7 @@ async def deliver_hinted(
         else:
             if verdict != apply.BINDS:
                 return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
-    publisher = direct_publisher(ctx)
+    publisher = direct_publisher(ctx, create=False)  # not made yet: the thread path makes it
     if publisher is None:
         return None
     outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
@@ -402,12 +402,19 @@ def run_store(ctx: Context) -> RunStore:
     return cached[2]
 
 
-def direct_publisher(ctx: Context) -> DirectPublisher | None:
-    """This process's ingest_webhook publisher (direct_publish.py), or None: apply_async."""
+def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | None:
+    """This process's ingest_webhook publisher (direct_publish.py, with
+    NEN_WEBHOOK_DIRECT_PUBLISH), or None: apply_async. The first call makes it, with its
+    self-check (a few broker round trips): the standalone receiver at start-up, a mounted one
+    on its first webhook, in a thread. ``create=False`` (the event loop): only one made before."""
     from ..celery_app import nen_task
 
     return direct_publish.cached_for_task(
-        ctx, nen_task("ingest_webhook"), ctx.settings.webhook_direct_publish
+        ctx,
+        nen_task("ingest_webhook"),
+        ctx.settings.webhook_direct_publish,
+        "NEN_WEBHOOK_DIRECT_PUBLISH",
+        create=create,
     )
 
 

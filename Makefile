@@ -63,6 +63,7 @@ test-lowest: install-lowest
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 # The package (strict), and the benchmarks, which CI never runs: a broken one would otherwise
 # only show at the next `make bench` (imports followed silently: tests/ is not checked here).

@@ -49,3 +49,20 @@ def test_an_older_kombu_on_a_redis_broker_is_named_at_start() -> None:
     assert kombu_problems("5.5.2", redis_broker=False) == []  # RabbitMQ: no visibility timeout
     assert kombu_problems(None, redis_broker=True) == []
     assert kombu_problems("not-a-version", redis_broker=True) == []
+
+
+def test_installed_overrides_drop_the_cached_context() -> None:
+    """A host framework's settings (Django, Flask) take effect at once: the per-process context
+    (clients built from the old settings) is rebuilt, through config's change hook."""
+    from nen_celery.config import get_settings, install_overrides
+    from nen_celery.context import get_context
+
+    before = get_context()
+    try:
+        install_overrides({"NEN_KEY_PREFIX": before.settings.key_prefix + "x"})
+        after = get_context()
+        assert after is not before
+        assert after.settings.key_prefix == before.settings.key_prefix + "x" == get_settings().key_prefix
+    finally:
+        install_overrides({})
+    assert get_context().settings.key_prefix == before.settings.key_prefix

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
@@ -311,6 +311,16 @@ class Settings(BaseSettings):
 # Values a host framework supplies (Django settings, Flask config): they win over the environment.
 _overrides: dict[str, Any] = {}
 
+# What other modules build from the settings and must drop when install_overrides changes them
+# (context.py registers its cache). A hook, not an import: this module stays below them.
+_on_change: list[Callable[[], None]] = []
+
+
+def on_settings_change(hook: Callable[[], None]) -> None:
+    """Call ``hook`` whenever ``install_overrides`` changes the settings (registered once)."""
+    if hook not in _on_change:
+        _on_change.append(hook)
+
 
 def setting_name(key: str) -> str:
     """The field name for ``NEN_API_KEY``, ``API_KEY`` or ``api_key``; ConfigurationError if unknown."""
@@ -328,8 +338,6 @@ def install_overrides(values: Mapping[str, Any]) -> None:
     ``install_overrides({})`` goes back to the environment alone. Unknown names or invalid
     values raise ConfigurationError naming them, and change nothing.
     """
-    from .context import reset_context  # context imports this module
-
     names = {setting_name(key): value for key, value in values.items()}
     try:
         Settings(**names)
@@ -338,7 +346,8 @@ def install_overrides(values: Mapping[str, Any]) -> None:
     _overrides.clear()
     _overrides.update(names)
     reset_settings()
-    reset_context()
+    for hook in list(_on_change):
+        hook()
 
 
 @lru_cache(maxsize=1)

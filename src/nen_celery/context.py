@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from .client import NenClient
-from .config import Settings, get_settings
+from .config import Settings, get_settings, on_settings_change
 from .connections import redis_client
 from .crypto import Sealer
 from .store import RunStore
@@ -75,3 +75,6 @@ def reset_context() -> None:
     """Drop the cached context (tests that change settings)."""
     with _lock:
         _current.clear()
+
+
+on_settings_change(reset_context)  # install_overrides (Django/Flask settings) drops this cache

@@ -153,10 +153,12 @@ def redis_client() -> redis.Redis:
 
 
 def _kombu_before_5_7() -> bool:
-    from importlib.metadata import version
+    from packaging.version import Version
 
-    major, minor = (int(part) for part in version("kombu").split(".")[:2])
-    return (major, minor) < (5, 7)
+    from nen_celery.checks import KOMBU_PROMPT
+    from nen_celery.fastpath import installed_version
+
+    return Version(installed_version("kombu") or "0") < KOMBU_PROMPT
 
 
 @pytest.fixture(scope="session")

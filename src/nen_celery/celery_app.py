@@ -532,8 +532,7 @@ def _report_configuration(settings: Settings, app: Celery) -> None:
     from .durability import check_durability
     from .fastpath import installed_version
 
-    broker = str(app.conf.broker_write_url or app.conf.broker_url or "")
-    redis_broker = broker.startswith(("redis://", "rediss://", "redis+", "sentinel://"))
+    redis_broker = is_redis_url(app.conf.broker_write_url or app.conf.broker_url)
     found = config_problems(settings) + kombu_problems(installed_version("kombu"), redis_broker)
     for level, message in found:
         (log.error if level == ERROR else log.warning)("configuration: %s", message)

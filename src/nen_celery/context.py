@@ -71,6 +71,13 @@ def per_context(name: str, ctx: Context, build: Callable[[], Any]) -> Any:
     return cached[1]
 
 
+def made_for(name: str, ctx: Context) -> Any:
+    """The value ``per_context`` made for ``ctx`` under ``name``, or None if none was made yet
+    (a caller that must not wait for a build, e.g. on an event loop)."""
+    cached = _per_context.get(name)
+    return cached[1] if cached is not None and cached[0] is ctx else None
+
+
 def reset_context() -> None:
     """Drop the cached context (tests that change settings)."""
     with _lock:

@@ -58,7 +58,7 @@ from celery.utils.nodenames import anon_nodename
 from redis.backoff import ExponentialBackoff
 
 from . import fastpath
-from .context import Context, _per_context, per_context
+from .context import Context, made_for, per_context
 
 log = logging.getLogger("nen_celery.direct_publish")
 
@@ -475,8 +475,8 @@ def cached_for_task(
     """
     key = f"publisher:{id(task.app)}:{task.name}"  # init_celery may come after a first publish
     if not create:
-        cached = _per_context.get(key)
-        return cached[1] if cached is not None and cached[0] is ctx else None
+        made: DirectPublisher | None = made_for(key, ctx)
+        return made
 
     def build() -> DirectPublisher | None:
         if not enabled:

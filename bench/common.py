@@ -95,8 +95,8 @@ def configure(**extra: str | None) -> dict[str, str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    from nen_celery.config import reset_settings
-    from nen_celery.context import reset_context
+    from nen_celery.runtime.context import reset_context
+    from nen_celery.settings import reset_settings
 
     reset_settings()
     reset_context()

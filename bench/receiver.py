@@ -44,7 +44,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def hinted_path() -> str:
     """The path with the run hint and its token, as a worker with the bench's webhook secret
     writes it (hints.py)."""
-    from nen_celery.hints import hint_key, url_with_run
+    from nen_celery.domain.hints import hint_key, url_with_run
 
     return url_with_run("/webhooks/nen", "nen_run", "bench-run", 0, hint_key(WEBHOOK_SECRET))
 
@@ -84,14 +84,14 @@ def run() -> list[Result]:
     conns = env_int("BENCH_RECEIVER_CONNECTIONS", 32)
     flush()
     env = configure()
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
 
     message_id = str(uuid.uuid4())
     store = get_context().store
     # a run Nen accepted as message_id, so the processing rows apply (then no-op) on a real record
     assert store.create("bench-run", WF, {}, None, None, None)
     store.bind("bench-run", message_id, {"messageId": message_id})
-    from nen_celery.signing import webhook_signature
+    from nen_celery.domain.signing import webhook_signature
 
     def script_for(status: str) -> Path:
         body = json.dumps(
@@ -143,7 +143,7 @@ def run() -> list[Result]:
                 _, _, connections, status = variants[name]
                 ours[name].append(wrk(url, scripts[status], seconds, connections, pid))
     flush()
-    from nen_celery.config import get_settings
+    from nen_celery.settings import get_settings
 
     enqueue = (
         "one LPUSH of Celery's message from the event loop"

@@ -122,7 +122,7 @@ def _lifecycles(n: int, counter: RoundTrips) -> tuple[float, float, float, str, 
 
     from bench.tasks import done, finished, step
     from nen_celery import start_run
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
     from nen_celery.simulator import SimulatorServer
     from nen_celery.web.asgi import create_app
     from nen_celery.worker import app
@@ -171,7 +171,7 @@ def _key(store: Any, name: str, run_id: str) -> str:
 def _listpack_record(ids: list[str]) -> float:
     """Bytes per record (payload excluded) if the server keeps such hashes as listpacks
     (hash-max-listpack-value above the longest field): copies of 50 records, config restored."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
 
     r: Any = get_context().store.redis  # decoded strings; redis-py's stubs type them as bytes | str
     before = r.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
@@ -191,7 +191,7 @@ def _listpack_record(ids: list[str]) -> float:
 
 def _memory(ids: list[str]) -> tuple[float, float]:
     """(bytes per record excluding the payload, bytes of every per-run key and zset entry)."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
 
     store = get_context().store
     r: Any = store.redis
@@ -216,7 +216,7 @@ def _memory(ids: list[str]) -> tuple[float, float]:
 
 def _sweep(ids: list[str], stored: int) -> tuple[float, float, dict[str, int]]:
     """Fill ``stored`` finished records like ours, make 10 runs due, time one sweep."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
     from nen_celery.worker import reconcile_runs
 
     store = get_context().store

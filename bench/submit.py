@@ -52,7 +52,7 @@ class _Marks(threading.Thread):
 
 def http_pool() -> int:
     """Connections the shared HTTP client allows per worker process (NEN_HTTP_MAX_CONNECTIONS)."""
-    from nen_celery.config import get_settings
+    from nen_celery.settings import get_settings
 
     return get_settings().http_max_connections
 
@@ -74,7 +74,7 @@ def sim_capacity(concurrency: int, seconds: int = 8) -> float:
 
 def _one(pool: str, n: int, concurrency: int, nprocs: int) -> float:
     from nen_celery import start_run
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
     from nen_celery.simulator import SimulatorServer
 
     flush()

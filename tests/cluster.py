@@ -22,10 +22,10 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from nen_celery.config import Settings
-from nen_celery.crypto import Sealer
+from nen_celery.settings import Settings
 from nen_celery.simulator import SimulatorServer
-from nen_celery.store import RunStore
+from nen_celery.store.runs import RunStore
+from nen_celery.store.sealer import Sealer
 from nen_celery.worker import celery_config
 from tests.callbacks import record
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET

@@ -56,8 +56,8 @@ except redis.RedisError as exc:  # pragma: no cover - environment problem
 # The test DB is dedicated to the suite: start from nothing (broker queues included).
 redis.Redis.from_url(TEST_REDIS_URL).flushdb()
 
-from nen_celery.config import reset_settings  # noqa: E402
-from nen_celery.context import get_context, reset_context  # noqa: E402
+from nen_celery.runtime.context import get_context, reset_context  # noqa: E402
+from nen_celery.settings import reset_settings  # noqa: E402
 from nen_celery.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
 from nen_celery.web.asgi import create_app  # noqa: E402
 from nen_celery.worker import app as celery_app  # noqa: E402
@@ -155,8 +155,8 @@ def redis_client() -> redis.Redis:
 def _kombu_before_5_7() -> bool:
     from packaging.version import Version
 
-    from nen_celery.checks import KOMBU_PROMPT
-    from nen_celery.fastpath import installed_version
+    from nen_celery.checks.config import KOMBU_PROMPT
+    from nen_celery.fastpath.gate import installed_version
 
     return Version(installed_version("kombu") or "0") < KOMBU_PROMPT
 

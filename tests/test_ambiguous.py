@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from nen_celery import MayHaveStarted, get_run, redrive_run
-from nen_celery.cli import main
-from nen_celery.context import get_context
+from nen_celery.ops.cli import main
+from nen_celery.runtime.context import get_context
 from tests.callbacks import calls
 from tests.conftest import Stack, env
 from tests.helpers import wait_for
@@ -93,7 +93,7 @@ def test_nens_word_after_the_run_ended_may_have_started_is_recorded_without_a_se
     """The POST's answer was cut, Nen's webhooks come only after NEN_UNKNOWN_TIMEOUT: the run
     ended submit_failed ("may have started in Nen", one on_failure); then Nen says success.
     Status and history show Nen's truth, logged at ERROR and counted; no second callback."""
-    from nen_celery import metrics
+    from nen_celery.runtime import metrics
 
     configure(sim, drop_after_accept=1, webhook_delay=2.0)
     late_before = metrics.LATE_WEBHOOKS.labels(status="success")._value.get()
@@ -114,7 +114,5 @@ def test_nens_word_after_the_run_ended_may_have_started_is_recorded_without_a_se
     assert sources[-1] == ("success", "webhook:late")
     assert run.completion == "sent"
     assert metrics.LATE_WEBHOOKS.labels(status="success")._value.get() == late_before + 1
-    assert any(
-        r.levelname == "ERROR" and "may have started in Nen" in r.getMessage() for r in caplog.records
-    )
+    assert any(r.levelname == "ERROR" and "may have started in Nen" in r.getMessage() for r in caplog.records)
     assert posts_for(sim, handle.run_id) == 1 and runs_created_for(sim, handle.run_id) == 1

@@ -13,17 +13,18 @@ import pytest
 from pydantic import BaseModel
 
 from nen_celery import InvalidParams, get_run, register_workflow, start_run, unregister_workflow
-from nen_celery.config import ConfigurationError, get_settings
+from nen_celery.domain.params import json_size, validate_params
 from nen_celery.errors import (
     ERROR_TEXT_MAX,
     REDACTED,
+    ConfigurationError,
     NenAPIError,
     error_fields,
     redact,
     redacting,
     shown_text,
 )
-from nen_celery.params import json_size, validate_params
+from nen_celery.settings import get_settings
 from nen_celery.simulator.config import PlannedError
 from tests.callbacks import calls, record
 from tests.conftest import Stack, env

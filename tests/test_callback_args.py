@@ -16,13 +16,13 @@ from celery import signature
 from click.testing import CliRunner
 
 from nen_celery import InvalidCallback, InvalidParams, get_run, start_run
-from nen_celery import deadletter as deadletter_module
-from nen_celery.callback_args import check_callback_args
-from nen_celery.cli import main
-from nen_celery.context import get_context
-from nen_celery.metrics import REGISTRY
-from nen_celery.signing import webhook_signature
-from nen_celery.tasks import enqueue_submit
+from nen_celery.celery.tasks import enqueue_submit
+from nen_celery.domain.signing import webhook_signature
+from nen_celery.lifecycle import deadletter as deadletter_module
+from nen_celery.lifecycle.callback_args import check_callback_args
+from nen_celery.ops.cli import main
+from nen_celery.runtime.context import get_context
+from nen_celery.runtime.metrics import REGISTRY
 from nen_celery.worker import app
 from tests.callbacks import calls, record
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
@@ -124,7 +124,11 @@ def assert_dead_lettered(stack: Stack, run_id: str, task: str, before_metric: fl
     assert run_id not in store.timers()  # the sweep will not dispatch it again
     assert calls(run_id) == []
     assert dead_lettered_count() == before_metric + 1
-    errors = [r for r in caplog.records if r.name == "nen_celery.deadletter" and r.levelno == logging.ERROR]
+    errors = [
+        r
+        for r in caplog.records
+        if r.name == "nen_celery.lifecycle.deadletter" and r.levelno == logging.ERROR
+    ]
     assert [r for r in errors if run_id in r.getMessage()]
     run = get_run(run_id)
     assert run is not None and run.status == "success"

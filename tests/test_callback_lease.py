@@ -22,7 +22,7 @@ from celery import Celery
 from celery.exceptions import Retry
 
 from nen_celery import CallbackTask
-from nen_celery.celery_app import CALLBACK_HEADER
+from nen_celery.runtime.app import CALLBACK_HEADER
 from nen_celery.simulator import SimulatorServer
 from tests.callbacks import slow_record
 from tests.cluster import Cluster, db_url

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nen_celery.checks import ERROR, WARNING, config_problems
-from nen_celery.config import Settings
+from nen_celery.checks.config import ERROR, WARNING, config_problems
+from nen_celery.settings import Settings
 
 FULL: dict[str, Any] = dict(
     api_key="k-secret-1",
@@ -40,7 +40,7 @@ def test_risky_choices_are_warned() -> None:
 
 
 def test_an_older_kombu_on_a_redis_broker_is_named_at_start() -> None:
-    from nen_celery.checks import WARNING, kombu_problems
+    from nen_celery.checks.config import WARNING, kombu_problems
 
     [(level, message)] = kombu_problems("5.5.2", redis_broker=True)
     assert level == WARNING
@@ -54,8 +54,8 @@ def test_an_older_kombu_on_a_redis_broker_is_named_at_start() -> None:
 def test_installed_overrides_drop_the_cached_context() -> None:
     """A host framework's settings (Django, Flask) take effect at once: the per-process context
     (clients built from the old settings) is rebuilt, through config's change hook."""
-    from nen_celery.config import get_settings, install_overrides
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
+    from nen_celery.settings import get_settings, install_overrides
 
     before = get_context()
     try:

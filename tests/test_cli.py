@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from nen_celery import start_run
-from nen_celery.cli import main
-from nen_celery.context import get_context
+from nen_celery.ops.cli import main
+from nen_celery.runtime.context import get_context
 from tests.callbacks import calls, record
 from tests.conftest import SIM_API_KEY, Stack, env
 from tests.helpers import wait_for
@@ -54,7 +54,9 @@ def test_config_check_passes_against_the_running_stack(stack: Stack) -> None:
 
 
 def test_config_check_names_what_is_wrong_without_printing_secrets(stack: Stack) -> None:
-    with env(NEN_REDIS_URL="redis://user:hunter2pw@127.0.0.1:1/0", NEN_BROKER_URL="redis://:s3cretpw@127.0.0.1:1/0"):
+    with env(
+        NEN_REDIS_URL="redis://user:hunter2pw@127.0.0.1:1/0", NEN_BROKER_URL="redis://:s3cretpw@127.0.0.1:1/0"
+    ):
         code, out = invoke("config", "check", "--json")
     result = json.loads(out)
     errors = {c["name"]: c["detail"] for c in result["checks"] if c["level"] == "error"}
@@ -80,12 +82,12 @@ def test_metrics_serve_needs_the_multiprocess_dir(stack: Stack, monkeypatch: pyt
 
 
 def test_an_app_that_cannot_be_loaded_is_named_and_nothing_is_started() -> None:
-    from nen_celery import celery_app
+    from nen_celery.runtime import app as app_state
 
     result = CliRunner().invoke(main, ["-A", "no_such_module_xyz", "start", WF])
     assert result.exit_code == 2
     assert "cannot load the Celery app 'no_such_module_xyz'" in result.output
-    assert celery_app.installed() is None
+    assert app_state.installed() is None
 
 
 def test_start_through_the_users_app(tmp_path: Any) -> None:

@@ -9,11 +9,11 @@ import httpx
 import pytest
 import respx
 
-from nen_celery import signing
-from nen_celery.client import AttemptHooks, NenClient, StartRunRequest
-from nen_celery.config import ConfigurationError, Settings
-from nen_celery.errors import NenAPIError, NenProtocolError, NenTransportError
-from nen_celery.retry import parse_retry_after
+from nen_celery.domain import signing
+from nen_celery.errors import ConfigurationError, NenAPIError, NenProtocolError, NenTransportError
+from nen_celery.nen.client import AttemptHooks, NenClient, StartRunRequest
+from nen_celery.nen.retryable import parse_retry_after
+from nen_celery.settings import Settings
 
 API = "http://nen.test"
 WF = "12345678-1234-1234-1234-123456789abc"

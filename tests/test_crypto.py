@@ -7,8 +7,8 @@ import base64
 import pytest
 from cryptography.fernet import Fernet
 
-from nen_celery.config import ConfigurationError
-from nen_celery.crypto import LEGACY_PREFIX, PREFIX, Sealer, generate_key
+from nen_celery.errors import ConfigurationError
+from nen_celery.store.sealer import LEGACY_PREFIX, PREFIX, Sealer, generate_key
 
 DATA = b'{"status":"success","result_url":"https://bucket.example/x?X-Amz-Signature=abc"}'
 

@@ -290,7 +290,7 @@ def test_uvicorn_target_is_an_asgi_app(command: Command) -> None:
 def test_nen_celery_subcommand_exists(command: Command) -> None:
     from click.testing import CliRunner
 
-    from nen_celery.cli import main
+    from nen_celery.ops.cli import main
 
     subcommand = command.argv[1]
     assert subcommand in main.commands, f"{command.origin}: `nen-celery {subcommand}` does not exist"

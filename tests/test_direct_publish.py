@@ -20,13 +20,14 @@ from celery import Celery, signals
 from kombu import Connection, Exchange, Queue
 from starlette.testclient import TestClient
 
-from nen_celery import direct_publish, worker
-from nen_celery.context import get_context
-from nen_celery.crypto import Sealer
-from nen_celery.direct_publish import Outgoing
+from nen_celery import worker
+from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath.direct_publish import Outgoing
+from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
+from nen_celery.runtime.context import get_context
+from nen_celery.store.sealer import Sealer
 from nen_celery.web import receiver
 from nen_celery.web.asgi import create_app
-from nen_celery.webhook import RECEIVED_AT_HEADER
 from nen_celery.worker import INGEST_QUEUE, ingest_webhook
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack, env
@@ -454,7 +455,7 @@ def test_enqueue_submit_pushes_directly_only_outside_a_task_and_without_countdow
 ) -> None:
     from celery._state import _task_stack
 
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
 
     recorder, applied = _Recorder(), []
     monkeypatch.setattr(tasks, "_submit_publisher", lambda: recorder)
@@ -487,7 +488,8 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
 
     from kombu.exceptions import OperationalError
 
-    from nen_celery import get_run, start_run, tasks
+    from nen_celery import get_run, start_run
+    from nen_celery.celery import tasks
     from nen_celery.worker import submit_run
 
     with socket.socket() as sock:  # a port nobody listens on
@@ -507,7 +509,7 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
 
 
 def test_the_submit_setting_turns_it_on() -> None:
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
 
     with env(NEN_DIRECT_PUBLISH="false"):
         assert tasks._submit_publisher() is None
@@ -537,7 +539,7 @@ def _running_task(task_id: str, root_id: str | None) -> Iterator[Any]:
 def _scratch_callback(sig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """What ``_direct_callback`` chose for ``sig``, with a publisher of its own onto the scratch
     database (the cached one keeps serving the suite's workers)."""
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
 
     chosen = tasks._direct_callback(sig)
     assert chosen is not None, "a plain callback signature must take the direct path"
@@ -555,7 +557,7 @@ def test_a_callback_message_is_the_one_apply_async_writes(
 ) -> None:
     from celery.canvas import signature
 
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
     from nen_celery.worker import app
     from tests.callbacks import record
 
@@ -587,7 +589,7 @@ def test_a_callback_message_is_the_one_apply_async_writes(
 
 
 def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None:
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
     from nen_celery.worker import NenTask, app
     from tests.callbacks import record
 
@@ -618,7 +620,7 @@ def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None
 def test_a_callback_whose_arguments_do_not_fit_raises_before_anything_is_pushed(
     scratch: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
     from tests.callbacks import record
 
     sig = dict(record.s(tag="x", unknown_kwarg=1))
@@ -634,7 +636,7 @@ def test_a_kwargsrepr_set_on_the_signature_is_kept(monkeypatch: pytest.MonkeyPat
     the repr this package computes must not replace it."""
     from celery.canvas import Signature
 
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
     from tests.callbacks import record
 
     effective: list[dict[str, Any]] = []

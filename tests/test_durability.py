@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from nen_celery.checks import ERROR, WARNING
-from nen_celery.config import ConfigurationError
-from nen_celery.durability import check_durability, durability_problems
+from nen_celery.checks.config import ERROR, WARNING
+from nen_celery.checks.durability import check_durability, durability_problems
+from nen_celery.errors import ConfigurationError
 from tests.cluster import BIN
 from tests.helpers import ROOT, spawn_logged, stop_group, wait_for
 from tests.own_redis import OwnRedis
@@ -87,10 +87,10 @@ def test_config_blocked_warns_at_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, blocked: tuple[str, ...]
 ) -> None:
     server = OwnRedis(tmp_path, "--maxmemory-policy", "volatile-lru", *blocked)
-    with server, caplog.at_level(logging.INFO, logger="nen_celery.durability"):
+    with server, caplog.at_level(logging.INFO, logger="nen_celery.checks.durability"):
         problems = check_durability(server.client())
     assert [level for level, _ in problems] == [WARNING]
-    [record] = [r for r in caplog.records if r.name == "nen_celery.durability"]
+    [record] = [r for r in caplog.records if r.name == "nen_celery.checks.durability"]
     assert record.levelno == logging.WARNING
     assert "maxmemory-policy" in record.getMessage() and "could not read" in record.getMessage()
 

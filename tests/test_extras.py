@@ -22,8 +22,8 @@ import httpx
 import pytest
 import redis
 
+from nen_celery.domain.signing import webhook_signature
 from nen_celery.extras import MissingExtra, pip_command, requires_extra
-from nen_celery.signing import webhook_signature
 from tests.cluster import db_url
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, sim_config
 from tests.helpers import ROOT, free_port, stop_group, wait_for
@@ -105,8 +105,8 @@ def _blocked(packages: tuple[str, ...], code: str) -> subprocess.CompletedProces
         ("nen_celery.simulator", "starlette", "simulator"),
         ("nen_celery.simulator.server", "uvicorn", "simulator"),
         ("nen_celery.simulator.sender", "h11", "simulator"),
-        ("nen_celery.demo", "rich", "demo"),
-        ("nen_celery.commands", "rich", "cli"),
+        ("nen_celery.ops.demo", "rich", "demo"),
+        ("nen_celery.ops.commands", "rich", "cli"),
     ],
 )
 def test_a_module_without_its_extra_raises_missing_extra(module: str, blocked: str, extra: str) -> None:
@@ -135,7 +135,7 @@ def test_a_module_without_its_extra_raises_missing_extra(module: str, blocked: s
 )
 def test_a_command_without_its_extra_names_it_and_exits_2(argv: list[str], blocked: str, extra: str) -> None:
     result = _blocked(
-        (blocked,), f"from nen_celery.cli import main\nmain({argv!r}, prog_name='nen-celery')\n"
+        (blocked,), f"from nen_celery.ops.cli import main\nmain({argv!r}, prog_name='nen-celery')\n"
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -147,12 +147,12 @@ def test_core_modules_and_the_web_adapters_import_without_any_extra() -> None:
     not_core = ("starlette", "uvicorn", "rich", "fastapi", "flower", "uvloop", "httptools", "gevent")
     result = _blocked(
         not_core,
-        "import nen_celery, nen_celery.worker, nen_celery.tasks, nen_celery.demo_tasks\n"
+        "import nen_celery, nen_celery.worker, nen_celery.celery.tasks, nen_celery.ops.demo_tasks\n"
         "import nen_celery.web.receiver, nen_celery.web.apply, nen_celery.web.host\n"
         "import nen_celery.web.django, nen_celery.web.flask\n"
         "from nen_celery import get_run, init_celery, start_run\n"
-        "import nen_celery.cli\n"
-        "nen_celery.cli.main()\n",
+        "import nen_celery.ops.cli\n"
+        "nen_celery.ops.cli.main()\n",
     )
     # the console script's entry point imports, and says which extra its commands need
     assert result.returncode == 2, result.stderr
@@ -168,8 +168,8 @@ import json, sys
 from celery import signature
 import nen_celery
 
-callback = signature("nen_celery.demo.record", kwargs={"tag": "on_complete"})
-failure = signature("nen_celery.demo.record", kwargs={"tag": "on_failure"})
+callback = signature("nen_celery.ops.demo.record", kwargs={"tag": "on_complete"})
+failure = signature("nen_celery.ops.demo.record", kwargs={"tag": "on_failure"})
 handle = nen_celery.start_run(sys.argv[1], {"PATIENT_NAME": "Jane Doe"}, on_complete=callback,
                               on_failure=failure)
 run = handle.wait(timeout=float(sys.argv[2]))
@@ -334,7 +334,7 @@ def test_a_venv_without_extras_runs_workflows_and_the_receiver_extra_serves_webh
 
         # 2. A worker and beat from that venv; the receiver (for now) from the project's venv.
         worker_argv = [
-            str(venv.bin / "celery"), "-A", "nen_celery.worker", "worker", "-I", "nen_celery.demo_tasks",
+            str(venv.bin / "celery"), "-A", "nen_celery.worker", "worker", "-I", "nen_celery.ops.demo_tasks",
             "-c", "2", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
             "-n", f"extras-{os.getpid()}@%h",
         ]  # fmt: skip

@@ -20,10 +20,12 @@ import redis
 from celery import Celery, Task, signals
 from kombu.transport import redis as kombu_redis
 
-from nen_celery import direct_publish, fastpath, redis_transport
-from nen_celery.config import Settings
-from nen_celery.context import get_context
-from nen_celery.event_batches import EventBatches
+from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath import gate as fastpath
+from nen_celery.fastpath import kombu_redis as redis_transport
+from nen_celery.fastpath.event_batches import EventBatches
+from nen_celery.runtime.context import get_context
+from nen_celery.settings import Settings
 from nen_celery.web import receiver
 from nen_celery.worker import ingest_webhook, submit_run
 from tests.cluster import db_url
@@ -53,7 +55,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "nen_celery.fastpath" and r.levelno == logging.WARNING
+        if r.name == "nen_celery.fastpath.gate" and r.levelno == logging.WARNING
     ]
 
 
@@ -233,7 +235,7 @@ def test_first_difference() -> None:
 
 
 def test_a_path_steps_aside_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
     assert fastpath.step_aside("redis_transport", "NEN_PATCH_KOMBU_REDIS", "kombu 9 is outside")
     assert not fastpath.step_aside("redis_transport", "NEN_PATCH_KOMBU_REDIS", "kombu 9 is outside")
     assert _warnings(caplog) == [
@@ -244,7 +246,7 @@ def test_a_path_steps_aside_with_one_warning(caplog: pytest.LogCaptureFixture) -
 def test_the_kombu_patches_step_aside_outside_the_tested_range(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
     own = kombu_redis.Channel.conn_or_acquire
     monkeypatch.setattr(fastpath, "installed_version", lambda dist: "5.8.0" if dist == "kombu" else "5.7.0")
     assert redis_transport.install() is False
@@ -279,7 +281,7 @@ def test_the_kombu_patches_install_and_uninstall() -> None:
 
 
 def test_event_batches_step_aside_without_the_dispatchers_hooks(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
     old = types.SimpleNamespace(buffer_group=frozenset(), flush=lambda: None)  # no on_send_buffered
     consumer = types.SimpleNamespace(event_dispatcher=old, hub=None, timer=None)
     step = EventBatches(consumer)
@@ -398,7 +400,7 @@ class _ExtraHeader(Task):  # type: ignore[misc]
 def test_the_self_check_refuses_a_message_that_differs_with_one_warning(
     scratch: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
     app = _scratch_app()
 
     @app.task(name="tests.fastpath.tenant", base=_ExtraHeader)
@@ -424,7 +426,7 @@ def test_the_self_check_refuses_a_message_that_differs_with_one_warning(
 def test_direct_publish_steps_aside_outside_the_tested_range(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
     monkeypatch.setattr(fastpath, "installed_version", lambda dist: "5.8.0" if dist == "celery" else "5.7.0")
     for _ in range(2):
         assert direct_publish.for_task(ingest_webhook, 2.0, 5, "NEN_WEBHOOK_DIRECT_PUBLISH") is None
@@ -490,7 +492,7 @@ def test_with_no_settings_nothing_is_patched_and_everything_goes_through_apply_a
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The suite's worker started (NenWorkerStep ran) with the defaults."""
-    from nen_celery import tasks
+    from nen_celery.celery import tasks
     from nen_celery.web import asgi
     from tests.callbacks import record
 
@@ -535,7 +537,8 @@ from celery import Celery
 from kombu.transport import redis as k
 own = (k.Channel.conn_or_acquire, k.MultiChannelPoller.get, k.QoS.ack, k.QoS.reject)
 import nen_celery, nen_celery.worker, nen_celery.web.asgi
-from nen_celery import direct_publish, init_celery
+from nen_celery import init_celery
+from nen_celery.fastpath import direct_publish
 app = Celery("user", set_as_current=False)
 init_celery(app)
 assert (k.Channel.conn_or_acquire, k.MultiChannelPoller.get, k.QoS.ack, k.QoS.reject) == own

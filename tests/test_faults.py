@@ -3,7 +3,7 @@ duplicated webhooks, Redis restarted mid-flight. Each run must end with exactly 
 and Nen must be asked to start it once.
 
 Workers are separate `celery -A nen_celery.worker worker` processes on a broker DB of their
-own; failpoints (nen_celery.faults) freeze a task at a named place so it can be killed there.
+own; failpoints (nen_celery.runtime.faults) freeze a task at a named place so it can be killed there.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from nen_celery.celery.tasks import callback_task_id
 from nen_celery.simulator import SimulatorServer
-from nen_celery.tasks import callback_task_id
 from tests.cluster import Cluster, db_url
 from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
@@ -156,9 +156,7 @@ def test_a_running_submit_redelivered_by_a_broker_reconnect_waits_for_its_holder
         task_id=task_id,  # the very message again, as a reconnect restores it
         headers={OTHER_PROCESS_HEADER: "1"},
     )
-    wait_for(
-        lambda: f"submit_run[{task_id}] succeeded" in cluster.logs(), 30, "the duplicate to finish"
-    )
+    wait_for(lambda: f"submit_run[{task_id}] succeeded" in cluster.logs(), 30, "the duplicate to finish")
     assert "'status': 'busy'" in cluster.logs()
     assert cluster.store.raw(run_id)["status"] == "queued"  # not parked as unknown
     cluster.redis.delete(f"{cluster.prefix}:failpoint:{point}")  # the first execution goes on

@@ -52,7 +52,7 @@ logging.getLogger("uvicorn").addHandler(logging.StreamHandler(sys.stdout))
 GUEST = """
 before = snapshot()
 
-import nen_celery, nen_celery.logging_filters, nen_celery.runlog
+import nen_celery, nen_celery.logs.redaction, nen_celery.logs.runlog
 import nen_celery.web.asgi, nen_celery.web.fastapi, nen_celery.web.flask
 from starlette.testclient import TestClient
 
@@ -94,8 +94,8 @@ STANDALONE = """
 import io, os
 before = snapshot()
 import nen_celery.web.asgi as asgi
-from nen_celery.logging_filters import RedactingFilter
-from nen_celery.runlog import RunIdFilter
+from nen_celery.logs.redaction import RedactingFilter
+from nen_celery.logs.runlog import RunIdFilter
 from starlette.testclient import TestClient
 
 imported = snapshot()

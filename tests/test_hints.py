@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from nen_celery.hints import (
+from nen_celery.domain.hints import (
     Hint,
     hint_from_query,
     hint_key,
@@ -321,7 +321,7 @@ def test_a_flood_of_another_runs_webhook_never_pushes_out_the_runs_own(store: An
 
 @pytest.mark.integration
 def test_a_full_run_refuses_new_webhooks_but_keeps_those_it_has(store: Any) -> None:
-    from nen_celery.store import KEPT_MAX
+    from nen_celery.store.runs import KEPT_MAX
 
     run_id = _run(store)
     mine = f"m-{uuid.uuid4()}"
@@ -412,7 +412,7 @@ def test_nens_answer_binds_a_message_id_a_hint_claimed_for_another_run(
     claimant, accepted = _run(store), _run(store)
     assert store.claim_message(message_id, claimant) == ""
     assert store.claim_message(message_id, accepted) == claimant  # taken
-    with caplog.at_level("ERROR", logger="nen_celery.store"):
+    with caplog.at_level("ERROR", logger="nen_celery.store.runs"):
         assert store.bind(accepted, message_id, {})[0] == "submitted"
     assert store.run_for_message(message_id) == accepted  # Nen's word wins
     assert f"was indexed to run {claimant}" in caplog.text

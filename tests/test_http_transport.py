@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from nen_celery.client import new_http_client
-from nen_celery.config import Settings
-from nen_celery.http_transport import ShardedTransport, shard_sizes
+from nen_celery.nen.client import new_http_client
+from nen_celery.nen.transport import ShardedTransport, shard_sizes
+from nen_celery.settings import Settings
 
 
 def test_connections_are_split_into_even_small_pools() -> None:

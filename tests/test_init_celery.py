@@ -17,16 +17,11 @@ import pytest
 from celery import Celery
 
 import nen_celery
-from nen_celery import celery_app
-from nen_celery.celery_app import (
-    INGEST_QUEUE,
-    SUBMIT_QUEUE,
-    NenTask,
-    consume_nen_queues,
-    register,
-    with_default_queue,
-)
-from nen_celery.config import ConfigurationError
+from nen_celery.celery.callback_task import NenTask
+from nen_celery.celery.install import consume_nen_queues, register
+from nen_celery.errors import ConfigurationError
+from nen_celery.runtime import app as app_state
+from nen_celery.runtime.app import INGEST_QUEUE, SUBMIT_QUEUE, with_default_queue
 from tests.helpers import ROOT
 
 NEN_TASKS = {
@@ -42,9 +37,9 @@ NEN_TASKS = {
 @pytest.fixture
 def fresh() -> Iterator[None]:
     """init_celery's one-app-per-process slot, emptied before and after."""
-    celery_app.reset_for_tests()
+    app_state.set_installed(None)
     yield
-    celery_app.reset_for_tests()
+    app_state.set_installed(None)
 
 
 def user_app(**conf: Any) -> Celery:
@@ -74,7 +69,7 @@ def test_registers_nen_tasks_with_their_own_options_and_nothing_global(fresh: No
     assert {key: app.conf[key] for key in app.conf if key != "beat_schedule"} == before
     assert set(app.conf.beat_schedule) == {"mine", "nen-reconcile"}
     assert app.conf.beat_schedule["nen-reconcile"]["task"] == "nen_celery.reconcile_runs"
-    assert celery_app.current() is app
+    assert app_state.current() is app
 
 
 def test_a_beat_entry_of_the_users_own_is_kept(fresh: None) -> None:
@@ -143,7 +138,7 @@ def test_a_setting_that_breaks_a_guarantee_is_refused_naming_it(
         nen_celery.init_celery(app)
     assert "nen_celery.submit_run" not in app.tasks  # refused: nothing installed
     assert "nen-reconcile" not in (app.conf.beat_schedule or {})
-    assert celery_app.installed() is None
+    assert app_state.installed() is None
 
 
 def test_the_visibility_timeout_error_says_the_value_needed(fresh: None) -> None:
@@ -159,7 +154,7 @@ def test_an_app_rebuilt_under_the_same_name_takes_over(fresh: None) -> None:
     first, again = user_app(), user_app()
     nen_celery.init_celery(first)
     assert nen_celery.init_celery(again) is again
-    assert celery_app.current() is again and set(again.tasks) >= NEN_TASKS
+    assert app_state.current() is again and set(again.tasks) >= NEN_TASKS
 
 
 def test_the_sweep_comes_back_when_the_configuration_is_loaded_again(fresh: None) -> None:
@@ -189,7 +184,7 @@ def test_a_second_app_and_a_non_celery_object_are_refused(fresh: None) -> None:
         nen_celery.init_celery(Celery("other", set_as_current=False))
     with pytest.raises(TypeError, match=r"expects a celery\.Celery app, got dict"):
         nen_celery.init_celery({"broker_url": "redis://"})  # type: ignore[arg-type]
-    assert celery_app.current() is first
+    assert app_state.current() is first
 
 
 def run_python(code: str) -> str:
@@ -220,7 +215,8 @@ def test_importing_the_package_creates_no_celery_app_and_patches_nothing() -> No
         def send_email(to):
             pass
 
-        import nen_celery, nen_celery.tasks, nen_celery.api, nen_celery.client, nen_celery.store
+        import nen_celery, nen_celery.celery.tasks, nen_celery.lifecycle.api
+        import nen_celery.nen.client, nen_celery.store.runs
         import nen_celery.web.receiver
         assert [a.main for a in _get_active_apps()] == ["proj"], [a.main for a in _get_active_apps()]
         nen_celery.init_celery(proj)
@@ -229,7 +225,7 @@ def test_importing_the_package_creates_no_celery_app_and_patches_nothing() -> No
         assert before == after
         assert current_app.main == "proj" and send_email.app.main == "proj"
         assert send_email.app.conf.broker_url.startswith("amqp://")
-        from nen_celery.celery_app import CallbackTask, NenTask
+        from nen_celery.celery.callback_task import CallbackTask, NenTask
         assert not send_email.acks_late
         assert not isinstance(send_email._get_current_object(), (CallbackTask, NenTask))
         # (reading current_app makes Celery create its fallback "default" app: Celery's own doing)
@@ -246,13 +242,13 @@ def test_without_init_celery_the_ready_made_app_is_used_and_current_app_is_untou
         import logging
         from celery import Celery, current_app
         proj = Celery("proj", broker="amqp://guest:guest@127.0.0.1:5672//")
-        from nen_celery import celery_app
+        from nen_celery.runtime import app as app_state
         seen = []
         class Keep(logging.Handler):
             def emit(self, record):
                 seen.append(record.getMessage())
         logging.getLogger("nen_celery.celery").addHandler(Keep())
-        app = celery_app.current()
+        app = app_state.current()
         assert app.main == "nen_celery", app.main
         assert current_app.main == "proj", current_app.main
         assert any("init_celery" in m and "'proj'" in m for m in seen), seen
@@ -334,7 +330,7 @@ def test_the_web_process_is_unchanged_by_init_celery_the_integrations_and_a_star
             """
         )
         assert redis.Redis.from_url(broker).llen("nen.submit") == 1  # the user's broker has it
-        from nen_celery.context import get_context
+        from nen_celery.runtime.context import get_context
 
         get_context().store.delete(out.splitlines()[-1])
     finally:

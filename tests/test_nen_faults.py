@@ -137,7 +137,7 @@ def test_lookup_that_finds_nothing_resubmits_once(sim: Stack, beat: None, store:
     configure(sim, lookup_by_idempotency_key=True)
     with env(**FAST, **LOOKUP):
         run_id = f"lk-{uuid.uuid4()}"
-        from nen_celery.context import get_context
+        from nen_celery.runtime.context import get_context
 
         ctx_store = get_context().store
         assert ctx_store.create(run_id, WF, {}, None, dict(record.s(tag="complete")), None)

@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from nen_celery import InvalidParams, register_workflow, unregister_workflow
-from nen_celery.params import validate_params
+from nen_celery.domain.params import validate_params
 
 WF = "12345678-1234-1234-1234-123456789abc"
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import redis
 
-from nen_celery.hints import hint_key, run_token
-from nen_celery.signing import webhook_signature
+from nen_celery.domain.hints import hint_key, run_token
+from nen_celery.domain.signing import webhook_signature
 from nen_celery.worker import INGEST_QUEUE
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
 from tests.helpers import free_port, wait_for

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from nen_celery.client import NenClient, StartRunRequest, new_http_client
-from nen_celery.config import Settings
-from nen_celery.http_transport import environment_proxy
+from nen_celery.nen.client import NenClient, StartRunRequest, new_http_client
+from nen_celery.nen.transport import environment_proxy
+from nen_celery.settings import Settings
 from nen_celery.simulator import SimulatorServer
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, sim_config
 

@@ -1,4 +1,4 @@
-"""The shared token bucket towards Nen (nen_celery.ratelimit), against real Redis.
+"""The shared token bucket towards Nen (nen_celery.nen.ratelimit), against real Redis.
 
 The arithmetic with an explicit clock; threads sharing one bucket; worker processes sharing it,
 measured by the simulator's arrival times; a 429 pausing every worker, not only the one that
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from nen_celery.config import ConfigurationError, Settings, get_settings, reset_settings
-from nen_celery.ratelimit import RateLimited, RateLimiter, limiter_for
+from nen_celery.errors import ConfigurationError
+from nen_celery.nen.ratelimit import RateLimited, RateLimiter, limiter_for
+from nen_celery.settings import Settings, get_settings, reset_settings
 from nen_celery.simulator import SimulatorServer
 from nen_celery.simulator.config import PlannedError
 from tests.cluster import Cluster, db_url, logs_on_failure

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from nen_celery import get_run, start_run
-from nen_celery.context import get_context
-from nen_celery.tasks import callback_task_id, enqueue_submit
+from nen_celery.celery.tasks import callback_task_id, enqueue_submit
+from nen_celery.runtime.context import get_context
 from nen_celery.worker import reconcile_runs
 from tests.callbacks import calls, record
 from tests.conftest import Stack, env

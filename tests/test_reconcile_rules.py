@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from nen_celery import reconcile as r
-from nen_celery.config import Settings
+from nen_celery.lifecycle import reconcile as r
+from nen_celery.settings import Settings
 
 NOW = 1_000_000.0
 S = Settings(

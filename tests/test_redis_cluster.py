@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from nen_celery import start_run
-from nen_celery.config import ConfigurationError, Settings, get_settings
 from nen_celery.connections import redis_client
-from nen_celery.context import get_context
-from nen_celery.crypto import Sealer
-from nen_celery.store import RunStore
+from nen_celery.errors import ConfigurationError
+from nen_celery.runtime.context import get_context
+from nen_celery.settings import Settings, get_settings
+from nen_celery.store.runs import RunStore
+from nen_celery.store.sealer import Sealer
 from nen_celery.worker import reconcile_runs
 from tests.callbacks import calls, record
 from tests.conftest import Stack, env
@@ -147,7 +148,7 @@ def test_runs_complete_once_with_run_state_on_a_cluster(stack: Stack, cluster_ur
 def test_the_rate_limiter_runs_on_a_cluster_run_store(cluster_url: str) -> None:
     """NEN_RATE_LIMIT with run state on a Redis Cluster: the limiter's client comes from the one
     place that understands redis+cluster:// (a plain redis.Redis.from_url refused the URL)."""
-    from nen_celery.ratelimit import limiter_for
+    from nen_celery.nen.ratelimit import limiter_for
 
     settings = Settings(
         redis_url=cluster_url,

@@ -28,8 +28,8 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from nen_celery.domain.status import is_terminal
 from nen_celery.simulator import SimulatorServer
-from nen_celery.status import is_terminal
 from tests.callbacks import outside_calls, record_outside
 from tests.cluster import Cluster, logs_on_failure
 from tests.conftest import sim_config

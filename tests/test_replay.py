@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from nen_celery import get_run
-from nen_celery.context import get_context
-from nen_celery.hints import hint_key, run_token
-from nen_celery.metrics import REGISTRY
+from nen_celery.domain.hints import hint_key, run_token
+from nen_celery.runtime.context import get_context
+from nen_celery.runtime.metrics import REGISTRY
 from tests.callbacks import calls
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
 from tests.helpers import wait_for

@@ -9,8 +9,8 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from nen_celery.clock import check_clock, parse_http_date, skew_problem, skew_seconds
-from nen_celery.config import Settings
+from nen_celery.checks.clock import check_clock, parse_http_date, skew_problem, skew_seconds
+from nen_celery.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import free_port
 
@@ -55,7 +55,7 @@ def sim_settings(stack: Stack, **values: object) -> Settings:
 
 @pytest.mark.integration
 def test_check_clock_against_the_simulator(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="nen_celery.clock")
+    caplog.set_level(logging.INFO, logger="nen_celery.checks.clock")
     skew = check_clock(sim_settings(stack))
     assert skew is not None and abs(skew) <= 1.0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -71,7 +71,7 @@ def test_check_clock_against_the_simulator(stack: Stack, caplog: pytest.LogCaptu
 
 
 def test_unreachable_or_dateless_api_is_skipped_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="nen_celery.clock")
+    caplog.set_level(logging.INFO, logger="nen_celery.checks.clock")
     dead = Settings(api_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1)
     assert check_clock(dead) is None
     assert "skipped: ConnectError" in caplog.text

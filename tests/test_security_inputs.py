@@ -15,7 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 from nen_celery import InvalidParams, register_workflow, start_run, unregister_workflow
-from nen_celery.config import ConfigurationError, get_settings
+from nen_celery.errors import ConfigurationError
+from nen_celery.settings import get_settings
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, Stack, env
 from tests.security_support import published, settled_snapshot
 

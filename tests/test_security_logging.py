@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from nen_celery import logging_filters as lf
-from nen_celery.client import NenClient
-from nen_celery.config import get_settings
 from nen_celery.errors import NenAPIError
+from nen_celery.logs import redaction as lf
+from nen_celery.nen.client import NenClient
+from nen_celery.settings import get_settings
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, Stack, env
 
 PRESIGNED = "https://files.example/bucket/out.json?X-Amz-Credential=AKIA%2F&X-Amz-Signature=deadbeefcafe&X-Amz-Expires=60"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nen_celery.signing import webhook_signature
+from nen_celery.domain.signing import webhook_signature
 from tests.conftest import SIM_WEBHOOK_SECRET, TEST_REDIS_URL, Stack
 from tests.security_support import KeyEvents, published, settled_snapshot
 

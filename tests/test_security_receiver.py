@@ -19,10 +19,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from nen_celery import get_run, start_run
-from nen_celery.config import get_settings
-from nen_celery.context import get_context
-from nen_celery.signing import standard_webhook_headers, webhook_signature
-from nen_celery.store import RunStore
+from nen_celery.domain.signing import standard_webhook_headers, webhook_signature
+from nen_celery.runtime.context import get_context
+from nen_celery.settings import get_settings
+from nen_celery.store.runs import RunStore
 from nen_celery.web.receiver import check, deliver, run_lookup
 from tests.callbacks import calls, record
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env

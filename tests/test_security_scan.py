@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from nen_celery import get_run, start_run
-from nen_celery.config import get_settings
+from nen_celery.settings import get_settings
 from nen_celery.worker import app as celery_app
 from tests.conftest import TEST_REDIS_URL, Stack
 from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
@@ -329,7 +329,12 @@ def test_marker_and_secrets_appear_nowhere(
     needles = needles_for(marker, done)
     places = {"flower api": check_flower(flower, done, needles), **redis_places(needles)}
     names = {r.name for r in all_logs.records}
-    assert {"nen_celery.tasks", "nen_celery.simulator", "uvicorn.access", "httpcore.http11"} <= names, names
+    assert {
+        "nen_celery.celery.tasks",
+        "nen_celery.simulator",
+        "uvicorn.access",
+        "httpcore.http11",
+    } <= names, names
     places["logs"] = find(needles, record_texts(all_logs))
     places["flower log"] = find(needles, [flower.log.read_bytes()])
     places["simulator state"] = find(needles, [json.dumps(stack.sim.stats()).encode()])

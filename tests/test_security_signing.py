@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from nen_celery import signing
-from nen_celery.config import ConfigurationError, Settings, get_settings, reset_settings
+from nen_celery.domain import signing
+from nen_celery.errors import ConfigurationError
+from nen_celery.settings import Settings, get_settings, reset_settings
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER = "whsec_" + base64.b64encode(b"another key, another key, yes!!").decode()

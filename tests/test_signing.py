@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nen_celery import signing
+from nen_celery.domain import signing
 
 BODY = b'{"workflow_id":"12345678-1234-1234-1234-123456789abc","workflow_params":{"PATIENT_NAME":"Jane Doe"}}'
 

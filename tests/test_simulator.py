@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nen_celery import signing
+from nen_celery.domain import signing
 from nen_celery.simulator import SimulatorConfig, SimulatorServer
 from nen_celery.simulator.cli import build_parser, config_from_args
 from nen_celery.simulator.config import PlannedError

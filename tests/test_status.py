@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from nen_celery.status import RANK, TERMINAL, Status, can_transition, is_terminal
+from nen_celery.domain.status import RANK, TERMINAL, Status, can_transition, is_terminal
 
 ALL = list(Status)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nen_celery.status import RANK, Status, can_transition
+from nen_celery.domain.status import RANK, Status, can_transition
 
 pytestmark = pytest.mark.integration
 WF = "12345678-1234-1234-1234-123456789abc"
@@ -140,7 +140,7 @@ def test_run_to_dict_is_a_deep_copy_with_every_field() -> None:
     import dataclasses
     import json
 
-    from nen_celery.models import Run
+    from nen_celery.domain.models import Run
 
     payload = {"status": "success", "result": {"files": [{"url": "https://x/a", "name": "a.pdf"}]}}
     run = Run(

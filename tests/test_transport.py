@@ -11,8 +11,8 @@ import pytest
 from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
 
-from nen_celery import redis_transport
-from nen_celery.config import Settings
+from nen_celery.fastpath import kombu_redis as redis_transport
+from nen_celery.settings import Settings
 from nen_celery.worker import celery_config
 from tests.conftest import TEST_REDIS_URL
 

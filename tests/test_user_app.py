@@ -19,9 +19,10 @@ import pytest
 import redis
 from celery import Celery
 
-from nen_celery import celery_app, start_run
+from nen_celery import start_run
+from nen_celery.celery.tasks import callback_task_id
+from nen_celery.runtime import app as app_state
 from nen_celery.simulator import SimulatorServer
-from nen_celery.tasks import callback_task_id
 from tests.cluster import healthy, rabbitmq_vhost_or_skip
 from tests.conftest import COUNTER, TEST_REDIS_URL, env, sim_config
 from tests.helpers import ROOT, free_port, spawn_logged, stop_group, wait_for
@@ -132,7 +133,7 @@ def project(amqp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         finally:
             for proc in procs:
                 stop_group(proc, timeout=20)
-            celery_app.reset_for_tests()
+            app_state.set_installed(None)
             previous_current.set_current()
 
 
@@ -155,7 +156,7 @@ def test_nen_runs_in_the_users_app_and_leaves_everything_else_as_it_was(project:
     send_email.delay("someone@example.com")
 
     # the web process: the user's app is still the current one, their task still theirs
-    assert celery_app.current() is app
+    assert app_state.current() is app
     assert current_app.main == "proj"
     assert send_email.app is app and not send_email.acks_late
     assert str(send_email.app.conf.broker_url).startswith("amqp://")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nen_celery import get_run
-from nen_celery.config import get_settings
+from nen_celery.settings import get_settings
 from tests.conftest import Stack
 from tests.helpers import wait_for
 from tests.web_support import (

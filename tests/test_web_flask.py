@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 
 from nen_celery import get_run
-from nen_celery.config import ConfigurationError, get_settings
+from nen_celery.errors import ConfigurationError
+from nen_celery.settings import get_settings
 from nen_celery.web.flask import NenCelery, blueprint
 from tests.conftest import Stack, env
 from tests.helpers import wait_for

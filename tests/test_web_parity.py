@@ -148,7 +148,7 @@ def test_misconfigured_receivers_answer_503_identically(
 
 
 def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, Call]) -> None:
-    from nen_celery.metrics import REGISTRY
+    from nen_celery.runtime.metrics import REGISTRY
 
     def refused() -> float:
         return REGISTRY.get_sample_value("nen_webhooks_total", {"result": "invalid_signature"}) or 0.0
@@ -169,7 +169,7 @@ def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
     """``?nen_run=<run id>~<attempt>~<token>``: queued at once (200, no messageId lookup, where
     an unbound messageId alone gets 202), and the ingest task keeps it with that run until the
     run binds."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
 
     store = get_context().store
     kept = {}
@@ -191,8 +191,8 @@ def test_every_receiver_ignores_a_run_hint_without_a_valid_token(
     """Nen signs the body, not the URL: a hint whose token is missing, another run's or under
     another key is not used (the webhook goes the messageId way: an unbound one is parked, 202),
     logged at WARNING without the token, and counted."""
-    from nen_celery.context import get_context
-    from nen_celery.metrics import REGISTRY
+    from nen_celery.runtime.context import get_context
+    from nen_celery.runtime.metrics import REGISTRY
 
     def refused() -> float:
         return REGISTRY.get_sample_value("nen_webhooks_total", {"result": "hint_refused"}) or 0.0
@@ -229,7 +229,7 @@ def test_every_receiver_ignores_a_run_hint_without_a_valid_token(
 
 def _bound_run(message_id: str) -> str:
     """A run Nen accepted as ``message_id`` (status submitted)."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
 
     store = get_context().store
     run_id = f"parity-run-{uuid.uuid4()}"
@@ -241,7 +241,7 @@ def _bound_run(message_id: str) -> str:
 def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receivers: dict[str, Call]) -> None:
     """No ingest task for ``processing``: the receiver runs the script, and a hint that does not
     fit the signed body changes nothing; a run not bound yet keeps it (202, as when parked)."""
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
     from nen_celery.worker import ingest_webhook
 
     store = get_context().store
@@ -289,7 +289,7 @@ def test_every_receiver_applies_a_processing_webhook_itself(stack: Stack, receiv
 
 
 def test_with_apply_processing_off_every_receiver_queues_it(stack: Stack, receivers: dict[str, Call]) -> None:
-    from nen_celery.context import get_context
+    from nen_celery.runtime.context import get_context
     from nen_celery.worker import ingest_webhook
 
     stack.counter.wait_idle()

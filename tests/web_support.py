@@ -16,9 +16,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from nen_celery.config import install_overrides
-from nen_celery.hints import hint_key, url_with_run
-from nen_celery.signing import webhook_signature
+from nen_celery.domain.hints import hint_key, url_with_run
+from nen_celery.domain.signing import webhook_signature
+from nen_celery.settings import install_overrides
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
 from tests.helpers import snapshot, wait_for
 

@@ -1,12 +1,21 @@
 """Run Nen workflow runs from Celery workers, reliably."""
 
-from .api import MayHaveStarted, RunConflict, RunHandle, get_run, redrive_run, start_run
-from .celery_app import CallbackTask, init_celery
-from .config import ConfigurationError, Settings, get_settings
-from .errors import NenAPIError, NenError, NenProtocolError, NenTransportError
-from .models import Run
-from .params import InvalidCallback, InvalidParams, register_workflow, unregister_workflow
-from .status import Status
+from nen_celery.celery.callback_task import CallbackTask
+from nen_celery.celery.install import init_celery
+from nen_celery.domain.models import Run
+from nen_celery.domain.params import register_workflow, unregister_workflow
+from nen_celery.domain.status import Status
+from nen_celery.errors import (
+    ConfigurationError,
+    InvalidCallback,
+    InvalidParams,
+    NenAPIError,
+    NenError,
+    NenProtocolError,
+    NenTransportError,
+)
+from nen_celery.lifecycle.api import MayHaveStarted, RunConflict, RunHandle, get_run, redrive_run, start_run
+from nen_celery.settings import Settings, get_settings
 
 __all__ = [
     "CallbackTask",

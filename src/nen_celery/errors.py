@@ -1,5 +1,9 @@
-"""Typed errors. API errors carry Nen's status code and error body, like Stripe's client does;
-what is stored and logged of that body is its ``error`` / ``message`` fields, cut and redacted."""
+"""Every error type of the package, in one module that imports nothing of ours.
+
+ConfigurationError: a setting is missing or invalid. InvalidParams / InvalidCallback: bad input to
+start_run, refused before anything is queued. NenError and its kinds: API errors carry Nen's status
+code and error body, like Stripe's client does; what is stored and logged of that body is its
+``error`` / ``message`` fields, cut and redacted."""
 
 from __future__ import annotations
 
@@ -9,11 +13,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .config import ConfigurationError
-from .params import InvalidParams
-
 __all__ = [
     "ConfigurationError",
+    "InvalidCallback",
     "InvalidParams",
     "NenAPIError",
     "NenError",
@@ -21,6 +23,23 @@ __all__ = [
     "NenTransportError",
 ]
 
+
+
+class ConfigurationError(RuntimeError):
+    """A setting the requested operation needs is missing or invalid; the message names it."""
+
+
+class InvalidParams(ValueError):
+    """Params failed validation; ``errors`` lists ``(field, problem)`` for each bad field."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("invalid params: " + "; ".join(f"{f}: {p}" for f, p in errors))
+
+
+class InvalidCallback(InvalidParams):
+    """``on_complete`` / ``on_failure`` cannot be called as given: its arguments do not fit the
+    task's signature (with the finished-run dict prepended), or cannot travel as UTF-8 JSON."""
 
 # What is kept of Nen's error answers (stored on the run, logged): its ``error`` and ``message``
 # fields only, each with the run's secure param values replaced and cut to this many characters.

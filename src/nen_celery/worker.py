@@ -1,6 +1,6 @@
 """The ready-made Celery app, for users without one: ``celery -A nen_celery.worker worker`` /
 ``... beat`` (exactly one beat). Users with an app of their own call ``nen_celery.init_celery``
-instead and never import this module; nothing else imports it but ``celery_app.current()`` in a
+instead and never import this module; nothing else imports it but ``runtime.app.current()`` in a
 process where init_celery did not run. It is created with ``set_as_current=False``: importing it
 does not change ``celery.current_app`` (a worker of this app makes it current, as any worker).
 
@@ -39,19 +39,19 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from . import celery_app
-from .celery_app import (
+from nen_celery.celery.callback_task import CallbackTask, NenTask
+from nen_celery.celery.install import set_ready_made
+from nen_celery.errors import ConfigurationError
+from nen_celery.runtime.app import (
     COMPLETE_QUEUE,
     INGEST_QUEUE,
     SUBMIT_QUEUE,
-    CallbackTask,
-    NenTask,
     hidden_repr,
     is_amqp_url,
     is_redis_url,
     request_header,
 )
-from .config import ConfigurationError, Settings, get_settings
+from nen_celery.settings import Settings, get_settings
 
 __all__ = [
     "COMPLETE_QUEUE",
@@ -162,9 +162,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 app = Celery("nen_celery", set_as_current=False, task_cls=CallbackTask)
 app.conf.update(celery_config(get_settings()))
-celery_app.set_ready_made(app)  # nen's tasks, queues and beat entry, as init_celery adds them
+set_ready_made(app)  # nen's tasks, queues and beat entry, as init_celery adds them
 if get_settings().event_batches:
-    from .event_batches import EventBatches
+    from nen_celery.fastpath.event_batches import EventBatches
 
     app.steps["consumer"].add(EventBatches)  # task events in batches of up to 50 ms, every pool
 
@@ -192,7 +192,8 @@ def _beat_logging(sender: Any = None, **_: object) -> None:
 
 
 def _configure_logging(logger: logging.Logger) -> None:
-    from . import logging_filters, runlog
+    from nen_celery.logs import redaction as logging_filters
+    from nen_celery.logs import runlog
 
     try:
         log_format = get_settings().log_format
@@ -208,7 +209,7 @@ def _bind_callback_ids(task: Any = None, args: Any = None, **_: object) -> None:
     bind theirs in NenTask). Only this app's tasks: never another app's."""
     if task is None or task.app is not app or isinstance(task, NenTask):
         return
-    from . import runlog
+    from nen_celery.logs import runlog
 
     runlog.clear()
     first = args[0] if args else None
@@ -220,7 +221,7 @@ def _bind_callback_ids(task: Any = None, args: Any = None, **_: object) -> None:
 def _unbind_callback_ids(task: Any = None, **_: object) -> None:
     if task is None or task.app is not app or isinstance(task, NenTask):
         return
-    from . import runlog
+    from nen_celery.logs import runlog
 
     runlog.clear()
 

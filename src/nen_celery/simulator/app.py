@@ -43,7 +43,7 @@ with requires_extra("simulator", __name__):
     from starlette.routing import Route
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nen_celery.signing import verify_request, webhook_signature
+from nen_celery.domain.signing import verify_request, webhook_signature
 from nen_celery.simulator.config import FAULT_FIELDS, PlannedError, SimulatorConfig
 from nen_celery.simulator.control import InvalidConfig, config_view, parse_config_update
 from nen_celery.simulator.sender import SendError, WebhookSender

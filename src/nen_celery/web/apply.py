@@ -20,18 +20,16 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from .. import connections
-from ..status import is_terminal
-from ..store import RunStore, script_source
-from ..webhook import MISFITS, log_hinted
-
-if TYPE_CHECKING:
-    from .receiver import Answer
+from nen_celery import connections
+from nen_celery.domain.status import is_terminal
+from nen_celery.lifecycle.webhook import MISFITS, log_hinted
+from nen_celery.store.runs import RunStore, script_source
+from nen_celery.web.answers import APPLIED, IGNORED, Answer
 
 log = logging.getLogger("nen_celery.web")
 
@@ -56,8 +54,6 @@ def answer_for(
     verdict: str, now: str, run_id: str, attempt: int, parsed: dict[str, Any], parked_status: int
 ) -> Answer:
     """The answer to Nen for ingest.lua's verdict, logged as ``ingest_webhook`` logs it."""
-    from .receiver import APPLIED, IGNORED, Answer
-
     log_hinted(log, verdict, now, run_id, attempt, str(parsed["status"]), str(parsed["message_id"]))
     if verdict in MISFITS:
         return IGNORED
@@ -101,9 +97,7 @@ class AsyncApply:
             script = self._scripts[loop] = client.register_script(script_source("ingest"))
         return script
 
-    async def __call__(
-        self, run_id: str, attempt: int, parsed: dict[str, Any]
-    ) -> tuple[str, str]:
+    async def __call__(self, run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
         keys, args = self.store.ingest_call(run_id, attempt, parsed, _NO_BODY, "webhook")
         async with asyncio.timeout(self.timeout):
             res = await self._script()(keys=keys, args=args)

@@ -3,7 +3,7 @@
 ``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. ``GET /healthz``.
 ``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``): a guest in
 your process, it changes no logging and no garbage-collector state (put
-``nen_celery.logging_filters.RedactingFilter`` on your own handlers). Served on its own, it reads
+``nen_celery.logs.redaction.RedactingFilter`` on your own handlers). Served on its own, it reads
 the settings at startup (lifespan; a mounted app's lifespan does not run), so invalid settings
 stop it before it listens.
 
@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ..extras import requires_extra
+from nen_celery.extras import requires_extra
 
 with requires_extra("receiver", __name__):
     from starlette.applications import Starlette
@@ -34,22 +34,21 @@ with requires_extra("receiver", __name__):
     from starlette.routing import Route
     from starlette.types import Receive, Scope, Send
 
-from .. import celery_app, runlog
-from ..config import ConfigurationError, get_settings
-from ..context import get_context
-from ..logging_filters import add_redaction
-from .metrics import metrics_endpoint
-from .receiver import (
-    HEALTHY,
-    NOT_CONFIGURED,
-    QUEUED,
-    Answer,
+from nen_celery.celery.install import init_celery
+from nen_celery.errors import ConfigurationError
+from nen_celery.logs import runlog
+from nen_celery.logs.redaction import add_redaction
+from nen_celery.runtime import app as app_state
+from nen_celery.runtime.context import get_context
+from nen_celery.settings import get_settings
+from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, QUEUED, Answer, too_large
+from nen_celery.web.metrics import metrics_endpoint
+from nen_celery.web.receiver import (
     check,
     deliver_checked,
     deliver_hinted,
     direct_publisher,
     refused_early,
-    too_large,
 )
 
 log = logging.getLogger("nen_celery.web")
@@ -148,7 +147,7 @@ async def _standalone_lifespan(app: Starlette) -> AsyncIterator[None]:
     runlog.configure(get_settings().log_format, *loggers)
     _install_named_app()
     # the Celery app and its tasks: built now, not on the first webhook's clock
-    celery_app.nen_task("ingest_webhook")
+    app_state.nen_task("ingest_webhook")
     _direct_publisher()
 
     # Celery, kombu and their modules are ~75,000 objects that live as long as the process: out
@@ -175,10 +174,10 @@ def _install_named_app() -> None:
     """``NEN_CELERY_APP=proj`` (as for ``celery -A``): the standalone receiver publishes through
     your Celery app; without it, through the ready-made one."""
     path = os.environ.get("NEN_CELERY_APP")
-    if path and celery_app.installed() is None:
+    if path and app_state.installed() is None:
         from celery.app.utils import find_app
 
-        celery_app.init_celery(find_app(path))
+        init_celery(find_app(path))
 
 
 def _build(lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]) -> Starlette:

@@ -19,7 +19,7 @@ Django's ASGI handler buffers the whole body before any view runs).
 Logging is yours: the app adds no handler, filter or formatter. To keep nen's secrets and URL
 queries out of your logs, add the redaction filter to your handlers in ``LOGGING``::
 
-    "filters": {"nen_redact": {"()": "nen_celery.logging_filters.RedactingFilter"}},
+    "filters": {"nen_redact": {"()": "nen_celery.logs.redaction.RedactingFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["nen_redact"]}},
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..extras import requires_extra
+from nen_celery.extras import requires_extra
 
 with requires_extra("django", __name__):
     from django.apps import AppConfig
@@ -39,10 +39,11 @@ with requires_extra("django", __name__):
     from django.views.decorators.csrf import csrf_exempt
     from django.views.decorators.http import require_GET, require_POST
 
-from .. import metrics
-from ..config import ConfigurationError, install_overrides
-from .host import receive
-from .receiver import HEALTHY, Answer
+from nen_celery.errors import ConfigurationError
+from nen_celery.runtime import metrics
+from nen_celery.settings import install_overrides
+from nen_celery.web.answers import HEALTHY, Answer
+from nen_celery.web.host import receive
 
 SETTING = "NEN_CELERY"
 
@@ -97,7 +98,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition (nen_celery.metrics); protect it as you protect your admin URLs."""
+    """Prometheus exposition (nen_celery.runtime.metrics); protect it as you protect your admin URLs."""
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)
 

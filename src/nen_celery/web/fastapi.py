@@ -11,19 +11,19 @@ size limit); settings come from the environment (``NEN_*``). The webhook is left
 OpenAPI schema: it is for Nen, not for your API's clients.
 
 Logging is yours: nothing here adds a handler, filter or formatter. To keep nen's secrets and URL
-queries out of your logs, add ``nen_celery.logging_filters.RedactingFilter()`` to your handlers
+queries out of your logs, add ``nen_celery.logs.redaction.RedactingFilter()`` to your handlers
 (``handler.addFilter(...)``; under uvicorn, its ``default`` and ``access`` handlers too).
 """
 
 from __future__ import annotations
 
-from ..extras import requires_extra
+from nen_celery.extras import requires_extra
 
 with requires_extra("fastapi", __name__):
     from fastapi import APIRouter
 
-from .asgi import healthz, webhook
-from .metrics import metrics_endpoint
+from nen_celery.web.asgi import healthz, webhook
+from nen_celery.web.metrics import metrics_endpoint
 
 
 def create_router() -> APIRouter:

@@ -17,21 +17,21 @@ ASGI receiver's; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further.
 Logging is yours: the extension adds no handler, filter or formatter. To keep nen's secrets and
 URL queries out of your logs, add the redaction to your handlers::
 
-    handler.addFilter(nen_celery.logging_filters.RedactingFilter())
-    # dictConfig: "filters": {"nen": {"()": "nen_celery.logging_filters.RedactingFilter"}}
+    handler.addFilter(nen_celery.logs.redaction.RedactingFilter())
+    # dictConfig: "filters": {"nen": {"()": "nen_celery.logs.redaction.RedactingFilter"}}
 """
 
 from __future__ import annotations
 
-from ..extras import requires_extra
+from nen_celery.extras import requires_extra
 
 with requires_extra("flask", __name__):
     from flask import Blueprint, Flask, Response, jsonify, request
 
-from .. import metrics
-from ..config import install_overrides
-from .host import receive
-from .receiver import HEALTHY, Answer
+from nen_celery.runtime import metrics
+from nen_celery.settings import install_overrides
+from nen_celery.web.answers import HEALTHY, Answer
+from nen_celery.web.host import receive
 
 blueprint = Blueprint("nen_celery", __name__)
 
@@ -55,7 +55,7 @@ def healthz() -> tuple[Response, int]:
 
 @blueprint.get("/metrics")
 def metrics_endpoint() -> Response:
-    """Prometheus exposition (nen_celery.metrics)."""
+    """Prometheus exposition (nen_celery.runtime.metrics)."""
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ..config import ConfigurationError
-from ..context import get_context
-from .receiver import NOT_CONFIGURED, Answer, handle, refused_early, too_large
+from nen_celery.errors import ConfigurationError
+from nen_celery.runtime.context import get_context
+from nen_celery.web.answers import NOT_CONFIGURED, Answer, too_large
+from nen_celery.web.receiver import handle, refused_early
 
 Read = Callable[[int], bytes]
 

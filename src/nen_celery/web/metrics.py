@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..extras import requires_extra
+from nen_celery.extras import requires_extra
 
 with requires_extra("receiver", __name__):
     from starlette.applications import Starlette
@@ -11,11 +11,11 @@ with requires_extra("receiver", __name__):
     from starlette.responses import Response
     from starlette.routing import Route
 
-from .. import metrics
+from nen_celery.runtime import metrics
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus exposition (see nen_celery.metrics; multiprocess with PROMETHEUS_MULTIPROC_DIR)."""
+    """Prometheus exposition (see nen_celery.runtime.metrics; multiprocess with PROMETHEUS_MULTIPROC_DIR)."""
     body, content_type = await run_in_threadpool(metrics.render)
     return Response(body, media_type=content_type)
 

@@ -21,43 +21,37 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .. import direct_publish, hints, metrics, runlog, signing
-from ..config import Settings
-from ..connections import redis_client
-from ..context import per_context
-from ..crypto import Sealer
-from ..direct_publish import DirectPublisher, Outgoing
-from ..store import RunStore
-from ..webhook import RECEIVED_AT_HEADER, parse_webhook
-from . import apply
+from nen_celery.connections import redis_client
+from nen_celery.domain import hints, signing
+from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER, parse_webhook
+from nen_celery.logs import runlog
+from nen_celery.runtime import metrics
+from nen_celery.runtime.context import per_context
+from nen_celery.settings import Settings
+from nen_celery.store.runs import RunStore
+from nen_celery.store.sealer import Sealer
+from nen_celery.web import apply
+from nen_celery.web.answers import (
+    NOT_CONFIGURED,
+    NOT_QUEUED,
+    QUEUED,
+    Answer,
+)
 
 if TYPE_CHECKING:
-    from ..context import Context
+    from nen_celery.runtime.context import Context
 
 log = logging.getLogger("nen_celery.web")
 
 SIGNATURE_HEADER = "x-hmac-signature"
 
 Lookup = Callable[[str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Answer:
-    status_code: int
-    body: dict[str, Any] = field(default_factory=dict)
-
-
-HEALTHY = Answer(200, {"status": "ok"})
-NOT_CONFIGURED = Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"})
-
-
-def too_large(limit: int) -> Answer:
-    return Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"})
 
 
 def refused_early(answer: Answer) -> Answer:
@@ -203,7 +197,7 @@ def ingest_message(
 
 def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: Any = None) -> None:
     """``ingest_webhook.apply_async`` for brokers the direct publisher does not serve."""
-    from ..celery_app import nen_task
+    from nen_celery.runtime.app import nen_task
 
     nen_task("ingest_webhook").apply_async(
         args=outgoing.args,
@@ -224,12 +218,7 @@ def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: 
 
 def _not_queued(parsed: dict[str, Any], exc: BaseException) -> Answer:
     log.error("webhook for message %s not queued: %s: %s", parsed["message_id"], type(exc).__name__, exc)
-    return Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
-
-
-QUEUED = Answer(200, {"status": "queued"})
-APPLIED = Answer(200, {"status": "applied"})  # a processing webhook applied by the receiver
-IGNORED = Answer(200, {"status": "ignored"})  # ... whose run hint does not fit it: nothing changed
+    return NOT_QUEUED
 
 
 def enqueue(
@@ -407,7 +396,7 @@ def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | Non
     NEN_WEBHOOK_DIRECT_PUBLISH), or None: apply_async. The first call makes it, with its
     self-check (a few broker round trips): the standalone receiver at start-up, a mounted one
     on its first webhook, in a thread. ``create=False`` (the event loop): only one made before."""
-    from ..celery_app import nen_task
+    from nen_celery.runtime.app import nen_task
 
     return direct_publish.cached_for_task(
         ctx,

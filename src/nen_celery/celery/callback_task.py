@@ -1,0 +1,211 @@
+"""The task base classes: ``CallbackTask`` (an optional base for users' callbacks; the
+ready-made app's task class) and ``NenTask`` (nen's own tasks, never the app's others)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery, Task
+
+from nen_celery.logs import runlog
+from nen_celery.runtime.app import (
+    CALLBACK_HEADER,
+    hidden_repr,
+    is_amqp_url,
+    request_header,
+    with_default_queue,
+)
+
+log = logging.getLogger("nen_celery.celery")
+
+_RUN_ID_TASKS = frozenset(
+    f"nen_celery.{name}" for name in ("submit_run", "complete_run", "poll_run", "lookup_run")
+)
+
+
+class CallbackTask(Task):  # type: ignore[misc]
+    """An optional base class for your callbacks (``@app.task(base=CallbackTask)``); the
+    ready-made app uses it for every task. It adds, to callback messages nen dispatched (their
+    ``nen_callback`` header names the run and attempt), run in a worker:
+
+    - one execution at a time per run and attempt: a lease in Redis (``NEN_CALLBACK_LEASE``,
+      renewed by a heartbeat thread while the callback runs). A copy of the message (a broker
+      redelivery while the callback still runs) waits (retries every half lease) and then runs
+      only if the first died before the end, or is skipped once the callback completed;
+    - retries that keep the argument reprs nen gave the callback message (the run's payload
+      holds presigned URLs).
+
+    Plain tasks are dispatched once per attempt as well; only the concurrency guard needs it.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.id is None or request.is_eager:  # called directly, or eagerly: as before
+            return super().__call__(*args, **kwargs)
+        mark = request_header(request, CALLBACK_HEADER)
+        if mark is None:  # not a callback message of nen's
+            return self.run(*args, **kwargs)
+        return _run_once(self, mark, args, kwargs)
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's retry, keeping what Flower and the logs are shown of the arguments.
+
+        Celery rebuilds a retried message without ``argsrepr``/``kwargsrepr``, so the retry would
+        show the raw arguments (a run's payload, Nen's 202 body). Kept: the message's own reprs while the
+        arguments are unchanged; new arguments are shown by type, numbers and booleans as they are.
+        """
+        request = self.request
+        if "argsrepr" not in options:
+            options["argsrepr"] = request.argsrepr if args is None else hidden_repr(tuple(args))
+        if "kwargsrepr" not in options:
+            unchanged = kwargs is None and request.kwargsrepr is not None
+            new = kwargs or request.kwargs or {}
+            options["kwargsrepr"] = request.kwargsrepr if unchanged else hidden_repr(new)
+        mark = request_header(request, CALLBACK_HEADER)
+        if mark is not None and "headers" not in options:  # the retry stays guarded
+            options["headers"] = {**(request.headers or {}), CALLBACK_HEADER: mark}
+        held = getattr(request, "nen_lease", None)
+        if held is not None:  # free the lease before the retried message can be taken
+            store, run_id, attempt, holder = held
+            with contextlib.suppress(redis.RedisError):
+                store.release_callback(run_id, attempt, holder)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
+def _run_once(task: CallbackTask, mark: str, args: Any, kwargs: Any) -> Any:
+    """Run the callback of the ``<run_id>|<attempt>`` in ``mark`` unless another execution
+    holds it (wait: retry) or one completed it (skip)."""
+    from celery.exceptions import Reject, Retry
+
+    from nen_celery.runtime.context import get_context
+
+    run_id, _, attempt = mark.rpartition("|")
+    store = get_context().store
+    lease = store.settings.callback_lease
+    holder = f"{task.request.id}/{uuid.uuid4().hex}"  # this execution, not the message
+    try:
+        verdict = store.claim_callback(run_id, attempt, holder, lease)
+    except redis.RedisError as exc:
+        log.warning("callback %s of run %s: lease not claimed (%r); retrying", task.name, run_id, exc)
+        raise task.retry(exc=exc, countdown=lease / 2, max_retries=None) from exc
+    if verdict == "done":
+        log.info(
+            "callback %s[%s]: run %s attempt %s already completed its callback; skipped",
+            task.name,
+            task.request.id,
+            run_id,
+            attempt,
+        )
+        return None
+    if verdict != "claimed":  # busy: a live execution runs it; come back after half a lease
+        log.info(
+            "callback %s[%s]: run %s attempt %s is running in another execution; waiting",
+            task.name,
+            task.request.id,
+            run_id,
+            attempt,
+        )
+        raise task.retry(countdown=lease / 2, max_retries=None)
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat,
+        args=(store, run_id, attempt, holder, lease, stop),
+        daemon=True,
+        name=f"nen-callback-lease-{run_id}",
+    )
+    beat.start()
+    end = True
+    task.request.nen_lease = (store, run_id, attempt, holder)  # for the callback's own retry
+    try:
+        return task.run(*args, **kwargs)
+    except Retry:
+        end = False  # the callback asked for a retry: that execution must run it
+        raise
+    except Reject as exc:
+        end = not exc.requeue
+        raise
+    except Exception:
+        raise  # its end, as Celery does not retry it either
+    except BaseException:
+        end = False  # the worker is going away mid-callback: a redelivered copy may run it
+        raise
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            if end:
+                store.finish_callback(run_id, attempt, holder)
+            else:
+                store.release_callback(run_id, attempt, holder)
+        except redis.RedisError as exc:  # the lease lapses on its own; done is not recorded
+            log.error(
+                "callback %s of run %s: lease not %s (%r)",
+                task.name,
+                run_id,
+                "finished" if end else "released",
+                exc,
+            )
+
+
+def _heartbeat(
+    store: Any, run_id: str, attempt: str, holder: str, lease: float, stop: threading.Event
+) -> None:
+    """Renew the execution's lease every third of it until ``stop``."""
+    while not stop.wait(lease / 3):
+        try:
+            if not store.renew_callback(run_id, attempt, holder, lease):
+                log.warning("callback of run %s attempt %s: its lease lapsed while it ran", run_id, attempt)
+        except Exception as exc:  # Redis away for a moment: the next beat tries again
+            log.warning("callback of run %s: lease not renewed (%r)", run_id, exc)
+
+
+class NenTask(CallbackTask):
+    """Base class of nen's own tasks, never of the app's other tasks.
+
+    Adds nen's default queue (``with_default_queue``), whole-second countdowns where RabbitMQ's
+    native delays need them and the run id on the task's log records (runlog).
+    """
+
+    def apply_async(
+        self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any
+    ) -> Any:
+        options = with_default_queue(self, args, kwargs, options)
+        countdown = options.get("countdown")
+        if countdown and countdown > 0 and countdown != int(countdown) and _native_delays(self.app):
+            # Native delayed delivery counts whole seconds and refuses 0 < countdown < 1
+            options["countdown"] = float(math.ceil(countdown))
+        return super().apply_async(args, kwargs, task_id, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.id is None:  # called directly, not by a worker
+            return super().__call__(*args, **kwargs)
+        runlog.clear()  # a pool thread never lends one task's ids to the next
+        if args and isinstance(args[0], str) and self.name in _RUN_ID_TASKS:
+            runlog.bind(run_id=args[0])
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            runlog.clear()
+
+
+def _native_delays(app: Celery) -> bool:
+    """Countdowns go through RabbitMQ's delay queues (quorum queues on an AMQP broker)."""
+    return is_amqp_url(app.conf.broker_url) and any(
+        (q.queue_arguments or {}).get("x-queue-type") == "quorum" for q in app.amqp.queues.values()
+    )

@@ -1,0 +1,87 @@
+"""Per-process singletons (settings, Redis, store, Nen client), rebuilt after fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from nen_celery.connections import redis_client
+from nen_celery.nen.client import NenClient
+from nen_celery.settings import Settings, get_settings, on_settings_change
+from nen_celery.store.runs import RunStore
+from nen_celery.store.sealer import Sealer
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    redis: redis.Redis
+    sealer: Sealer
+    store: RunStore
+
+    @property
+    def client(self) -> NenClient:
+        return NenClient(self.settings)
+
+
+_current: dict[int, Context] = {}
+_lock = threading.Lock()
+
+
+def get_context() -> Context:
+    pid = os.getpid()
+    ctx = _current.get(pid)
+    if ctx is None:
+        with _lock:
+            ctx = _current.get(pid)
+            if ctx is None:
+                settings = get_settings()
+                client = redis_client(
+                    settings.redis_url,
+                    decode_responses=True,
+                    socket_connect_timeout=5,
+                    socket_timeout=10,
+                    health_check_interval=30,
+                    retry_on_timeout=True,
+                )
+                sealer = Sealer.from_settings(settings)
+                ctx = Context(settings, client, sealer, RunStore(client, settings, sealer))
+                _current.clear()
+                _current[pid] = ctx
+    return ctx
+
+
+_per_context: dict[str, tuple[object, Any]] = {}
+_per_context_lock = threading.RLock()  # a build may need another value, or the context itself
+
+
+def per_context(name: str, ctx: Context, build: Callable[[], Any]) -> Any:
+    """``build()``'s value, made once per context (a forked process has a context of its own)."""
+    cached = _per_context.get(name)
+    if cached is None or cached[0] is not ctx:
+        with _per_context_lock:
+            cached = _per_context.get(name)
+            if cached is None or cached[0] is not ctx:
+                cached = _per_context[name] = (ctx, build())
+    return cached[1]
+
+
+def made_for(name: str, ctx: Context) -> Any:
+    """The value ``per_context`` made for ``ctx`` under ``name``, or None if none was made yet
+    (a caller that must not wait for a build, e.g. on an event loop)."""
+    cached = _per_context.get(name)
+    return cached[1] if cached is not None and cached[0] is ctx else None
+
+
+def reset_context() -> None:
+    """Drop the cached context (tests that change settings)."""
+    with _lock:
+        _current.clear()
+
+
+on_settings_change(reset_context)  # install_overrides (Django/Flask settings) drops this cache

@@ -1,0 +1,164 @@
+"""Prometheus metrics, safe for prefork workers.
+
+Counters and histograms live in this module's own registry. With ``PROMETHEUS_MULTIPROC_DIR``
+set (the same directory for every process on a host, emptied before they start), each process,
+prefork children included, writes its values to files there and ``render()`` sums them, so the
+receiver's ``GET /metrics`` (or ``nen-celery metrics serve`` on a worker host) reports every
+process of the host. Without it, ``render()`` reports the calling process only.
+
+Labels are statuses, outcomes, reasons and actions: small fixed sets, never ids.
+``nen_runs_pending`` and ``nen_parked_webhooks`` are read from Redis at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("nen_celery.runtime.metrics")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+RUNS_STARTED = Counter(
+    "nen_runs_started", "Runs accepted by start_run: validated, stored and queued.", registry=REGISTRY
+)
+RUNS_ACCEPTED = Counter("nen_runs_accepted", "Runs Nen answered 202 Accepted for.", registry=REGISTRY)
+RUNS_COMPLETED = Counter(
+    "nen_runs_completed",
+    "Runs whose completion was dispatched, by final status (success, failed, rejected, submit_failed).",
+    ["status"],
+    registry=REGISTRY,
+)
+SUBMIT_SECONDS = Histogram(
+    "nen_submit_seconds",
+    "POST /runs until a final answer, retries and backoff included, by outcome.",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LATE_WEBHOOKS = Counter(
+    "nen_late_webhooks",
+    "Nen's webhooks for a run that had ended submit_failed as 'may have started in Nen': Nen did "
+    "start it. Recorded on the run, no second callback; by Nen's status.",
+    ["status"],
+    registry=REGISTRY,
+)
+WEBHOOK_TO_CALLBACK_SECONDS = Histogram(
+    "nen_webhook_to_callback_seconds",
+    "Terminal webhook received by the receiver until the user's callback was dispatched.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+WEBHOOKS = Counter(
+    "nen_webhooks",
+    "Webhook deliveries answered by the receiver, by result "
+    "(queued, applied, ignored, parked, hint_refused: queued or parked by messageId because its URL "
+    "named a run with a missing or wrong token, or the refusal reason: invalid_signature, ...).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_ACTIONS = Counter(
+    "nen_reconcile_actions", "Actions taken by the reconcile sweep.", ["action"], registry=REGISTRY
+)
+CALLBACKS_DEAD_LETTERED = Counter(
+    "nen_callbacks_dead_lettered",
+    "Runs whose callback was never dispatched and went on the dead-letter list, by reason "
+    "(arguments: they do not fit the task's signature).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+_webhook_children: dict[tuple[int, str], Any] = {}
+
+
+def webhook_answered(status_code: int, body: dict[str, Any], hint_refused: bool = False) -> None:
+    """Count one answered delivery; ``hint_refused``: taken in (2xx) without its run hint, whose
+    token was missing or wrong (hints.py)."""
+    if hint_refused and status_code < 300:
+        result = "hint_refused"
+    elif status_code == 200:
+        result = str(body.get("status") or "queued")  # queued | applied | ignored
+    else:
+        result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
+    # one labelled child per process and result: labels() takes a lock and builds a tuple each call
+    key = (os.getpid(), result)
+    child = _webhook_children.get(key)
+    if child is None:
+        child = _webhook_children.setdefault(key, WEBHOOKS.labels(result=result))
+    child.inc()
+
+
+def reconciled(counts: dict[str, int]) -> None:
+    for action, n in counts.items():
+        if action != "locked":
+            RECONCILE_ACTIONS.labels(action=action).inc(n)
+
+
+class _RedisGauges:
+    """Scrape-time gauges from the run store: O(1) reads (ZCARD), skipped if Redis is down."""
+
+    def collect(self) -> Iterator[Metric]:
+        import redis
+
+        from nen_celery.runtime.context import get_context
+
+        try:
+            pending, parked = get_context().store.pending_counts()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("metrics: run store unreachable (%s)", type(exc).__name__)
+            yield GaugeMetricFamily("nen_store_up", "1 if the run store answered the scrape.", value=0)
+            return
+        yield GaugeMetricFamily("nen_store_up", "1 if the run store answered the scrape.", value=1)
+        yield GaugeMetricFamily(
+            "nen_runs_pending",
+            "Runs with a pending check: not finished, or callback not yet at its end.",
+            value=pending,
+        )
+        yield GaugeMetricFamily(
+            "nen_parked_webhooks", "Webhooks kept for a messageId that is not bound yet.", value=parked
+        )
+
+
+class _Exposition:
+    """What one scrape reports: this host's processes (or this process) plus the store gauges."""
+
+    def __init__(self, sources: Iterable[Any]) -> None:
+        self.sources = list(sources)
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self.sources:
+            yield from source.collect()
+
+
+def render(include_store: bool = True) -> tuple[bytes, str]:
+    """The Prometheus text exposition and its content type."""
+    directory = multiprocess_dir()
+    counters: Any = REGISTRY
+    if directory:
+        from prometheus_client import multiprocess
+
+        counters = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(counters, path=directory)  # type: ignore[no-untyped-call]
+    sources = [counters, _RedisGauges()] if include_store else [counters]
+    return generate_latest(_Exposition(sources)), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """Tell the multiprocess files that a (prefork child) process is gone."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,24 @@
+"""What the webhook receiver answers Nen: one value per outcome, shared by every adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+HEALTHY = Answer(200, {"status": "ok"})
+NOT_CONFIGURED = Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"})
+QUEUED = Answer(200, {"status": "queued"})
+APPLIED = Answer(200, {"status": "applied"})  # a processing webhook applied by the receiver
+IGNORED = Answer(200, {"status": "ignored"})  # ... whose run hint does not fit it: nothing changed
+NOT_QUEUED = Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
+
+
+def too_large(limit: int) -> Answer:
+    return Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"})

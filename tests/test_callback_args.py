@@ -16,10 +16,10 @@ from celery import signature
 from click.testing import CliRunner
 
 from nen_celery import InvalidCallback, InvalidParams, get_run, start_run
-from nen_celery.celery.tasks import enqueue_submit
 from nen_celery.domain.signing import webhook_signature
 from nen_celery.lifecycle import deadletter as deadletter_module
 from nen_celery.lifecycle.callback_args import check_callback_args
+from nen_celery.lifecycle.submit import enqueue_submit
 from nen_celery.ops.cli import main
 from nen_celery.runtime.context import get_context
 from nen_celery.runtime.metrics import REGISTRY

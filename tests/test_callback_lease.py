@@ -46,7 +46,7 @@ def test_claim_renew_release_finish_verdicts(store: Any) -> None:
     store.finish_callback(run_id, "0", "b/2")
     assert store.claim_callback(run_id, "0", "a/1", 5) == "done"
     assert store.renew_callback(run_id, "0", "b/2", 5) is False  # the lease went with the end
-    lease_key, done_key = store._callback_keys(run_id, "0")
+    lease_key, done_key = store.callback_keys(run_id, "0")
     assert lease_key.startswith(store.run_key(run_id)) and done_key.startswith(store.run_key(run_id))
     assert 0 < store.redis.ttl(done_key) <= store.settings.retention_seconds
 

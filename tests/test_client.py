@@ -11,7 +11,7 @@ import respx
 
 from nen_celery.domain import signing
 from nen_celery.errors import ConfigurationError, NenAPIError, NenProtocolError, NenTransportError
-from nen_celery.nen.client import AttemptHooks, NenClient, StartRunRequest
+from nen_celery.nen.client import AttemptHooks, NenClient, RunRequest
 from nen_celery.nen.retryable import parse_retry_after
 from nen_celery.settings import Settings
 
@@ -48,14 +48,14 @@ class Hooks(AttemptHooks):
         self.unsent += 1
 
 
-REQ = StartRunRequest(WF, {"PATIENT_NAME": "Jane Doe"}, {"password": "pw-secret"}, "https://me.test/hook")
+REQ = RunRequest(WF, {"PATIENT_NAME": "Jane Doe"}, {"password": "pw-secret"}, "https://me.test/hook")
 
 
 @respx.mock
 def test_accepted_request_is_signed_over_the_exact_bytes() -> None:
     route = respx.post(f"{API}/runs").mock(return_value=httpx.Response(202, json=ACCEPTED))
     client, _ = make()
-    accepted = client.start_run(REQ, "run-1")
+    accepted = client.post_run(REQ, "run-1")
     assert accepted.message_id == "m-1" and accepted.body == ACCEPTED
     sent = route.calls.last.request
     assert sent.headers["x-api-key"] == "k-123"
@@ -80,7 +80,7 @@ def test_accepted_request_is_signed_over_the_exact_bytes() -> None:
 def test_webhook_field_name_is_a_setting() -> None:
     route = respx.post(f"{API}/runs").mock(return_value=httpx.Response(202, json=ACCEPTED))
     client, _ = make(webhook_field="webhook_url")
-    client.start_run(REQ, "run-1")
+    client.post_run(REQ, "run-1")
     assert "webhook_url" in json.loads(route.calls.last.request.content)
 
 
@@ -89,7 +89,7 @@ def test_secure_params_are_never_sent_unsigned() -> None:
     route = respx.post(f"{API}/runs").mock(return_value=httpx.Response(202, json=ACCEPTED))
     client, _ = make(signing_key=None)
     with pytest.raises(ConfigurationError, match="NEN_SIGNING_KEY"):
-        client.start_run(REQ, "run-1")
+        client.post_run(REQ, "run-1")
     assert route.call_count == 0
 
 
@@ -97,7 +97,7 @@ def test_secure_params_are_never_sent_unsigned() -> None:
 def test_plain_params_need_no_signing_key() -> None:
     route = respx.post(f"{API}/runs").mock(return_value=httpx.Response(202, json=ACCEPTED))
     client, _ = make(signing_key=None)
-    client.start_run(StartRunRequest(WF, {}, None, None), "run-1")
+    client.post_run(RunRequest(WF, {}, None, None), "run-1")
     assert "x-signature" not in route.calls.last.request.headers
 
 
@@ -114,7 +114,7 @@ def test_only_nens_own_busy_answers_are_retried(code: int) -> None:
     )
     client, sleeps = make()
     hooks = Hooks()
-    assert client.start_run(REQ, "run-1", hooks=hooks).message_id == "m-1"
+    assert client.post_run(REQ, "run-1", hooks=hooks).message_id == "m-1"
     assert route.call_count == 3 and len(sleeps) == 2
     assert all(0 < s <= 0.06 for s in sleeps)
     assert hooks.sent == 3 and hooks.unsent == 2
@@ -141,7 +141,7 @@ def test_an_answer_that_does_not_prove_not_created_is_never_resent(response: htt
     client, sleeps = make()
     hooks = Hooks()
     with pytest.raises(NenAPIError) as err:
-        client.start_run(REQ, "run-1", hooks=hooks)
+        client.post_run(REQ, "run-1", hooks=hooks)
     assert route.call_count == 1 and sleeps == []
     assert err.value.maybe_sent and not err.value.retryable
     assert hooks.unsent == 0  # the POST stays marked as possibly sent
@@ -153,7 +153,7 @@ def test_ambiguous_answers_are_resent_only_with_the_opt_in_and_the_same_key() ->
         side_effect=[httpx.Response(504, text="<html>timeout</html>"), httpx.Response(202, json=ACCEPTED)]
     )
     client, _ = make(retry_ambiguous=True)
-    assert client.start_run(REQ, "run-1").message_id == "m-1"
+    assert client.post_run(REQ, "run-1").message_id == "m-1"
     assert route.call_count == 2
     assert {c.request.headers["idempotency-key"] for c in route.calls} == {"run-1"}
 
@@ -167,7 +167,7 @@ def test_429_honours_retry_after() -> None:
         ]
     )
     client, sleeps = make()
-    client.start_run(REQ, "run-1")
+    client.post_run(REQ, "run-1")
     assert sleeps == [7.0]
 
 
@@ -178,7 +178,7 @@ def test_client_errors_are_never_retried_and_keep_the_body(code: int) -> None:
     route = respx.post(f"{API}/runs").mock(return_value=httpx.Response(code, json=body))
     client, sleeps = make()
     with pytest.raises(NenAPIError) as exc:
-        client.start_run(REQ, "run-1")
+        client.post_run(REQ, "run-1")
     assert route.call_count == 1 and sleeps == []
     assert exc.value.status_code == code and exc.value.body == body
     assert exc.value.error == "hmac_required_for_secure_params" and not exc.value.retryable
@@ -196,7 +196,7 @@ def test_connect_errors_are_retried_and_marked_not_sent() -> None:
     )
     client, _ = make()
     hooks = Hooks()
-    client.start_run(REQ, "run-1", hooks=hooks)
+    client.post_run(REQ, "run-1", hooks=hooks)
     assert route.call_count == 3 and hooks.unsent == 2
 
 
@@ -209,7 +209,7 @@ def test_read_timeout_after_send_is_not_retried_by_default(exc: Exception) -> No
     client, _ = make()
     hooks = Hooks()
     with pytest.raises(NenTransportError) as err:
-        client.start_run(REQ, "run-1", hooks=hooks)
+        client.post_run(REQ, "run-1", hooks=hooks)
     assert route.call_count == 1
     assert err.value.maybe_sent and not err.value.retryable
     assert hooks.unsent == 0  # the POST stays marked as possibly sent
@@ -221,7 +221,7 @@ def test_read_timeout_retry_is_an_opt_in_setting() -> None:
         side_effect=[httpx.ReadTimeout("slow"), httpx.Response(202, json=ACCEPTED)]
     )
     client, _ = make(retry_read_timeout=True)
-    client.start_run(REQ, "run-1")
+    client.post_run(REQ, "run-1")
     assert route.call_count == 2
     assert {c.request.headers["idempotency-key"] for c in route.calls} == {"run-1"}
 
@@ -234,7 +234,7 @@ def test_202_without_usable_body_is_a_protocol_error(response: httpx.Response) -
     route = respx.post(f"{API}/runs").mock(return_value=response)
     client, _ = make()
     with pytest.raises(NenProtocolError) as err:
-        client.start_run(REQ, "run-1")
+        client.post_run(REQ, "run-1")
     assert route.call_count == 1 and err.value.maybe_sent
 
 
@@ -244,7 +244,7 @@ def test_total_deadline_bounds_retries() -> None:
     settings = Settings(api_url=API, api_key="k", submit_deadline=0.3, backoff_initial=0.02, backoff_max=0.05)
     client = NenClient(settings, httpx.Client())  # real sleeps: the deadline is wall-clock
     with pytest.raises(NenAPIError) as err:
-        client.start_run(StartRunRequest(WF, {}, None, None), "run-1")
+        client.post_run(RunRequest(WF, {}, None, None), "run-1")
     assert err.value.retryable and err.value.status_code == 503
     assert 2 <= route.call_count <= 20
 
@@ -255,14 +255,14 @@ def test_get_run_uses_the_retrieval_path_setting() -> None:
         return_value=httpx.Response(200, json={"message_id": "m-1", "status": "processing"})
     )
     client, _ = make(retrieval_path="/v2/results/{message_id}")
-    assert client.get_run("m-1")["status"] == "processing"
+    assert client.retrieve_run("m-1")["status"] == "processing"
     assert route.calls.last.request.headers["x-api-key"] == "k-123"
 
 
 def test_missing_api_key_is_a_configuration_error_naming_it() -> None:
     client, _ = make(api_key=None)
     with pytest.raises(ConfigurationError, match="NEN_API_KEY"):
-        client.start_run(StartRunRequest(WF, {}, None, None), "run-1")
+        client.post_run(RunRequest(WF, {}, None, None), "run-1")
 
 
 def test_parse_retry_after() -> None:

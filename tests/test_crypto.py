@@ -1,4 +1,4 @@
-"""The at-rest seal (crypto.py): round trips, key rotation, the legacy Fernet format, tampering."""
+"""The at-rest seal (store/sealer.py): round trips, key rotation, the legacy Fernet format, tampering."""
 
 from __future__ import annotations
 

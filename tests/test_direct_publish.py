@@ -21,7 +21,7 @@ from kombu import Connection, Exchange, Queue
 from starlette.testclient import TestClient
 
 from nen_celery import worker
-from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath import direct_publish, group_push
 from nen_celery.fastpath.direct_publish import Outgoing
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
 from nen_celery.runtime.context import get_context
@@ -330,7 +330,7 @@ def test_concurrent_asyncio_publishes_share_lpushes_and_keep_their_order(
 
     task_ids = asyncio.run(burst())
     assert sum(pushes) == 300 and len(pushes) < 300 / 4, pushes
-    assert max(pushes) <= direct_publish._BATCH_MESSAGES
+    assert max(pushes) <= group_push.BATCH_MESSAGES
     queued = [_decoded(raw) for raw in reversed(scratch.lrange(INGEST_QUEUE, 0, -1))]  # RPOP order
     assert [m["body"][0][0] for m in queued] == [f"m{i}" for i in range(300)]
     assert [m["headers"]["id"] for m in queued] == task_ids
@@ -410,7 +410,7 @@ def test_a_hung_broker_fails_every_waiting_publish_within_the_deadline_then_reco
     assert len(queued) == 4 and set(after) <= set(queued)  # nothing frozen got through; it works again
 
 
-# -- submit_run from start_run (tasks.enqueue_submit) ------------------------------------------
+# -- submit_run from start_run (lifecycle.submit.enqueue_submit) ------------------------------------------
 
 
 def _submit_outgoing(run_id: str, headers: dict[str, Any]) -> Outgoing:
@@ -455,26 +455,26 @@ def test_enqueue_submit_pushes_directly_only_outside_a_task_and_without_countdow
 ) -> None:
     from celery._state import _task_stack
 
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import submit
 
     recorder, applied = _Recorder(), []
-    monkeypatch.setattr(tasks, "_submit_publisher", lambda: recorder)
+    monkeypatch.setattr(submit, "submit_publisher", lambda: recorder)
     monkeypatch.setattr(worker.submit_run, "apply_async", lambda *a, **kw: applied.append(kw))
 
-    tasks.enqueue_submit("run-a", "wf")
+    submit.enqueue_submit("run-a", "wf")
     assert [(o.args, o.kwargs, o.argsrepr) for o in recorder.sent] == [
         (("run-a",), {"reschedule": 0}, "(run_id='run-a', workflow_id='wf')")
     ]
     assert applied == []
 
-    tasks.enqueue_submit("run-b", "wf", reschedule=1, countdown=5)  # countdowns: apply_async
+    submit.enqueue_submit("run-b", "wf", reschedule=1, countdown=5)  # countdowns: apply_async
     assert len(recorder.sent) == 1 and applied[-1]["countdown"] == 5
 
     parent = worker.ingest_webhook  # inside a running task: apply_async links the parent
     parent.push_request(id="parent-1", called_directly=False)
     _task_stack.push(parent)
     try:
-        tasks.enqueue_submit("run-c", "wf")
+        submit.enqueue_submit("run-c", "wf")
     finally:
         _task_stack.pop()
         parent.pop_request()
@@ -489,7 +489,7 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
     from kombu.exceptions import OperationalError
 
     from nen_celery import get_run, start_run
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import submit
     from nen_celery.worker import submit_run
 
     with socket.socket() as sock:  # a port nobody listens on
@@ -498,7 +498,7 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
     publisher = direct_publish.for_task(submit_run, timeout=0.5, max_connections=10)
     assert publisher is not None
     publisher.broker_url = dead
-    monkeypatch.setattr(tasks, "_submit_publisher", lambda: publisher)
+    monkeypatch.setattr(submit, "submit_publisher", lambda: publisher)
     # the suite's TaskCounter would count a message that never reaches a worker
     monkeypatch.setattr(signals.before_task_publish, "receivers", [])
     monkeypatch.setattr(signals.after_task_publish, "receivers", [])
@@ -509,16 +509,16 @@ def test_start_run_with_the_broker_down_raises_operational_error_and_keeps_nothi
 
 
 def test_the_submit_setting_turns_it_on() -> None:
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import submit
 
     with env(NEN_DIRECT_PUBLISH="false"):
-        assert tasks._submit_publisher() is None
+        assert submit.submit_publisher() is None
     with env(NEN_DIRECT_PUBLISH=None):  # the default: off
-        assert tasks._submit_publisher() is None
-    assert tasks._submit_publisher() is not None
+        assert submit.submit_publisher() is None
+    assert submit.submit_publisher() is not None
 
 
-# -- on_complete / on_failure callbacks from the workers (tasks._send_callback) -----------------
+# -- on_complete / on_failure callbacks from the workers (completion.send_callback) ------------------
 
 
 @contextlib.contextmanager
@@ -537,16 +537,16 @@ def _running_task(task_id: str, root_id: str | None) -> Iterator[Any]:
 
 
 def _scratch_callback(sig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """What ``_direct_callback`` chose for ``sig``, with a publisher of its own onto the scratch
+    """What ``direct_callback`` chose for ``sig``, with a publisher of its own onto the scratch
     database (the cached one keeps serving the suite's workers)."""
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion
 
-    chosen = tasks._direct_callback(sig)
+    chosen = completion.direct_callback(sig)
     assert chosen is not None, "a plain callback signature must take the direct path"
     publisher = direct_publish.for_task(chosen[0], timeout=2.0, max_connections=10)
     assert publisher is not None and publisher.route == chosen[1].route
     publisher.broker_url = SCRATCH_URL
-    monkeypatch.setattr(tasks, "_direct_callback", lambda *_: (chosen[0], publisher))
+    monkeypatch.setattr(completion, "direct_callback", lambda *_: (chosen[0], publisher))
     return chosen[0], publisher
 
 
@@ -557,7 +557,7 @@ def test_a_callback_message_is_the_one_apply_async_writes(
 ) -> None:
     from celery.canvas import signature
 
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion
     from nen_celery.worker import app
     from tests.callbacks import record
 
@@ -571,7 +571,7 @@ def test_a_callback_message_is_the_one_apply_async_writes(
     queue = direct[1].route.key
     with _running_task("ingest-1", root_id):
         with Connection(SCRATCH_URL) as conn:
-            signature(sig, app=app).apply_async(  # as _send_callback's Celery path calls it
+            signature(sig, app=app).apply_async(  # as send_callback's Celery path calls it
                 args=(run,),
                 task_id="cb-1",
                 headers=headers,
@@ -580,7 +580,7 @@ def test_a_callback_message_is_the_one_apply_async_writes(
                 connection=conn,
             )
         celery_message = _pop(scratch, queue)
-        tasks._send_callback(sig, run, "cb-1", headers, "(run_id='r1')")
+        completion.send_callback(sig, run, "cb-1", headers, "(run_id='r1')")
         ours = _pop(scratch, queue)
     assert _differences(celery_message, ours) == {("properties", "delivery_tag")}
     assert ours["headers"]["parent_id"] == "ingest-1"
@@ -589,15 +589,15 @@ def test_a_callback_message_is_the_one_apply_async_writes(
 
 
 def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None:
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion
     from nen_celery.worker import NenTask, app
     from tests.callbacks import record
 
-    assert tasks._direct_callback(dict(record.s())) is not None
-    assert tasks._direct_callback(dict(record.s().set(queue="elsewhere"))) is None  # options
-    assert tasks._direct_callback(dict(record.si({"run_id": "x"}))) is None  # immutable
-    assert tasks._direct_callback(dict(record.s() | record.s())) is None  # a chain
-    assert tasks._direct_callback({"task": "not.registered.here", "args": [], "kwargs": {}}) is None
+    assert completion.direct_callback(dict(record.s())) is not None
+    assert completion.direct_callback(dict(record.s().set(queue="elsewhere"))) is None  # options
+    assert completion.direct_callback(dict(record.si({"run_id": "x"}))) is None  # immutable
+    assert completion.direct_callback(dict(record.s() | record.s())) is None  # a chain
+    assert completion.direct_callback({"task": "not.registered.here", "args": [], "kwargs": {}}) is None
 
     class Custom(NenTask):  # type: ignore[misc]
         def apply_async(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never sent
@@ -610,9 +610,9 @@ def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None
         pass
 
     try:
-        assert tasks._direct_callback({"task": name, "args": [], "kwargs": {}, "options": {}}) is None
+        assert completion.direct_callback({"task": name, "args": [], "kwargs": {}, "options": {}}) is None
         with env(NEN_DIRECT_PUBLISH="false"):
-            assert tasks._direct_callback(dict(record.s())) is None
+            assert completion.direct_callback(dict(record.s())) is None
     finally:
         app.tasks.pop(name, None)
 
@@ -620,13 +620,13 @@ def test_callbacks_that_apply_async_could_write_differently_stay_on_it() -> None
 def test_a_callback_whose_arguments_do_not_fit_raises_before_anything_is_pushed(
     scratch: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion
     from tests.callbacks import record
 
     sig = dict(record.s(tag="x", unknown_kwarg=1))
     _scratch_callback(sig, monkeypatch)
     with pytest.raises(TypeError):
-        tasks._send_callback(sig, {"run_id": "r"}, "cb-2", dict(NOT_HERE), "(x)")
+        completion.send_callback(sig, {"run_id": "r"}, "cb-2", dict(NOT_HERE), "(x)")
     assert scratch.dbsize() == 0
 
 
@@ -636,7 +636,7 @@ def test_a_kwargsrepr_set_on_the_signature_is_kept(monkeypatch: pytest.MonkeyPat
     the repr this package computes must not replace it."""
     from celery.canvas import Signature
 
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion
     from tests.callbacks import record
 
     effective: list[dict[str, Any]] = []
@@ -646,6 +646,6 @@ def test_a_kwargsrepr_set_on_the_signature_is_kept(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(Signature, "apply_async", capture)
     hidden = dict(record.s(tag="secret-tag").set(kwargsrepr="{'tag': '<hidden>'}"))
-    tasks._send_callback(hidden, {"run_id": "r"}, "cb-3", dict(NOT_HERE), "(x)")
+    completion.send_callback(hidden, {"run_id": "r"}, "cb-3", dict(NOT_HERE), "(x)")
     assert effective[-1]["kwargsrepr"] == "{'tag': '<hidden>'}"
     assert effective[-1]["argsrepr"] == "(x)" and effective[-1]["task_id"] == "cb-3"

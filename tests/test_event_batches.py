@@ -1,4 +1,4 @@
-"""Task events arrive in batches from every pool, gevent included (event_batches.py, opt-in:
+"""Task events arrive in batches from every pool, gevent included (fastpath/event_batches.py, opt-in:
 NEN_EVENT_BATCHES; its gate and the stepping aside are in tests/test_fastpath.py)."""
 
 from __future__ import annotations
@@ -81,4 +81,4 @@ def test_a_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: Simulat
         batches = [b for b in bodies if isinstance(b, list)]
         assert batches and max(len(b) for b in batches) > 1  # several events to a message
         assert not [b for b in bodies if isinstance(b, dict) and b.get("type", "").startswith("task-")]
-        assert "steps aside" not in c.logs()  # the gate (fastpath.py) let it in
+        assert "steps aside" not in c.logs()  # the gate (fastpath/gate.py) let it in

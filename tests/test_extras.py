@@ -168,8 +168,8 @@ import json, sys
 from celery import signature
 import nen_celery
 
-callback = signature("nen_celery.ops.demo.record", kwargs={"tag": "on_complete"})
-failure = signature("nen_celery.ops.demo.record", kwargs={"tag": "on_failure"})
+callback = signature("nen_celery.demo.record", kwargs={"tag": "on_complete"})
+failure = signature("nen_celery.demo.record", kwargs={"tag": "on_failure"})
 handle = nen_celery.start_run(sys.argv[1], {"PATIENT_NAME": "Jane Doe"}, on_complete=callback,
                               on_failure=failure)
 run = handle.wait(timeout=float(sys.argv[2]))

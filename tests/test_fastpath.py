@@ -1,4 +1,4 @@
-"""The opt-in fast paths' gates (fastpath.py): tested version ranges, signature checks, the
+"""The opt-in fast paths' gates (fastpath/gate.py): tested version ranges, signature checks, the
 direct-publish self-check on a real broker, one WARNING when a path steps aside, and defaults
 that leave Celery and kombu as they are."""
 
@@ -20,7 +20,7 @@ import redis
 from celery import Celery, Task, signals
 from kombu.transport import redis as kombu_redis
 
-from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath import direct_publish, selfcheck
 from nen_celery.fastpath import gate as fastpath
 from nen_celery.fastpath import kombu_redis as redis_transport
 from nen_celery.fastpath.event_batches import EventBatches
@@ -55,7 +55,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "nen_celery.fastpath.gate" and r.levelno == logging.WARNING
+        if r.name == "nen_celery.fastpath" and r.levelno == logging.WARNING
     ]
 
 
@@ -235,7 +235,7 @@ def test_first_difference() -> None:
 
 
 def test_a_path_steps_aside_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
     assert fastpath.step_aside("redis_transport", "NEN_PATCH_KOMBU_REDIS", "kombu 9 is outside")
     assert not fastpath.step_aside("redis_transport", "NEN_PATCH_KOMBU_REDIS", "kombu 9 is outside")
     assert _warnings(caplog) == [
@@ -246,7 +246,7 @@ def test_a_path_steps_aside_with_one_warning(caplog: pytest.LogCaptureFixture) -
 def test_the_kombu_patches_step_aside_outside_the_tested_range(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
     own = kombu_redis.Channel.conn_or_acquire
     monkeypatch.setattr(fastpath, "installed_version", lambda dist: "5.8.0" if dist == "kombu" else "5.7.0")
     assert redis_transport.install() is False
@@ -281,7 +281,7 @@ def test_the_kombu_patches_install_and_uninstall() -> None:
 
 
 def test_event_batches_step_aside_without_the_dispatchers_hooks(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
     old = types.SimpleNamespace(buffer_group=frozenset(), flush=lambda: None)  # no on_send_buffered
     consumer = types.SimpleNamespace(event_dispatcher=old, hub=None, timer=None)
     step = EventBatches(consumer)
@@ -400,7 +400,7 @@ class _ExtraHeader(Task):  # type: ignore[misc]
 def test_the_self_check_refuses_a_message_that_differs_with_one_warning(
     scratch: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
     app = _scratch_app()
 
     @app.task(name="tests.fastpath.tenant", base=_ExtraHeader)
@@ -426,7 +426,7 @@ def test_the_self_check_refuses_a_message_that_differs_with_one_warning(
 def test_direct_publish_steps_aside_outside_the_tested_range(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath.gate")
+    caplog.set_level(logging.WARNING, logger="nen_celery.fastpath")
     monkeypatch.setattr(fastpath, "installed_version", lambda dist: "5.8.0" if dist == "celery" else "5.7.0")
     for _ in range(2):
         assert direct_publish.for_task(ingest_webhook, 2.0, 5, "NEN_WEBHOOK_DIRECT_PUBLISH") is None
@@ -451,7 +451,7 @@ def test_a_probe_that_cannot_run_steps_aside_and_is_tried_again() -> None:
     ok, reason = direct_publish.self_check(unreachable, route, dead, 0.5)
     assert not ok and reason.startswith("the probe could not run:"), reason
     # no verdict kept: the next publisher made tries again
-    assert not [key for key in direct_publish._verdicts if key[1] == id(app)]
+    assert not [key for key in selfcheck._verdicts if key[1] == id(app)]
 
 
 def test_the_probe_runs_outside_the_calling_task(scratch: redis.Redis) -> None:
@@ -473,7 +473,7 @@ def test_the_probe_runs_outside_the_calling_task(scratch: redis.Redis) -> None:
         assert direct_publish.self_check(child, route, SCRATCH_URL, 2.0) == (True, "")
         assert not parent.request.children  # no trail either
         # the same probe in this thread: apply_async links the running task, the probe does not
-        ok, reason = direct_publish._probe(child, route, SCRATCH_URL, 2.0)
+        ok, reason = selfcheck._probe(child, route, SCRATCH_URL, 2.0)
         assert not ok and reason.startswith("headers.root_id"), reason
     finally:
         _task_stack.pop()
@@ -492,7 +492,7 @@ def test_with_no_settings_nothing_is_patched_and_everything_goes_through_apply_a
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The suite's worker started (NenWorkerStep ran) with the defaults."""
-    from nen_celery.celery import tasks
+    from nen_celery.lifecycle import completion, submit
     from nen_celery.web import asgi
     from tests.callbacks import record
 
@@ -510,11 +510,11 @@ def test_with_no_settings_nothing_is_patched_and_everything_goes_through_apply_a
         asgi._direct_publisher()  # the standalone receiver's start-up: nothing made
         assert receiver.direct_publisher(ctx, create=False) is None
         assert receiver.direct_publisher(ctx) is None
-        assert tasks._submit_publisher() is None
-        assert tasks._direct_callback(dict(record.s())) is None
+        assert submit.submit_publisher() is None
+        assert completion.direct_callback(dict(record.s())) is None
         applied: list[dict[str, Any]] = []
         monkeypatch.setattr(submit_run, "apply_async", lambda *a, **kw: applied.append(kw))
-        tasks.enqueue_submit("run-default", "wf")  # start_run's publish
+        submit.enqueue_submit("run-default", "wf")  # start_run's publish
         assert applied and applied[0]["args"] == ("run-default",)
 
 
@@ -538,11 +538,11 @@ from kombu.transport import redis as k
 own = (k.Channel.conn_or_acquire, k.MultiChannelPoller.get, k.QoS.ack, k.QoS.reject)
 import nen_celery, nen_celery.worker, nen_celery.web.asgi
 from nen_celery import init_celery
-from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath import selfcheck
 app = Celery("user", set_as_current=False)
 init_celery(app)
 assert (k.Channel.conn_or_acquire, k.MultiChannelPoller.get, k.QoS.ack, k.QoS.reject) == own
-assert direct_publish._verdicts == {}
+assert selfcheck._verdicts == {}
 assert not [t for t in threading.enumerate() if t.name == "nen-selfcheck"]
 print("unchanged")
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from nen_celery.celery.tasks import callback_task_id
+from nen_celery.lifecycle.completion import callback_task_id
 from nen_celery.simulator import SimulatorServer
 from tests.cluster import Cluster, db_url
 from tests.conftest import TEST_REDIS_URL, sim_config

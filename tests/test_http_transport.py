@@ -1,4 +1,4 @@
-"""The shared HTTP client's transport: small kept-alive pools, real sockets (http_transport.py)."""
+"""The shared HTTP client's transport: small kept-alive pools, real sockets (nen/transport.py)."""
 
 from __future__ import annotations
 

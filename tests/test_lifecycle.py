@@ -21,9 +21,9 @@ from nen_celery import (
     start_run,
     unregister_workflow,
 )
-from nen_celery.celery.tasks import bind_accepted
 from nen_celery.domain.signing import webhook_signature
 from nen_celery.errors import ConfigurationError
+from nen_celery.lifecycle.submit import bind_accepted
 from nen_celery.runtime.context import get_context
 from tests.callbacks import attempts, calls, record, retry_once
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env

@@ -134,7 +134,7 @@ def test_prefork_workers_metrics_and_json_logs(tmp_path: Path, sim: SimulatorSer
         for run_id in runs:
             mine = [r for r in records if r.get("run_id") == run_id]
             loggers = {r["logger"] for r in mine}
-            assert {"nen_celery.celery.tasks", "tests.callbacks"} <= loggers, (run_id, mine)
+            assert {"nen_celery.lifecycle", "tests.callbacks"} <= loggers, (run_id, mine)
             # the message id rides along once it is known (ingest and completion lines)
             message_id = cluster.store.raw(run_id)["message_id"]
             assert any(r.get("message_id") == message_id for r in mine)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from nen_celery.nen.client import NenClient, StartRunRequest, new_http_client
+from nen_celery.nen.client import NenClient, RunRequest, new_http_client
 from nen_celery.nen.transport import environment_proxy
 from nen_celery.settings import Settings
 from nen_celery.simulator import SimulatorServer
@@ -71,7 +71,7 @@ def post_once(sim: SimulatorServer) -> str:
     settings = Settings(api_url=sim.url, api_key=SIM_API_KEY, signing_key=SIM_SIGNING_KEY)
     with new_http_client(settings) as http:
         client = NenClient(settings, http, limiter=None)
-        return client.post_run_once(StartRunRequest(WF, {}, None, None), "proxy-test").message_id
+        return client.post_run_once(RunRequest(WF, {}, None, None), "proxy-test").message_id
 
 
 def test_the_environments_proxy_carries_the_post(

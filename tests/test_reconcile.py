@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from nen_celery import get_run, start_run
-from nen_celery.celery.tasks import callback_task_id, enqueue_submit
+from nen_celery.lifecycle.completion import callback_task_id
+from nen_celery.lifecycle.submit import enqueue_submit
 from nen_celery.runtime.context import get_context
 from nen_celery.worker import reconcile_runs
 from tests.callbacks import calls, record

@@ -88,7 +88,7 @@ def test_three_workers_150_runs_with_duplicated_webhooks(tmp_path: Path, sim: Si
 @pytest.mark.timeout(300)
 def test_a_gevent_submit_pool_whose_window_fills(tmp_path: Path, sim: SimulatorServer) -> None:
     """-P gevent, 4 greenlets, Nen answering in 100 ms: the prefetch window is full most of the
-    time, so the consumer waits for acks (redis_transport.py, opted in) without losing or
+    time, so the consumer waits for acks (fastpath/kombu_redis.py, opted in) without losing or
     repeating one."""
     sim.state.config.post_latency = 0.1
     try:

@@ -191,7 +191,7 @@ def test_httpx_and_httpcore_debug_never_show_the_api_key(
     with httpx.Client(event_hooks={"request": [show_request]}) as http:
         client = NenClient(settings, http)
         with pytest.raises(NenAPIError):
-            client.get_run("no-such-message")  # a real GET with x-api-key to the simulator
+            client.retrieve_run("no-such-message")  # a real GET with x-api-key to the simulator
     text = caplog.text
     assert "x-api-key" in text.lower() and "httpcore" in text  # the hook and httpcore did log
     assert SIM_API_KEY not in text

@@ -23,7 +23,9 @@ from nen_celery.domain.signing import standard_webhook_headers, webhook_signatur
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.store.runs import RunStore
-from nen_celery.web.receiver import check, deliver, run_lookup
+from nen_celery.web.delivery import deliver
+from nen_celery.web.resources import run_lookup
+from nen_celery.web.verify import check
 from tests.callbacks import calls, record
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
 from tests.helpers import free_port, wait_for

@@ -330,7 +330,7 @@ def test_marker_and_secrets_appear_nowhere(
     places = {"flower api": check_flower(flower, done, needles), **redis_places(needles)}
     names = {r.name for r in all_logs.records}
     assert {
-        "nen_celery.celery.tasks",
+        "nen_celery.lifecycle",
         "nen_celery.simulator",
         "uvicorn.access",
         "httpcore.http11",

@@ -1,4 +1,4 @@
-"""kombu's Redis transport as patched (redis_transport.py): one client per channel, enough
+"""kombu's Redis transport as patched (fastpath/kombu_redis.py): one client per channel, enough
 connections, and a paused consumer woken by an ack."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def patched() -> Iterator[None]:
     """What a worker started with NEN_PATCH_KOMBU_REDIS=true does (never an import); kombu's
     own methods are put back after this module (the default is no patch)."""
-    assert redis_transport.install(), "this kombu must pass the gate (fastpath.py)"
+    assert redis_transport.install(), "this kombu must pass the gate (fastpath/gate.py)"
     yield
     redis_transport.uninstall()
 

@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from nen_celery import start_run
-from nen_celery.celery.tasks import callback_task_id
+from nen_celery.lifecycle.completion import callback_task_id
 from nen_celery.runtime import app as app_state
 from nen_celery.simulator import SimulatorServer
 from tests.cluster import healthy, rabbitmq_vhost_or_skip

@@ -27,6 +27,10 @@ from nen_celery.errors import ConfigurationError
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
+# Redis unreachable or still loading after a restart: what nen's tasks retry on (backoff capped
+# at 30 s) and what a submit rides out before it binds an accepted run.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
 
 def _nodes(netloc: str, default_port: int) -> list[tuple[str, int]]:
     hosts = netloc.rsplit("@", 1)[-1]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
-import uuid
 from typing import Any
 
 import redis
 from celery import Celery, Task
 
+from nen_celery.lifecycle.completion import run_callback_once
 from nen_celery.logs import runlog
 from nen_celery.runtime.app import (
     CALLBACK_HEADER,
@@ -51,7 +50,7 @@ class CallbackTask(Task):  # type: ignore[misc]
         mark = request_header(request, CALLBACK_HEADER)
         if mark is None:  # not a callback message of nen's
             return self.run(*args, **kwargs)
-        return _run_once(self, mark, args, kwargs)
+        return run_callback_once(self, mark, args, kwargs)
 
     def retry(
         self,
@@ -86,93 +85,6 @@ class CallbackTask(Task):  # type: ignore[misc]
             with contextlib.suppress(redis.RedisError):
                 store.release_callback(run_id, attempt, holder)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
-
-
-def _run_once(task: CallbackTask, mark: str, args: Any, kwargs: Any) -> Any:
-    """Run the callback of the ``<run_id>|<attempt>`` in ``mark`` unless another execution
-    holds it (wait: retry) or one completed it (skip)."""
-    from celery.exceptions import Reject, Retry
-
-    from nen_celery.runtime.context import get_context
-
-    run_id, _, attempt = mark.rpartition("|")
-    store = get_context().store
-    lease = store.settings.callback_lease
-    holder = f"{task.request.id}/{uuid.uuid4().hex}"  # this execution, not the message
-    try:
-        verdict = store.claim_callback(run_id, attempt, holder, lease)
-    except redis.RedisError as exc:
-        log.warning("callback %s of run %s: lease not claimed (%r); retrying", task.name, run_id, exc)
-        raise task.retry(exc=exc, countdown=lease / 2, max_retries=None) from exc
-    if verdict == "done":
-        log.info(
-            "callback %s[%s]: run %s attempt %s already completed its callback; skipped",
-            task.name,
-            task.request.id,
-            run_id,
-            attempt,
-        )
-        return None
-    if verdict != "claimed":  # busy: a live execution runs it; come back after half a lease
-        log.info(
-            "callback %s[%s]: run %s attempt %s is running in another execution; waiting",
-            task.name,
-            task.request.id,
-            run_id,
-            attempt,
-        )
-        raise task.retry(countdown=lease / 2, max_retries=None)
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_heartbeat,
-        args=(store, run_id, attempt, holder, lease, stop),
-        daemon=True,
-        name=f"nen-callback-lease-{run_id}",
-    )
-    beat.start()
-    end = True
-    task.request.nen_lease = (store, run_id, attempt, holder)  # for the callback's own retry
-    try:
-        return task.run(*args, **kwargs)
-    except Retry:
-        end = False  # the callback asked for a retry: that execution must run it
-        raise
-    except Reject as exc:
-        end = not exc.requeue
-        raise
-    except Exception:
-        raise  # its end, as Celery does not retry it either
-    except BaseException:
-        end = False  # the worker is going away mid-callback: a redelivered copy may run it
-        raise
-    finally:
-        stop.set()
-        beat.join()
-        try:
-            if end:
-                store.finish_callback(run_id, attempt, holder)
-            else:
-                store.release_callback(run_id, attempt, holder)
-        except redis.RedisError as exc:  # the lease lapses on its own; done is not recorded
-            log.error(
-                "callback %s of run %s: lease not %s (%r)",
-                task.name,
-                run_id,
-                "finished" if end else "released",
-                exc,
-            )
-
-
-def _heartbeat(
-    store: Any, run_id: str, attempt: str, holder: str, lease: float, stop: threading.Event
-) -> None:
-    """Renew the execution's lease every third of it until ``stop``."""
-    while not stop.wait(lease / 3):
-        try:
-            if not store.renew_callback(run_id, attempt, holder, lease):
-                log.warning("callback of run %s attempt %s: its lease lapsed while it ran", run_id, attempt)
-        except Exception as exc:  # Redis away for a moment: the next beat tries again
-            log.warning("callback of run %s: lease not renewed (%r)", run_id, exc)
 
 
 class NenTask(CallbackTask):

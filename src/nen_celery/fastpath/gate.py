@@ -7,10 +7,11 @@ asked for it: never on import or ``init_celery``), and used only where it was te
 - ``direct_publish`` (``NEN_WEBHOOK_DIRECT_PUBLISH``, ``NEN_DIRECT_PUBLISH``): task messages
   written onto a Redis broker with one LPUSH instead of ``apply_async`` (direct_publish.py).
   Checked once per task and process by a probe: one message published through ``apply_async``
-  to a throwaway queue, compared field by field with the message the direct path builds.
+  to a throwaway queue, compared field by field with the message the direct path builds
+  (selfcheck.py).
 - ``redis_transport`` (``NEN_PATCH_KOMBU_REDIS``): kombu's Redis ``Channel.conn_or_acquire``
   replaced, ``MultiChannelPoller.get`` and ``QoS.ack`` / ``QoS.reject`` wrapped
-  (redis_transport.py). Checked against the signatures the patches rely on.
+  (kombu_redis.py). Checked against the signatures the patches rely on.
 - ``event_batches`` (``NEN_EVENT_BATCHES``): the worker's event dispatcher's ``buffer_group``
   and ``on_send_buffered`` set (event_batches.py). Checked for those attributes and ``flush``.
 
@@ -32,7 +33,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-log = logging.getLogger("nen_celery.fastpath.gate")
+log = logging.getLogger("nen_celery.fastpath")
 
 DIRECT_PUBLISH = "direct_publish"
 REDIS_TRANSPORT = "redis_transport"
@@ -189,7 +190,7 @@ def version_gate(path: str) -> tuple[bool, str]:
 
 
 def direct_publish_ok() -> tuple[bool, str]:
-    """The version gate of direct publishing (the probe, direct_publish.self_check, follows)."""
+    """The version gate of direct publishing (the probe, selfcheck.self_check, follows)."""
     return version_gate(DIRECT_PUBLISH)
 
 

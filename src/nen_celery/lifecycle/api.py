@@ -90,7 +90,9 @@ def start_run(
     signature; ConfigurationError when secure params cannot be encrypted; RunConflict when
     ``run_id`` exists with other inputs. The same run_id with the same inputs is idempotent.
     """
-    from nen_celery.celery.tasks import enqueue_submit  # the Celery app is only needed once inputs are valid
+    from nen_celery.lifecycle.submit import (
+        enqueue_submit,  # the Celery app is only needed once inputs are valid
+    )
 
     wid, clean_params, clean_secure = validate_params(
         workflow_id, params, secure_params, max_bytes=get_settings().max_params_bytes
@@ -141,7 +143,7 @@ def redrive_run(run_id: str, *, force: bool = False) -> RunHandle:
     Raises ValueError naming why a run cannot be redriven. A run that may have started in Nen
     (its POST got no usable answer) is refused unless ``force``: check Nen first.
     """
-    from nen_celery.celery.tasks import enqueue_submit
+    from nen_celery.lifecycle.submit import enqueue_submit
 
     ctx = get_context()
     verdict, detail = ctx.store.redrive(run_id, force=force)

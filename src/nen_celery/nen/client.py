@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ class Accepted:
 
 
 @dataclass(frozen=True)
-class StartRunRequest:
+class RunRequest:
     workflow_id: str
     params: dict[str, Any]
     secure_params: dict[str, str] | None
@@ -78,14 +76,11 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-_shared: dict[int, httpx.Client] = {}
-_shared_lock = threading.Lock()
-
-
 def new_http_client(settings: Settings) -> httpx.Client:
-    """The client ``shared_http_client`` keeps: explicit timeouts, every connection kept alive.
+    """The keep-alive pool a process's context holds (runtime/context.py, rebuilt with it after a
+    fork or a settings change): explicit timeouts, every connection kept alive.
 
-    Its transport is several small pools (http_transport.py): httpcore's single pool costs
+    Its transport is several small pools (nen/transport.py): httpcore's single pool costs
     CPU quadratic in its size and can close a connection a POST is using.
     """
     return httpx.Client(
@@ -104,34 +99,20 @@ def new_http_client(settings: Settings) -> httpx.Client:
     )
 
 
-def shared_http_client(settings: Settings) -> httpx.Client:
-    """One keep-alive pool per process (re-created after fork: sockets must not be shared)."""
-    pid = os.getpid()
-    client = _shared.get(pid)
-    if client is None:
-        with _shared_lock:
-            client = _shared.get(pid)
-            if client is None:
-                client = new_http_client(settings)
-                _shared.clear()
-                _shared[pid] = client
-    return client
-
-
 class NenClient:
     """Talks to Nen's API. Secrets come from Settings only, never from task arguments."""
 
     def __init__(
         self,
         settings: Settings,
-        http: httpx.Client | None = None,
+        http: httpx.Client,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         limiter: RateLimiter | bool | None = True,
     ) -> None:
         self.settings = settings
-        self.http = http or shared_http_client(settings)
+        self.http = http
         self._sleep = sleep
         self._clock = clock
         # True: the shared bucket when NEN_RATE_LIMIT is set (ratelimit.py); None/False: none
@@ -155,9 +136,7 @@ class NenClient:
         assert self.settings.api_key is not None
         return {"x-api-key": self.settings.api_key.get_secret_value()}
 
-    def post_run_once(
-        self, request: StartRunRequest, idempotency_key: str, *, throttle: bool = True
-    ) -> Accepted:
+    def post_run_once(self, request: RunRequest, idempotency_key: str, *, throttle: bool = True) -> Accepted:
         """One POST /runs. Raises NenAPIError / NenTransportError / NenProtocolError / RateLimited."""
         if throttle:
             self.throttle()
@@ -193,9 +172,9 @@ class NenClient:
             retry_ambiguous=self.settings.retry_unknown,
         )
 
-    def start_run(
+    def post_run(
         self,
-        request: StartRunRequest,
+        request: RunRequest,
         idempotency_key: str,
         *,
         deadline: float | None = None,
@@ -212,26 +191,6 @@ class NenClient:
         if request.secure_params:
             self.settings.require("signing_key")
         budget = self.settings.submit_deadline if deadline is None else deadline
-        initial, ceiling = self.settings.backoff_initial, self.settings.backoff_max
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            # Exponential backoff plus up to one initial step of jitter, capped.
-            exponential = initial * 2.0 ** (state.attempt_number - 1)
-            delay: float = min(ceiling, exponential + random.uniform(0, initial))
-            if isinstance(exc, NenAPIError) and exc.retry_after is not None and self.limiter is None:
-                delay = max(delay, exc.retry_after)  # with a limiter, the paused bucket waits instead
-            return delay
-
-        def log_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "POST /runs to %s failed (attempt %d): %s; retrying in %.2fs",
-                _host(self.settings.api_url),
-                state.attempt_number,
-                exc,
-                state.next_action.sleep if state.next_action else 0.0,
-            )
 
         def attempt() -> Accepted:
             self.throttle()  # before anything is marked as possibly sent
@@ -245,16 +204,37 @@ class NenClient:
 
         retrying = Retrying(
             stop=stop_before_delay(budget),
-            wait=wait,
+            wait=self._backoff,
             # RateLimited goes back to the task, which re-queues itself instead of sleeping here
             retry=retry_if_exception(
                 lambda e: isinstance(e, NenError) and e.retryable and not isinstance(e, RateLimited)
             ),
             reraise=True,
             sleep=self._sleep,
-            before_sleep=log_retry,
+            before_sleep=self._log_retry,
         )
         return retrying(attempt)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Exponential backoff plus up to one initial step of jitter, capped; at least Nen's
+        Retry-After unless the shared rate limiter (a paused bucket) does the waiting."""
+        initial, ceiling = self.settings.backoff_initial, self.settings.backoff_max
+        exc = state.outcome.exception() if state.outcome else None
+        exponential = initial * 2.0 ** (state.attempt_number - 1)
+        delay: float = min(ceiling, exponential + random.uniform(0, initial))
+        if isinstance(exc, NenAPIError) and exc.retry_after is not None and self.limiter is None:
+            delay = max(delay, exc.retry_after)
+        return delay
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "POST /runs to %s failed (attempt %d): %s; retrying in %.2fs",
+            _host(self.settings.api_url),
+            state.attempt_number,
+            exc,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
 
     def lookup_run(self, idempotency_key: str) -> dict[str, Any] | None:
         """Find a run by the Idempotency-Key it was sent with (NEN_LOOKUP_PATH); None on 404.
@@ -266,7 +246,7 @@ class NenClient:
         path = self.settings.lookup_path.format(idempotency_key=quote(idempotency_key, safe=""))
         return self._get_json(path, "lookup", missing_ok=True)
 
-    def get_run(self, message_id: str) -> dict[str, Any]:
+    def retrieve_run(self, message_id: str) -> dict[str, Any]:
         """The retrieval endpoint (path NEN_RETRIEVAL_PATH): a webhook-shaped status body."""
         path = self.settings.retrieval_path.format(message_id=quote(message_id, safe=""))
         data = self._get_json(path, "retrieval", missing_ok=False)

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
@@ -33,6 +33,9 @@ with requires_extra("demo", __name__):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+
+if TYPE_CHECKING:
+    from nen_celery.lifecycle.api import RunHandle
 
 console = Console()
 
@@ -130,10 +133,20 @@ def run_demo(runs: int = 20, timeout: float = 120.0) -> int:
 
 
 def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
+    """The demo's steps: the stack up, runs started, their callbacks awaited, the outcome shown."""
     redis_url = stack.enter_context(_redis(stack))
     sim_port, receiver_port = _free_port(), _free_port()
-    log_dir = tempfile.mkdtemp(prefix="nen-demo-")
-    env = {
+    env = _environment(redis_url, sim_port, receiver_port, secrets_key)
+    _start_children(stack, env, sim_port, receiver_port)
+    _become_client(env, redis_url)
+    handles = _start_runs(_plan(runs))
+    _await_callbacks(len(handles), timeout)
+    return _report(handles)
+
+
+def _environment(redis_url: str, sim_port: int, receiver_port: int, secrets_key: str) -> dict[str, str]:
+    """The settings every process of the demo shares: one Redis, a key prefix of its own."""
+    return {
         **os.environ,
         "NEN_REDIS_URL": redis_url,
         "NEN_BROKER_URL": redis_url,
@@ -145,10 +158,13 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
         "NEN_WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/webhooks/nen",
         "NEN_SECRETS_KEY": secrets_key,
     }
+
+
+def _child_commands(sim_port: int, receiver_port: int) -> dict[str, list[str]]:
+    """The argv of each child, by the name of its log file."""
     py = sys.executable
-    _spawn(
-        stack,
-        [
+    return {
+        "simulator": [
             py,
             "-m",
             "nen_celery.simulator",
@@ -161,13 +177,7 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
             "--fail-workflow",
             FAIL_WORKFLOW,
         ],
-        env,
-        log_dir,
-        "simulator",
-    )
-    _spawn(
-        stack,
-        [
+        "worker": [
             py,
             "-m",
             "celery",
@@ -183,13 +193,7 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
             "-n",
             f"demo-{os.getpid()}@%h",
         ],
-        env,
-        log_dir,
-        "worker",
-    )
-    _spawn(
-        stack,
-        [
+        "receiver": [
             py,
             "-m",
             "uvicorn",
@@ -199,62 +203,87 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
             "--log-level",
             "warning",
         ],
-        env,
-        log_dir,
-        "receiver",
-    )
+    }
+
+
+def _start_children(stack: ExitStack, env: dict[str, str], sim_port: int, receiver_port: int) -> None:
+    """Simulator, worker and receiver started, the HTTP ones answering, the simulator told which
+    workflow it does not know."""
+    log_dir = tempfile.mkdtemp(prefix="nen-demo-")
+    for name, argv in _child_commands(sim_port, receiver_port).items():
+        _spawn(stack, argv, env, log_dir, name)
     console.print(f"logs of simulator, worker and receiver: {log_dir}")
     _wait(lambda: _healthy(f"http://127.0.0.1:{sim_port}/healthz"), 20, "the simulator")
     _wait(lambda: _healthy(f"http://127.0.0.1:{receiver_port}/healthz"), 20, "the receiver")
     httpx.post(f"http://127.0.0.1:{sim_port}/_sim/config", json={"unknown_workflows": [UNKNOWN_WORKFLOW]})
 
-    os.environ.update(env)  # this process starts the runs: same settings as the children
-    from nen_celery.runtime.context import get_context, reset_context
+
+def _become_client(env: dict[str, str], redis_url: str) -> None:
+    """This process starts the runs: the children's settings, and a worker that answers."""
+    os.environ.update(env)
+    from nen_celery.runtime.context import reset_context
     from nen_celery.settings import reset_settings
 
     reset_settings()
     reset_context()
-    from nen_celery.lifecycle.api import start_run
-    from nen_celery.ops import demo_tasks
     from nen_celery.worker import app
 
     app.conf.broker_url = redis_url
     _wait(lambda: bool(app.control.ping(timeout=0.5)), 60, "the Celery worker")
 
-    plan = (
+
+def _plan(runs: int) -> list[str]:
+    """The workflow of each run: a fifth fail in Nen, a tenth are unknown to it, the rest succeed."""
+    return (
         [OK_WORKFLOW] * (runs - runs // 5 - runs // 10)
         + [FAIL_WORKFLOW] * (runs // 5)
         + [UNKNOWN_WORKFLOW] * (runs // 10)
     )
-    handles = []
-    for i, workflow in enumerate(plan):
-        handles.append(
-            start_run(
-                workflow,
-                {"PATIENT_NAME": f"Patient {i}", "DATE_OF_BIRTH": "1990-01-15"},
-                secure_params={"password": f"demo-secret-{i}"},
-                on_complete=demo_tasks.record.s(tag="on_complete"),
-                on_failure=demo_tasks.record.s(tag="on_failure"),
-            )
+
+
+def _start_runs(plan: list[str]) -> list[RunHandle]:
+    """One run per planned workflow, each with both callbacks (``demo_tasks.record``)."""
+    from nen_celery.lifecycle.api import start_run
+    from nen_celery.ops import demo_tasks
+
+    return [
+        start_run(
+            workflow,
+            {"PATIENT_NAME": f"Patient {i}", "DATE_OF_BIRTH": "1990-01-15"},
+            secure_params={"password": f"demo-secret-{i}"},
+            on_complete=demo_tasks.record.s(tag="on_complete"),
+            on_failure=demo_tasks.record.s(tag="on_failure"),
         )
-    ctx = get_context()
+        for i, workflow in enumerate(plan)
+    ]
 
-    def callbacks() -> list[dict[str, Any]]:
-        return [json.loads(x) for x in ctx.redis.lrange(demo_tasks.callbacks_key(), 0, -1)]
 
+def _callbacks() -> list[dict[str, Any]]:
+    """Every callback fired so far, as ``demo_tasks.record`` stored it."""
+    from nen_celery.ops import demo_tasks
+    from nen_celery.runtime.context import get_context
+
+    return [json.loads(x) for x in get_context().redis.lrange(demo_tasks.callbacks_key(), 0, -1)]
+
+
+def _await_callbacks(total: int, timeout: float) -> None:
+    """A progress bar of runs with a callback, until all have one or ``timeout`` passes."""
     with Progress(
         TextColumn("runs finished"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
-        bar = progress.add_task("runs", total=len(handles))
+        bar = progress.add_task("runs", total=total)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done = len({c["run_id"] for c in callbacks()})
+            done = len({c["run_id"] for c in _callbacks()})
             progress.update(bar, completed=done)
-            if done >= len(handles):
+            if done >= total:
                 break
             time.sleep(0.2)
 
-    per_run = Counter(c["run_id"] for c in callbacks())
+
+def _report(handles: list[RunHandle]) -> int:
+    """A row per run, the outcomes counted; 0 when every run got exactly one callback, else 1."""
+    per_run = Counter(c["run_id"] for c in _callbacks())
     table = Table("run", "workflow", "status", "message_id", "attempts", "seconds", "callback")
     statuses: Counter[str] = Counter()
     ok = True
@@ -262,7 +291,7 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
         run = handle.get()
         assert run is not None
         statuses[run.status] += 1
-        fired = [c["tag"] for c in callbacks() if c["run_id"] == handle.run_id]
+        tags = [c["tag"] for c in _callbacks() if c["run_id"] == handle.run_id]
         ok &= per_run[handle.run_id] == 1
         seconds = f"{run.finished_at - run.created_at:.2f}" if run.finished_at else "-"
         table.add_row(
@@ -272,7 +301,7 @@ def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
             (run.message_id or "-")[:8],
             str(run.attempts),
             seconds,
-            ",".join(fired) or "-",
+            ",".join(tags) or "-",
         )
     console.print(table)
     console.print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))

@@ -13,7 +13,7 @@ def callbacks_key() -> str:
     return f"{get_context().settings.key_prefix}:demo:callbacks"
 
 
-@app.task(name="nen_celery.ops.demo.record")
+@app.task(name="nen_celery.demo.record")
 def record(run: dict[str, Any], tag: str) -> None:
     """Store which callback fired for which run (status only: payloads hold presigned URLs)."""
     entry = {"run_id": run["run_id"], "tag": tag, "status": run["status"]}

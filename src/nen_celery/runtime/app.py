@@ -143,3 +143,10 @@ def request_header(request: Any, name: str) -> str | None:
     if value is None:
         value = getattr(request, name, None)
     return str(value) if value else None
+
+
+def run_repr(run_id: str, **extra: Any) -> str:
+    """The ``argsrepr`` of nen's task messages: the run id and a few plain values, never a
+    body (Flower and the logs show it)."""
+    parts = [f"run_id={run_id!r}"] + [f"{k}={v!r}" for k, v in extra.items()]
+    return "(" + ", ".join(parts) + ")"

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from nen_celery.connections import redis_client
-from nen_celery.nen.client import NenClient
+from nen_celery.nen.client import NenClient, new_http_client
 from nen_celery.settings import Settings, get_settings, on_settings_change
 from nen_celery.store.runs import RunStore
 from nen_celery.store.sealer import Sealer
@@ -26,7 +26,9 @@ class Context:
 
     @property
     def client(self) -> NenClient:
-        return NenClient(self.settings)
+        """A client over this context's keep-alive pool: one pool per process and settings."""
+        http = per_context("nen_http", self, lambda: new_http_client(self.settings))
+        return NenClient(self.settings, http)
 
 
 _current: dict[int, Context] = {}

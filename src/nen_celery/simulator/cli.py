@@ -2,6 +2,11 @@
 
 Secrets default from the same environment variables the package reads (NEN_API_KEY,
 NEN_SIGNING_KEY, NEN_WEBHOOK_SECRET), so they need not appear in ``ps`` output.
+
+The options are tables of (flag, kind, help), in the order ``--help`` lists them. A kind turns the
+option's config key (the flag's name with underscores) and the default config into argparse's
+keywords, so that fault values are checked exactly as ``POST /_sim/config`` checks them and default
+to what ``SimulatorConfig`` says.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from nen_celery.simulator.control import (
     planned_error_from_json,
 )
 from nen_celery.simulator.server import serve
+
+#: An option kind: (config key, default config) -> keyword arguments of ``add_argument``.
+_Kind = Callable[[str, SimulatorConfig], dict[str, Any]]
 
 
 def _checked(key: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -54,115 +62,134 @@ def _bad_accept_body(text: str) -> bool | int:
     return value
 
 
-def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = SimulatorConfig()
-    faults = parser.add_argument_group("fault injection (all off by default; POST /_sim/config changes them)")
-    faults.add_argument(
-        "--seed", type=_checked("seed", int), default=defaults.seed, help="seed of the fault RNG"
-    )
-    faults.add_argument(
+def _statuses(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s]
+
+
+def _plain(convert: Callable[[str], Any] | None = None) -> _Kind:
+    """A run setting: ``convert`` (if any) reads the text; the default config's value is the default."""
+
+    def kind(key: str, defaults: SimulatorConfig) -> dict[str, Any]:
+        options: dict[str, Any] = {"default": getattr(defaults, key)}
+        if convert is not None:
+            options["type"] = convert
+        return options
+
+    return kind
+
+
+def _fault(convert: Callable[[str], Any], metavar: str | None = None) -> _Kind:
+    """A fault value, checked as ``POST /_sim/config`` checks it; defaults to the default config's value."""
+
+    def kind(key: str, defaults: SimulatorConfig) -> dict[str, Any]:
+        options: dict[str, Any] = {"type": _checked(key, convert), "default": getattr(defaults, key)}
+        if metavar is not None:
+            options["metavar"] = metavar
+        return options
+
+    return kind
+
+
+def _repeated(**options: Any) -> _Kind:
+    """A repeatable option, collected into a new list per parser."""
+    return lambda key, defaults: {"action": "append", "default": [], **options}
+
+
+def _switch(key: str, defaults: SimulatorConfig) -> dict[str, Any]:
+    return {"action": "store_true"}
+
+
+def _optional_count(key: str, defaults: SimulatorConfig) -> dict[str, Any]:
+    """``--bad-accept-body`` alone means always, ``--bad-accept-body N`` the next N."""
+    return {
+        "type": _bad_accept_body,
+        "nargs": "?",
+        "const": True,
+        "default": getattr(defaults, key),
+        "metavar": "N",
+    }
+
+
+#: How runs progress and end, and how webhooks are addressed and retried.
+_RUN_OPTIONS: tuple[tuple[str, _Kind, str], ...] = (
+    ("--processing-delay", _plain(float), "seconds until 'processing'"),
+    ("--terminal-delay", _plain(float), "seconds from 'processing' to the end"),
+    ("--fail-workflow", _repeated(metavar="ID"), "runs of this workflow fail (repeatable)"),
+    ("--unknown-workflow", _repeated(metavar="ID"), "POST /runs answers 404 (repeatable)"),
+    ("--webhook-field", _plain(), "body field holding the callback URL"),
+    ("--delivery-attempts", _plain(int), "attempts per webhook delivery"),
+)
+
+#: Fault injection; all off by default.
+_FAULT_OPTIONS: tuple[tuple[str, _Kind, str], ...] = (
+    ("--seed", _fault(int), "seed of the fault RNG"),
+    (
         "--post-error",
-        type=_planned_error,
-        action="append",
-        default=[],
-        metavar="STATUS[:RETRY_AFTER]",
-        help="answer the next POST /runs with this error, no run created (repeatable, in order)",
-    )
-    faults.add_argument(
-        "--post-error-rate",
-        type=_checked("post_error_rate", float),
-        default=defaults.post_error_rate,
-        help="probability (0..1) of a random error on POST /runs",
-    )
-    faults.add_argument(
-        "--post-error-status",
-        type=_checked("post_error_status", int),
-        default=defaults.post_error_status,
-        help="status of those random errors (default 503)",
-    )
-    faults.add_argument(
+        _repeated(type=_planned_error, metavar="STATUS[:RETRY_AFTER]"),
+        "answer the next POST /runs with this error, no run created (repeatable, in order)",
+    ),
+    ("--post-error-rate", _fault(float), "probability (0..1) of a random error on POST /runs"),
+    ("--post-error-status", _fault(int), "status of those random errors (default 503)"),
+    (
         "--post-latency",
-        type=_checked("post_latency", float),
-        default=defaults.post_latency,
-        help="seconds before answering POST /runs (the run starts before the wait)",
-    )
-    faults.add_argument(
-        "--get-latency",
-        type=_checked("get_latency", float),
-        default=defaults.get_latency,
-        help="seconds before answering GET /runs/{id}",
-    )
-    faults.add_argument(
+        _fault(float),
+        "seconds before answering POST /runs (the run starts before the wait)",
+    ),
+    ("--get-latency", _fault(float), "seconds before answering GET /runs/{id}"),
+    (
         "--bad-accept-body",
-        type=_bad_accept_body,
-        nargs="?",
-        const=True,
-        default=defaults.bad_accept_body,
-        metavar="N",
-        help="answer 202 with a non-JSON body: always, or for the next N accepted POSTs",
-    )
-    faults.add_argument(
+        _optional_count,
+        "answer 202 with a non-JSON body: always, or for the next N accepted POSTs",
+    ),
+    (
         "--drop-after-accept",
-        type=_checked("drop_after_accept", int),
-        default=defaults.drop_after_accept,
-        metavar="N",
-        help="for the next N POSTs: create the run, then close the connection unanswered",
-    )
-    faults.add_argument(
+        _fault(int, "N"),
+        "for the next N POSTs: create the run, then close the connection unanswered",
+    ),
+    (
         "--error-after-accept",
-        type=_checked("error_after_accept", lambda text: [int(s) for s in text.split(",") if s]),
-        default=list(defaults.error_after_accept),
-        metavar="S[,S...]",
-        help="for the next POSTs: create the run, then answer each status in turn as a gateway "
+        _fault(_statuses, "S[,S...]"),
+        "for the next POSTs: create the run, then answer each status in turn as a gateway "
         "would (HTML body, not Nen's error shape), e.g. 502,504",
-    )
-    faults.add_argument(
-        "--webhook-duplicates",
-        type=_checked("webhook_duplicates", int),
-        default=defaults.webhook_duplicates,
-        metavar="N",
-        help="deliver every webhook N extra times, concurrently",
-    )
-    faults.add_argument(
+    ),
+    ("--webhook-duplicates", _fault(int, "N"), "deliver every webhook N extra times, concurrently"),
+    (
         "--webhook-drop",
-        action="append",
-        choices=WEBHOOK_STATUSES,
-        default=[],
-        help="never deliver webhooks of this status (repeatable)",
-    )
-    faults.add_argument(
-        "--webhook-drop-rate",
-        type=_checked("webhook_drop_rate", float),
-        default=defaults.webhook_drop_rate,
-        help="probability (0..1) that a webhook is never delivered",
-    )
-    faults.add_argument(
-        "--webhook-reorder", action="store_true", help="deliver the terminal webhook before 'processing'"
-    )
-    faults.add_argument(
-        "--webhook-delay",
-        type=_checked("webhook_delay", float),
-        default=defaults.webhook_delay,
-        help="extra seconds before each webhook delivery",
-    )
-    faults.add_argument("--never-terminal", action="store_true", help="every run stays 'processing' forever")
-    faults.add_argument(
+        _repeated(choices=WEBHOOK_STATUSES),
+        "never deliver webhooks of this status (repeatable)",
+    ),
+    ("--webhook-drop-rate", _fault(float), "probability (0..1) that a webhook is never delivered"),
+    ("--webhook-reorder", _switch, "deliver the terminal webhook before 'processing'"),
+    ("--webhook-delay", _fault(float), "extra seconds before each webhook delivery"),
+    ("--never-terminal", _switch, "every run stays 'processing' forever"),
+    (
         "--never-terminal-workflow",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="runs of this workflow stay 'processing' forever (repeatable)",
-    )
-    faults.add_argument(
+        _repeated(metavar="ID"),
+        "runs of this workflow stay 'processing' forever (repeatable)",
+    ),
+    (
         "--honour-idempotency-key",
-        action="store_true",
-        help="a repeated Idempotency-Key gets the original 202, no second run",
-    )
-    faults.add_argument(
-        "--lookup-by-idempotency-key",
-        action="store_true",
-        help="serve GET /runs?idempotency_key=K",
-    )
+        _switch,
+        "a repeated Idempotency-Key gets the original 202, no second run",
+    ),
+    ("--lookup-by-idempotency-key", _switch, "serve GET /runs?idempotency_key=K"),
+)
+
+#: The secrets: (flag, environment variable, help); the variable wins over the default config's value.
+_SECRET_OPTIONS = (
+    ("--api-key", "NEN_API_KEY", "expected x-api-key (env NEN_API_KEY)"),
+    ("--signing-key", "NEN_SIGNING_KEY", "request signing key (env NEN_SIGNING_KEY)"),
+    ("--webhook-secret", "NEN_WEBHOOK_SECRET", "secret that signs webhooks (env NEN_WEBHOOK_SECRET)"),
+)
+
+
+def _add_options(
+    group: argparse._ActionsContainer,
+    table: tuple[tuple[str, _Kind, str], ...],
+    defaults: SimulatorConfig,
+) -> None:
+    for flag, kind, help_text in table:
+        group.add_argument(flag, help=help_text, **kind(flag[2:].replace("-", "_"), defaults))
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -180,54 +207,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("NEN_SIM_PORT", "8700"),
         help="port (env NEN_SIM_PORT, default 8700)",
     )
-    parser.add_argument(
-        "--api-key",
-        default=env.get("NEN_API_KEY") or defaults.api_key,
-        help="expected x-api-key (env NEN_API_KEY)",
-    )
-    parser.add_argument(
-        "--signing-key",
-        default=env.get("NEN_SIGNING_KEY") or defaults.signing_key,
-        help="request signing key (env NEN_SIGNING_KEY)",
-    )
-    parser.add_argument(
-        "--webhook-secret",
-        default=env.get("NEN_WEBHOOK_SECRET") or defaults.webhook_secret,
-        help="secret that signs webhooks (env NEN_WEBHOOK_SECRET)",
-    )
-    parser.add_argument(
-        "--processing-delay", type=float, default=defaults.processing_delay, help="seconds until 'processing'"
-    )
-    parser.add_argument(
-        "--terminal-delay",
-        type=float,
-        default=defaults.terminal_delay,
-        help="seconds from 'processing' to the end",
-    )
-    parser.add_argument(
-        "--fail-workflow",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="runs of this workflow fail (repeatable)",
-    )
-    parser.add_argument(
-        "--unknown-workflow",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="POST /runs answers 404 (repeatable)",
-    )
-    parser.add_argument(
-        "--webhook-field", default=defaults.webhook_field, help="body field holding the callback URL"
-    )
-    parser.add_argument(
-        "--delivery-attempts",
-        type=int,
-        default=defaults.delivery_attempts,
-        help="attempts per webhook delivery",
-    )
-    _add_fault_arguments(parser)
+    for flag, variable, help_text in _SECRET_OPTIONS:
+        key = flag[2:].replace("-", "_")
+        parser.add_argument(flag, default=env.get(variable) or getattr(defaults, key), help=help_text)
+    _add_options(parser, _RUN_OPTIONS, defaults)
+    faults = parser.add_argument_group("fault injection (all off by default; POST /_sim/config changes them)")
+    _add_options(faults, _FAULT_OPTIONS, defaults)
     return parser
 
 

@@ -17,8 +17,10 @@ from nen_celery.extras import requires_extra
 with requires_extra("simulator", __name__):
     import uvicorn
 
-from nen_celery.simulator.app import SimulatorState, create_app, get_state, logger
+from nen_celery.simulator.app import create_app, get_state
 from nen_celery.simulator.config import SimulatorConfig
+from nen_celery.simulator.log import logger
+from nen_celery.simulator.state import SimulatorState
 
 
 class _NotifyingServer(uvicorn.Server):

@@ -28,7 +28,8 @@ from redis.commands.core import AsyncScript
 from nen_celery import connections
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle.webhook import MISFITS, log_hinted
-from nen_celery.store.runs import RunStore, script_source
+from nen_celery.store.runs import RunStore
+from nen_celery.store.scripts import IngestArgs, script_source
 from nen_celery.web.answers import APPLIED, IGNORED, Answer
 
 log = logging.getLogger("nen_celery.web")
@@ -94,11 +95,11 @@ class AsyncApply:
                 socket_connect_timeout=self.timeout,
                 socket_timeout=None,  # a task per command otherwise; the deadline is below
             )
-            script = self._scripts[loop] = client.register_script(script_source("ingest"))
+            script = self._scripts[loop] = client.register_script(script_source(IngestArgs.NAME))
         return script
 
     async def __call__(self, run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
-        keys, args = self.store.ingest_call(run_id, attempt, parsed, _NO_BODY, "webhook")
+        keys, args = self.store.ingest_args(run_id, attempt, parsed, _NO_BODY, "webhook").call(self.store)
         async with asyncio.timeout(self.timeout):
             res = await self._script()(keys=keys, args=args)
         verdict, now, _, _ = RunStore.ingest_result(res)

@@ -42,14 +42,10 @@ from nen_celery.runtime import app as app_state
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, QUEUED, Answer, too_large
+from nen_celery.web.delivery import deliver_checked, deliver_hinted
 from nen_celery.web.metrics import metrics_endpoint
-from nen_celery.web.receiver import (
-    check,
-    deliver_checked,
-    deliver_hinted,
-    direct_publisher,
-    refused_early,
-)
+from nen_celery.web.resources import direct_publisher
+from nen_celery.web.verify import check, refused_early
 
 log = logging.getLogger("nen_celery.web")
 

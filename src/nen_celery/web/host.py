@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from nen_celery.errors import ConfigurationError
 from nen_celery.runtime.context import get_context
 from nen_celery.web.answers import NOT_CONFIGURED, Answer, too_large
-from nen_celery.web.receiver import handle, refused_early
+from nen_celery.web.receiver import handle
+from nen_celery.web.verify import refused_early
 
 Read = Callable[[int], bytes]
 

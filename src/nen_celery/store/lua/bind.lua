@@ -1,6 +1,6 @@
 -- KEYS: run hash, secure key, timers, the run's kept webhooks (hash).
--- ARGV: message_id, now, accepted body (json, unused), next check, retention, next check once
---       processing
+-- ARGV: message_id, now, accepted (Nen's 202 body, json; unused), next check, retention,
+--       processing check (the next check once a kept processing webhook is applied here)
 -- Binds Nen's messageId to the run and drops the secure params (Nen has them now). Of the
 -- webhooks ingest.lua kept with the run before the binding (once per status and messageId),
 -- only those of this messageId count: a 'processing' one (kept as its messageId only) is applied

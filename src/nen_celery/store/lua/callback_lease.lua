@@ -1,8 +1,8 @@
--- One execution of a callback per (run, attempt) at a time (celery_app.CallbackTask).
--- KEYS: [1] the lease (string: its holder, expiring), [2] done (string: the holder that
--- finished), both under the run's key, so in its slot.
--- ARGV: [1] mode, [2] holder ('<task id>/<nonce>'), [3] lease ms (claim, renew) or
--- retention s (finish).
+-- One execution of a callback per (run, attempt) at a time (celery.callback_task.CallbackTask).
+-- KEYS: lease (string: its holder, expiring), done (string: the holder that finished)
+-- Both keys sit under the run's key, so in its slot.
+-- ARGV: mode ('claim' | 'renew' | 'finish' | 'release'), holder ('<task id>/<nonce>'),
+--       ttl (claim, renew: the lease in ms; finish: the retention in s; release: not sent)
 local mode, holder = ARGV[1], ARGV[2]
 if mode == 'claim' then
   -- claimed | busy | done

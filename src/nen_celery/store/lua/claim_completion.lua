@@ -1,4 +1,5 @@
--- KEYS: run hash.  ARGV: now, lease seconds, task id
+-- KEYS: run hash
+-- ARGV: now, lease (seconds), holder (the task id)
 -- Returns {verdict, detail}: claimed | busy(seconds left) | done | not_terminal | missing;
 -- 'claimed' also carries the record (HGETALL): the run and its callbacks, in the same trip.
 local key = KEYS[1]

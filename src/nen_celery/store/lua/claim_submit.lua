@@ -1,5 +1,7 @@
--- KEYS: run hash, timers, secure key.  ARGV: now, lease seconds, retry_ambiguous ('1'/'0'),
--- task id, execution token (unique per task execution). submit_holder holds '<task id>/<token>'.
+-- KEYS: run hash, timers, secure key
+-- ARGV: now, lease (seconds), retry_ambiguous ('1'/'0'), holder (the task id), execution (a
+--       token unique per task execution)
+-- submit_holder holds '<holder>/<execution>'.
 -- Returns {verdict, detail}: ok | done(status) | busy(seconds left) | ambiguous | missing;
 -- 'ok' also carries the record (HGETALL) and the sealed secure params ('' if none), so the
 -- submit task needs no further read before it signs and sends.

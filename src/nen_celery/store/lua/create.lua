@@ -1,5 +1,6 @@
 -- KEYS: run hash, runs index (zset), secure key, timers (zset)
--- ARGV: run_id, now, secure token ('' = none), retention, next check, field, value, ...
+-- ARGV: run_id, now, secure token ('' = none), retention, next check, fields... (field, value,
+--       field, value, ...: the record's fields)
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = ARGV[2]
 for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end

@@ -1,4 +1,5 @@
--- KEYS: run hash, timers.  ARGV: now, callback task id ('' = no callback), run_id
+-- KEYS: run hash, timers
+-- ARGV: now, callback task id ('' = no callback), run_id
 -- The broker took the callback (or there is none): the completion is done, nothing watches it.
 if redis.call('HGET', KEYS[1], 'completion') ~= 'sending' then return 0 end
 redis.call('HSET', KEYS[1], 'completion', 'sent', 'completed_at', ARGV[1], 'callback_task_id', ARGV[2])

@@ -1,6 +1,6 @@
 -- KEYS: message index, parked webhooks for that message (one hash slot: {message_id})
--- ARGV: run_id, ttl, mode: 'force' (Nen's 202 or its lookup named the run: Nen's word) or 'free'
---       (a webhook's run hint: only while the messageId is bound to no other run)
+-- ARGV: run_id, ttl, mode ('force': Nen's 202 or its lookup named the run, Nen's word; 'free':
+--       a webhook's run hint, only while the messageId is bound to no other run)
 -- Returns {'ok', the other run it was bound to ('' none), webhooks parked before the binding...}
 -- ('force'), {'ok', ''} ('free'), or {'taken', the run it is bound to} ('free').
 local current = redis.call('GET', KEYS[1])

@@ -3,7 +3,7 @@
 -- KEYS: run hash, secure key, timers, the run's kept webhooks (hash)
 -- ARGV: message_id, status, now, payload ('' = none), source, retention, next check,
 --       keep ttl, max kept, sealed body, completion lease, holder ('' = do not claim), attempt,
---       the body's workflow_id, claimed ('1': the caller holds the messageId index for this run)
+--       workflow_id (the body's), claimed ('1': the caller holds the messageId index for this run)
 -- Returns {verdict, status, completion[, record]}: applied | noop | late | parked | unbound |
 -- mismatch | stale | missing | foreign | full (late: Nen's word on a run that ended submit_failed
 -- as "may have started": recorded, no second completion) (stale: a webhook of an attempt before the run was redriven;

@@ -1,4 +1,5 @@
--- KEYS: run hash, secure key, timers.  ARGV: now, next check, force ('1' or '0')
+-- KEYS: run hash, secure key, timers
+-- ARGV: now, next check, force ('1' or '0')
 -- Operator action: start a new attempt of a run Nen never ran (rejected / submit_failed /
 -- unknown), keeping its history. Returns {verdict, detail}. A run that may have started in Nen
 -- (its POST's answer was lost: `unknown`, or `submit_failed` after it) is refused

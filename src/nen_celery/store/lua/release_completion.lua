@@ -1,4 +1,6 @@
--- KEYS: run hash.  ARGV: task id.  The holder could not dispatch: let the next attempt claim.
+-- KEYS: run hash
+-- ARGV: holder (the task id)
+-- The holder could not dispatch: let the next attempt claim.
 if redis.call('HGET', KEYS[1], 'completion') ~= 'sending' then return 0 end
 if redis.call('HGET', KEYS[1], 'completion_holder') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'completion', 'pending', 'completion_lease_until', 0)

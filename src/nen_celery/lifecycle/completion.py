@@ -1,0 +1,298 @@
+"""Exactly-once completion, in one place: a run's end is recorded once, and its callback is
+dispatched once per attempt.
+
+The protocol (Temporal's async completion: an outside event completes a pending step once):
+1. a terminal status is applied atomically (``RunStore.apply`` / ``ingest``: ingest.lua, apply.lua);
+   the first one marks the completion ``pending``, every later one is a no-op;
+2. ``complete`` (task complete_run) or the hinted ingest path claims the completion with a lease
+   (claim_completion.lua), so one worker at a time dispatches;
+3. ``dispatch_completion`` publishes the callback under a task id fixed per run, status and
+   attempt (``callback_task_id``), then marks the completion ``sent`` (finish_completion.lua):
+   nothing dispatches a sent callback again. A worker that dies between the broker taking the
+   message and that mark lets the lease lapse; the sweep re-dispatches with the same task id;
+4. ``run_callback_once`` (used by ``CallbackTask``) runs a redelivered copy of a callback message
+   only if the first execution died: a renewed lease per run and attempt (callback_lease.lua).
+The beat sweep (sweep.py) owns the timeouts: a pending completion nobody claimed is re-queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import Task
+from celery.canvas import signature
+from celery.exceptions import Reject, Retry
+from celery.utils.saferepr import saferepr
+
+from nen_celery.domain.status import Status, is_terminal
+from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
+from nen_celery.logs import runlog
+from nen_celery.runtime import metrics
+from nen_celery.runtime.app import CALLBACK_HEADER, current, nen_task, ready_made, request_header, run_repr
+from nen_celery.runtime.context import get_context, per_context
+from nen_celery.runtime.faults import failpoint
+from nen_celery.store.runs import RunStore, callbacks
+
+log = logging.getLogger("nen_celery.lifecycle")
+
+CALLBACK_NAMESPACE = uuid.UUID("5b0f8f61-63a5-4a51-9a39-2f4c8c1a7e10")
+
+
+def callback_task_id(run_id: str, status: str, attempt: int = 0) -> str:
+    """Deterministic id of the user callback task of one attempt (redrive), so a re-dispatch
+    after a crash carries the same id; each redrive attempt's callback has an id of its own."""
+    name = f"{run_id}:{status}" if not attempt else f"{run_id}:{status}:{attempt}"
+    return str(uuid.uuid5(CALLBACK_NAMESPACE, name))
+
+
+def enqueue_complete(run_id: str, received_at: str | None = None) -> None:
+    """``received_at``: when the receiver got the terminal webhook (for the latency metric)."""
+    headers = {RECEIVED_AT_HEADER: received_at} if received_at else None
+    nen_task("complete_run").apply_async(args=(run_id,), argsrepr=run_repr(run_id), headers=headers)
+
+
+def end_run(run_id: str, status: Status, error: dict[str, Any], source: str) -> str:
+    """End a run with an error of ours (rejected, submit_failed, timeouts) and fire on_failure."""
+    store = get_context().store
+    verdict, now, completion = store.apply(run_id, status, source=source, payload=error, error=error)
+    log.warning("run %s ended %s (%s): %s", run_id, now, verdict, error.get("message") or error.get("error"))
+    if completion == "pending":
+        enqueue_complete(run_id)
+    return now
+
+
+def apply_nen_status(
+    run_id: str, body: dict[str, Any], source: str, received_at: str | None = None
+) -> tuple[str, str]:
+    """Apply a webhook/retrieval body to the run; dispatch completion if still pending."""
+    store = get_context().store
+    status = str(body["status"])
+    payload = body if is_terminal(status) else None
+    verdict, now, completion = store.apply(run_id, status, source=source, payload=payload)
+    if completion == "pending":
+        enqueue_complete(run_id, received_at)
+    return verdict, now
+
+
+def complete(task: Task, run_id: str) -> dict[str, Any]:
+    """complete_run: claim the run's pending completion and dispatch its callback."""
+    ctx = get_context()
+    holder = str(task.request.id)
+    claim = ctx.store.claim_completion(run_id, holder)
+    if claim.verdict != "claimed":
+        # busy: another complete_run holds the claim; its message is redelivered if it dies.
+        return {"run_id": run_id, "verdict": claim.verdict}
+    task_id = dispatch_completion(task, run_id, holder, claim.data)
+    return {"run_id": run_id, "status": claim.data.get("status"), "callback_task_id": task_id}
+
+
+def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, str]) -> str:
+    """Send the claimed run's callback, then mark the completion sent; the callback's task id.
+
+    Once the broker has the callback message the completion is marked sent and nothing
+    dispatches it again, whatever becomes of it (the broker and the callback task's own
+    acks_late / retries own it from there). The one window: a worker that dies between the
+    broker taking the message and that mark; the claim's lease lapses and the callback is
+    dispatched again, with the same task id (``callback_task_id``) for the user to dedupe on.
+    """
+    ctx = get_context()
+    run = ctx.store.to_run(data)  # the record came back with the claim
+    runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
+    on_complete, on_failure = callbacks(data)
+    sig = on_complete if run.status == Status.SUCCESS else on_failure
+    task_id = ""
+    failpoint("complete:before_dispatch")
+    if sig is not None:
+        task_id = callback_task_id(run_id, run.status, run.redrives)
+        try:
+            argsrepr = run_repr(run_id, status=run.status)
+            headers = {CALLBACK_HEADER: f"{run_id}|{run.redrives}"}  # CallbackTask's guard
+            send_callback(sig, run.to_dict(), task_id, headers, argsrepr)
+        except Exception as exc:
+            countdown: float | None = 1.0
+            if isinstance(exc, TypeError):
+                # its arguments do not fit the task: a few attempts, then the dead-letter list
+                from nen_celery.lifecycle.deadletter import argument_mismatch
+
+                countdown = argument_mismatch(run_id, run, sig, exc)
+                if countdown is None:
+                    return ""  # dead-lettered: the completion is marked done
+            ctx.store.release_completion(run_id, holder)
+            log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
+            raise task.retry(countdown=countdown, max_retries=None) from exc
+    failpoint("complete:after_dispatch")
+    ctx.store.finish_completion(run_id, task_id)
+    metrics.RUNS_COMPLETED.labels(status=run.status).inc()
+    received_at = request_header(task.request, RECEIVED_AT_HEADER)
+    if received_at:
+        metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
+    log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
+    return task_id
+
+
+def send_callback(
+    sig: dict[str, Any], run: dict[str, Any], task_id: str, headers: dict[str, str], argsrepr: str
+) -> None:
+    """``signature(sig).apply_async(args=(run,), ...)`` through the current app: the callback
+    may be a task of any app the workers load, or only a name. On the ready-made app, with one
+    LPUSH where that writes the same message (``direct_callback``)."""
+    app = current()
+    conf = app.conf
+    kwargs = dict(sig.get("kwargs") or {})
+    # as Celery would write it, given explicitly so both paths write the same message (the
+    # setting is Celery 5.7's; 5.5 and 5.6 use 3 levels)
+    kwargsrepr = saferepr(kwargs, app.amqp.kwargsrepr_maxsize, maxlevels=conf.get("task_repr_maxlevels", 3))
+    direct = direct_callback(sig, app)
+    if direct is None:
+        # a kwargsrepr the caller set on the signature (to hide its kwargs) is kept
+        shown = {} if "kwargsrepr" in (sig.get("options") or {}) else {"kwargsrepr": kwargsrepr}
+        signature(sig, app=app).apply_async(
+            args=(run,), task_id=task_id, headers=headers or None, argsrepr=argsrepr, **shown
+        )
+        return
+    task, publisher = direct
+    args = (run, *(sig.get("args") or ()))
+    if task.typing:  # apply_async's argument check: a TypeError here, not a failing message
+        task.__header__(*args, **kwargs)
+    parent = app.current_worker_task
+    if parent is not None:
+        request = parent.request
+        headers = {**headers, "parent_id": request.id, "root_id": request.root_id or request.id}
+    publisher.publish(Outgoing(args, kwargs, argsrepr, kwargsrepr, headers), task_id)
+    if parent is not None and conf.result_backend:
+        parent.add_trail(task.AsyncResult(task_id))  # the parent's result lists its children
+
+
+def direct_callback(sig: dict[str, Any], app: Any = None) -> tuple[Task, DirectPublisher] | None:
+    """(task, publisher) when the callback's message can be pushed directly: NEN_DIRECT_PUBLISH
+    on (off by default), the ready-made app (a user's own app is published through Celery,
+    always), a plain signature (no options, not immutable, no canvas) of a task registered there
+    whose class leaves apply_async as Celery's, on a route and broker direct_publish reproduces
+    and whose self-check passed; else None."""
+    ready = ready_made()
+    if ready is None or (app if app is not None else current()) is not ready:
+        return None
+    app = ready
+    if sig.get("options") or sig.get("immutable") or sig.get("subtask_type") or sig.get("chord_size"):
+        return None
+    name = str(sig.get("task"))
+    ctx = get_context()
+
+    def build() -> tuple[Task, DirectPublisher] | None:
+        task = app.tasks.get(name)
+        if task is None or not ctx.settings.direct_publish or app.conf.task_inherit_parent_priority:
+            return None
+        cls = type(task)
+        if (
+            cls.apply_async is not Task.apply_async
+            or cls.shadow_name is not Task.shadow_name
+            or cls.add_trail is not Task.add_trail
+            or task.__v2_compat__
+            or getattr(task, "_dump_pydantic_arguments", None) is not None
+        ):
+            log.info("callback %s is published through Celery: its task class changes apply_async", name)
+            return None
+        publisher = direct_publish.cached_for_task(ctx, task, True)
+        return None if publisher is None else (task, publisher)
+
+    direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{id(app)}:{name}", ctx, build)
+    return direct
+
+
+def run_callback_once(task: Task, mark: str, args: Any, kwargs: Any) -> Any:
+    """Run the callback of the ``<run_id>|<attempt>`` in ``mark`` unless another execution
+    holds it (wait: retry) or one completed it (skip). ``CallbackTask`` calls this."""
+    run_id, _, attempt = mark.rpartition("|")
+    store = get_context().store
+    lease = store.settings.callback_lease
+    holder = f"{task.request.id}/{uuid.uuid4().hex}"  # this execution, not the message
+    try:
+        verdict = store.claim_callback(run_id, attempt, holder, lease)
+    except redis.RedisError as exc:
+        log.warning("callback %s of run %s: lease not claimed (%r); retrying", task.name, run_id, exc)
+        raise task.retry(exc=exc, countdown=lease / 2, max_retries=None) from exc
+    if verdict == "done":
+        log.info(
+            "callback %s[%s]: run %s attempt %s already completed its callback; skipped",
+            task.name,
+            task.request.id,
+            run_id,
+            attempt,
+        )
+        return None
+    if verdict != "claimed":  # busy: a live execution runs it; come back after half a lease
+        log.info(
+            "callback %s[%s]: run %s attempt %s is running in another execution; waiting",
+            task.name,
+            task.request.id,
+            run_id,
+            attempt,
+        )
+        raise task.retry(countdown=lease / 2, max_retries=None)
+    return _run_leased(task, store, run_id, attempt, holder, args, kwargs)
+
+
+def _run_leased(
+    task: Task, store: RunStore, run_id: str, attempt: str, holder: str, args: Any, kwargs: Any
+) -> Any:
+    """Run the claimed callback while a heartbeat renews its lease; then mark it done, or
+    release the lease where a copy of the message must still run it."""
+    lease = store.settings.callback_lease
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat,
+        args=(store, run_id, attempt, holder, lease, stop),
+        daemon=True,
+        name=f"nen-callback-lease-{run_id}",
+    )
+    beat.start()
+    end = True
+    task.request.nen_lease = (store, run_id, attempt, holder)  # for the callback's own retry
+    try:
+        return task.run(*args, **kwargs)
+    except Retry:
+        end = False  # the callback asked for a retry: that execution must run it
+        raise
+    except Reject as exc:
+        end = not exc.requeue
+        raise
+    except Exception:
+        raise  # its end, as Celery does not retry it either
+    except BaseException:
+        end = False  # the worker is going away mid-callback: a redelivered copy may run it
+        raise
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            if end:
+                store.finish_callback(run_id, attempt, holder)
+            else:
+                store.release_callback(run_id, attempt, holder)
+        except redis.RedisError as exc:  # the lease lapses on its own; done is not recorded
+            log.error(
+                "callback %s of run %s: lease not %s (%r)",
+                task.name,
+                run_id,
+                "finished" if end else "released",
+                exc,
+            )
+
+
+def _heartbeat(
+    store: RunStore, run_id: str, attempt: str, holder: str, lease: float, stop: threading.Event
+) -> None:
+    """Renew the execution's lease every third of it until ``stop``."""
+    while not stop.wait(lease / 3):
+        try:
+            if not store.renew_callback(run_id, attempt, holder, lease):
+                log.warning("callback of run %s attempt %s: its lease lapsed while it ran", run_id, attempt)
+        except Exception as exc:  # Redis away for a moment: the next beat tries again
+            log.warning("callback of run %s: lease not renewed (%r)", run_id, exc)

@@ -1,0 +1,119 @@
+"""The beat sweep (reconcile_runs): acts on due timers; the rules are reconcile.py's."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from celery import Task
+
+from nen_celery.domain.status import Status
+from nen_celery.lifecycle import reconcile
+from nen_celery.lifecycle.completion import end_run, enqueue_complete
+from nen_celery.lifecycle.submit import enqueue_submit
+from nen_celery.runtime import metrics
+from nen_celery.runtime.app import nen_task, run_repr
+from nen_celery.runtime.context import get_context
+from nen_celery.settings import Settings
+from nen_celery.store.runs import RunStore
+
+log = logging.getLogger("nen_celery.lifecycle")
+
+
+def _timeout_error(data: dict[str, str], kind: str, message: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "message": message,
+        "status": "failed",
+        "message_id": data.get("message_id") or None,
+        "workflow_id": data.get("workflow_id"),
+    }
+
+
+def sweep(task: Task) -> dict[str, int]:
+    """One sweep over due timers. A lock with expiry makes a concurrent second sweep a no-op."""
+    ctx = get_context()
+    settings, store = ctx.settings, ctx.store
+    token = str(uuid.uuid4())
+    if not store.acquire_reconcile_lock(token, ttl=max(30.0, 3 * settings.reconcile_interval)):
+        return {"locked": 1}
+    counts: Counter[str] = Counter()
+    try:
+        now = time.time()
+        _sweep_runs(store, settings, now, counts)
+        _sweep_parked(store, settings, now, counts)
+    finally:
+        store.release_reconcile_lock(token)
+    if counts:
+        log.info("reconcile: %s", dict(counts))
+        metrics.reconciled(counts)
+    return dict(counts)
+
+
+def _sweep_runs(store: RunStore, settings: Settings, now: float, counts: Counter[str]) -> None:
+    """Act on every run whose timer is due, then set each one's next check (or drop it)."""
+    run_ids = store.due_runs(now, settings.reconcile_batch)
+    timers: dict[str, float] = {}
+    drop: list[str] = []
+    for run_id, data in zip(run_ids, store.raw_many(run_ids), strict=True):
+        decision = reconcile.decide(data, now, settings)
+        counts[decision.action] += 1
+        _act(run_id, data, decision.action)
+        if decision.action == reconcile.DROP:
+            drop.append(run_id)
+        elif decision.next_check is not None:
+            timers[run_id] = decision.next_check
+    store.set_timers(timers, drop)
+
+
+def _sweep_parked(store: RunStore, settings: Settings, now: float, counts: Counter[str]) -> None:
+    """Replay webhooks parked under a messageId that is now bound; drop the oldest unbound."""
+    timers: dict[str, float] = {}
+    drop: list[str] = []
+    for message_id in store.due_parked(now, settings.reconcile_batch):
+        bodies = store.parked(message_id)
+        bound = store.run_for_message(message_id) is not None
+        decision = reconcile.decide_parked(bound, len(bodies), now, settings)
+        counts[f"parked_{decision.action}"] += 1
+        if decision.action == "replay":
+            for sealed in bodies:
+                nen_task("ingest_webhook").apply_async(
+                    args=(sealed,), argsrepr=f"(message_id={message_id!r})"
+                )
+            store.drop_parked(message_id)
+        elif decision.action == reconcile.DROP:
+            drop.append(message_id)
+        elif decision.next_check is not None:
+            timers[message_id] = decision.next_check
+    store.set_parked_timers(timers, drop)
+
+
+def _act(run_id: str, data: dict[str, str], action: str) -> None:
+    if action == reconcile.RESUBMIT:
+        enqueue_submit(run_id, data["workflow_id"])
+    elif action == reconcile.POLL:
+        nen_task("poll_run").apply_async(args=(run_id,), argsrepr=run_repr(run_id))
+    elif action == reconcile.LOOKUP:
+        nen_task("lookup_run").apply_async(args=(run_id,), argsrepr=run_repr(run_id))
+    elif action == reconcile.COMPLETE:
+        enqueue_complete(run_id)
+    elif action == reconcile.EXPIRE_UNKNOWN:
+        error = _timeout_error(
+            data,
+            "fate_unknown",
+            "POST /runs got no usable answer and the run could not be found; it may have started "
+            "in Nen. Check Nen, then redrive it if it did not.",
+        )
+        error["status"] = Status.SUBMIT_FAILED.value
+        end_run(run_id, Status.SUBMIT_FAILED, error, "reconcile:unknown_timeout")
+    elif action == reconcile.TIMEOUT:
+        if data.get("status") in (Status.QUEUED, Status.UNKNOWN):
+            err = _timeout_error(data, "run_timeout", "Nen never accepted the run in time")
+            err["status"] = Status.SUBMIT_FAILED.value
+            end_run(run_id, Status.SUBMIT_FAILED, err, "reconcile:run_timeout")
+        else:
+            err = _timeout_error(data, "run_timeout", "no terminal status from Nen in time")
+            end_run(run_id, Status.FAILED, err, "reconcile:run_timeout")

@@ -1,0 +1,59 @@
+"""What a callback's dispatch leaves on the store: failures counted on the run record, the
+dead-letter list (lifecycle/deadletter.py), and the lease that lets one execution of a callback
+run at a time (celery/callback_task.py's CallbackTask)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nen_celery.store.core import StoreCore
+from nen_celery.store.scripts import CallbackLeaseArgs
+
+# Counts only on a record that exists, so no partial record is left behind
+_COUNT_FAILURE = (
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
+    "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)"
+)
+
+
+class CallbackState(StoreCore):
+    # -- callbacks that cannot be dispatched ----------------------------------------------------
+    def note_callback_failure(self, run_id: str, attempt: int) -> int:
+        """Count one failed dispatch of the run's callback (of redrive ``attempt``) on its record;
+        the count so far, or -1 if the record is gone (no partial record is left behind)."""
+        return int(self.redis.eval(_COUNT_FAILURE, 1, self.run_key(run_id), f"callback_failures:{attempt}"))
+
+    def add_dead_letter(self, entry: dict[str, Any], keep: int) -> None:
+        """Put an entry first on the dead-letter list, keeping the newest ``keep``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.deadletter_key, json.dumps(entry))
+        pipe.ltrim(self.deadletter_key, 0, keep - 1)
+        pipe.expire(self.deadletter_key, self.settings.retention_seconds)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> tuple[dict[str, Any], ...]:
+        """The newest ``limit`` dead-letter entries, newest first."""
+        if limit <= 0:
+            return ()
+        return tuple(json.loads(x) for x in self.redis.lrange(self.deadletter_key, 0, limit - 1))
+
+    # -- one execution of a callback at a time ----------------------------------------------------
+    def claim_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> str:
+        """``claimed`` (run it), ``busy`` (another execution holds a live lease) or ``done``."""
+        ttl = max(1, int(lease * 1000))
+        return str(self._call(CallbackLeaseArgs(run_id, attempt, mode="claim", holder=holder, ttl=ttl)))
+
+    def renew_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> bool:
+        """Extend ``holder``'s lease; False once it lapsed."""
+        ttl = max(1, int(lease * 1000))
+        return bool(self._call(CallbackLeaseArgs(run_id, attempt, mode="renew", holder=holder, ttl=ttl)))
+
+    def finish_callback(self, run_id: str, attempt: str, holder: str) -> None:
+        """The callback of (run, attempt) reached its end: later copies skip it."""
+        ttl = self.settings.retention_seconds
+        self._call(CallbackLeaseArgs(run_id, attempt, mode="finish", holder=holder, ttl=ttl))
+
+    def release_callback(self, run_id: str, attempt: str, holder: str) -> bool:
+        """Drop ``holder``'s lease without marking done (its retry may run at once)."""
+        return bool(self._call(CallbackLeaseArgs(run_id, attempt, mode="release", holder=holder)))

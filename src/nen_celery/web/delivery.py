@@ -1,0 +1,244 @@
+"""A checked webhook's way to its run: applied here, queued for its hinted run, or looked up first.
+
+Apart from ``verify`` because this is the part that does I/O (the run store, the broker) and
+whose failures decide between 200, the parked status and 503. ``deliver`` takes its lookup,
+publisher and applier as arguments; ``deliver_checked`` (a thread) and ``deliver_hinted`` (the
+event loop) pass the process's own, from ``resources``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from nen_celery.domain import hints
+from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
+from nen_celery.logs import runlog
+from nen_celery.runtime import metrics
+from nen_celery.store.sealer import Sealer
+from nen_celery.web import apply
+from nen_celery.web.answers import NOT_QUEUED, QUEUED, Answer
+from nen_celery.web.resources import Lookup, async_apply, blocking_apply, direct_publisher, run_lookup
+from nen_celery.web.verify import run_hint
+
+if TYPE_CHECKING:
+    from nen_celery.runtime.context import Context
+
+log = logging.getLogger("nen_celery.web")
+
+
+def ingest_message(
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    received_at: float | None,
+    hint: tuple[str, int] | None,
+) -> Outgoing:
+    """The ingest_webhook message for one verified webhook (its body sealed when a key is set)."""
+    received_at = time.time() if received_at is None else received_at
+    kwargs: dict[str, Any] = {"run_id": hint[0], "attempt": hint[1]} if hint else {}
+    return Outgoing(
+        (sealer.seal_if_enabled(body),),
+        kwargs,
+        f"(message_id={parsed['message_id']!r}, status={parsed['status']!r})",
+        repr(kwargs),
+        {RECEIVED_AT_HEADER: repr(received_at)},
+    )
+
+
+def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: Any = None) -> None:
+    """``ingest_webhook.apply_async`` for brokers the direct publisher does not serve."""
+    from nen_celery.runtime.app import nen_task
+
+    nen_task("ingest_webhook").apply_async(
+        args=outgoing.args,
+        kwargs=outgoing.kwargs,
+        headers=outgoing.headers,
+        argsrepr=outgoing.argsrepr,
+        kwargsrepr=outgoing.kwargsrepr,
+        retry=True,
+        retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": publish_timeout / 2,
+        },
+        connection=connection,
+    )
+
+
+def _not_queued(parsed: dict[str, Any], exc: BaseException) -> Answer:
+    log.error("webhook for message %s not queued: %s: %s", parsed["message_id"], type(exc).__name__, exc)
+    return NOT_QUEUED
+
+
+def enqueue(
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    received_at: float | None = None,
+    hint: tuple[str, int] | None = None,
+    publisher: DirectPublisher | None = None,
+) -> Answer:
+    """Queue ingest_webhook (with one LPUSH when ``publisher`` is given, else apply_async); 503
+    when the broker cannot take it, so Nen redelivers."""
+    outgoing = ingest_message(sealer, body, parsed, received_at, hint)
+    try:
+        if publisher is not None:
+            publisher.publish(outgoing)
+        else:
+            publish_with_celery(outgoing, publish_timeout)
+    except Exception as exc:  # broker down: any kombu/redis/socket error
+        return _not_queued(parsed, exc)
+    return QUEUED
+
+
+def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes = "") -> Answer:
+    """``deliver`` with the process context's lookup, sealer and settings (blocking I/O)."""
+    hint, refused = run_hint(ctx.settings, query)
+    if refused is not None:
+        _hint_refused(parsed, refused)
+    return deliver(
+        run_lookup(ctx),
+        ctx.sealer,
+        body,
+        parsed,
+        ctx.settings.publish_timeout,
+        ctx.settings.webhook_parked_status,
+        hint,
+        direct_publisher(ctx),
+        blocking_apply(ctx),
+        hint_refused=refused is not None,
+    )
+
+
+def _hint_refused(parsed: dict[str, Any], hint: hints.Hint) -> None:
+    # the token itself is never logged: only whether there was one
+    log.warning(
+        "webhook %s for message %s names run %s (attempt %d) with a %s token: hint ignored, "
+        "the run is looked up by messageId",
+        parsed["status"],
+        parsed["message_id"],
+        hint.run_id,
+        hint.attempt,
+        "wrong" if hint.token else "missing",
+    )
+
+
+async def deliver_hinted(
+    ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes
+) -> Answer | None:
+    """``deliver`` without a thread: a hinted webhook pushed (or, ``processing``, applied) from
+    the event loop, or None when this needs the blocking path (no hint, no direct publisher for
+    this broker, or a clustered run store)."""
+    hint, _ = run_hint(ctx.settings, query)
+    if hint is None:
+        return None  # none, or refused: the thread path looks the messageId up (and logs it)
+    if apply.wanted(ctx.settings.webhook_apply_processing, parsed, hint):
+        applier = async_apply(ctx)
+        if applier is None:
+            return None  # a clustered run store: the thread path applies it
+        try:
+            verdict, now = await applier(hint[0], hint[1], parsed)
+        except Exception as exc:  # run store down or slow: queue it instead
+            _apply_failed(parsed, hint, exc)
+        else:
+            if verdict != apply.BINDS:
+                return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
+    publisher = direct_publisher(ctx, create=False)  # not made yet: the thread path makes it
+    if publisher is None:
+        return None
+    outgoing = ingest_message(ctx.sealer, body, parsed, None, hint)
+    try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
+        await publisher.apublish(outgoing)
+        answer = QUEUED
+    except Exception as exc:  # broker down or slow: any redis/socket error
+        # the run ids on the log line: bound here only, the path that logs
+        with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
+            answer = _not_queued(parsed, exc)
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
+
+
+def _applied(
+    verdict: str, now: str, parsed: dict[str, Any], hint: tuple[str, int], parked_status: int
+) -> Answer:
+    with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
+        answer = apply.answer_for(verdict, now, hint[0], hint[1], parsed, parked_status)
+    metrics.webhook_answered(answer.status_code, answer.body)
+    return answer
+
+
+def _apply_failed(parsed: dict[str, Any], hint: tuple[str, int], exc: BaseException) -> None:
+    log.warning(
+        "webhook %s for run %s: applying it failed (%s); queued instead",
+        parsed["status"],
+        hint[0],
+        type(exc).__name__,
+    )
+
+
+def deliver(
+    lookup: Lookup,
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    parked_status: int = 202,
+    hint: tuple[str, int] | None = None,
+    publisher: DirectPublisher | None = None,
+    applier: apply.BlockingApply | None = None,
+    *,
+    hint_refused: bool = False,
+) -> Answer:
+    """Queue the webhook: for its hinted run at once (a ``processing`` one applied here when
+    ``applier`` is given), else after looking its messageId up. ``hint`` is a verified one;
+    ``hint_refused``: the URL named a run with a missing or wrong token (counted as such)."""
+    message_id = str(parsed["message_id"])
+    with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
+        if hint is not None:
+            if applier is not None and apply.wanted(True, parsed, hint):
+                try:
+                    verdict, now = applier(hint[0], hint[1], parsed)
+                except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
+                    _apply_failed(parsed, hint, exc)
+                else:
+                    if verdict != apply.BINDS:
+                        return _applied(verdict, now, parsed, hint, parked_status)
+            with runlog.bound(run_id=hint[0]):
+                answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
+                metrics.webhook_answered(answer.status_code, answer.body)
+                return answer
+        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher, hint_refused)
+
+
+def _deliver(
+    lookup: Lookup,
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    publish_timeout: float,
+    parked_status: int,
+    publisher: DirectPublisher | None,
+    hint_refused: bool = False,
+) -> Answer:
+    message_id = str(parsed["message_id"])
+    known: bool | None
+    try:
+        known = lookup(message_id) is not None
+    except (redis.RedisError, OSError) as exc:
+        log.warning(
+            "webhook for message %s: run lookup failed (%s); queued anyway", message_id, type(exc).__name__
+        )
+        known = None
+    answer = enqueue(sealer, body, parsed, publish_timeout, publisher=publisher)
+    if answer.status_code == 200 and known is False:
+        log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
+        answer = Answer(parked_status, {"status": "parked"})
+    metrics.webhook_answered(answer.status_code, answer.body, hint_refused=hint_refused)
+    return answer

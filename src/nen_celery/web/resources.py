@@ -1,0 +1,96 @@
+"""What the receiver keeps per process: its run store, ingest_webhook publisher and appliers.
+
+Made once per process (and remade for a new context), never per webhook: each one costs
+connections or a publisher self-check, and a webhook has 5 s for its answer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import redis
+
+from nen_celery.connections import redis_client
+from nen_celery.fastpath import direct_publish
+from nen_celery.fastpath.direct_publish import DirectPublisher
+from nen_celery.runtime.context import per_context
+from nen_celery.store.runs import RunStore
+from nen_celery.web import apply
+
+if TYPE_CHECKING:
+    from nen_celery.runtime.context import Context
+
+Lookup = Callable[[str], "str | None"]
+
+_lookups: dict[int, tuple[object, redis.Redis, RunStore]] = {}
+_lookups_lock = threading.Lock()
+
+
+def run_lookup(ctx: Context) -> Lookup:
+    """``RunStore.run_for_message`` over ``run_store``'s client."""
+    return run_store(ctx).run_for_message
+
+
+def run_store(ctx: Context) -> RunStore:
+    """The receiver's run store: a Redis client whose timeouts fit Nen's 5 s answer budget.
+
+    The process context's client waits up to 5 s to connect and retries on timeout; this one
+    gives up after ``NEN_PUBLISH_TIMEOUT`` so a blackholed Redis cannot hold a webhook answer.
+    """
+    key = os.getpid()
+    cached = _lookups.get(key)
+    if cached is None or cached[0] is not ctx:
+        with _lookups_lock:
+            cached = _lookups.get(key)
+            if cached is None or cached[0] is not ctx:
+                timeout = ctx.settings.publish_timeout
+                client = redis_client(
+                    ctx.settings.redis_url,
+                    decode_responses=True,
+                    socket_connect_timeout=timeout,
+                    socket_timeout=timeout,
+                )
+                _lookups.clear()  # the old client may still serve a request: let it be collected
+                cached = (ctx, client, RunStore(client, ctx.settings, ctx.sealer))
+                _lookups[key] = cached
+    return cached[2]
+
+
+def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | None:
+    """This process's ingest_webhook publisher (direct_publish.py, with
+    NEN_WEBHOOK_DIRECT_PUBLISH), or None: apply_async. The first call makes it, with its
+    self-check (a few broker round trips): the standalone receiver at start-up, a mounted one
+    on its first webhook, in a thread. ``create=False`` (the event loop): only one made before."""
+    from nen_celery.runtime.app import nen_task
+
+    return direct_publish.cached_for_task(
+        ctx,
+        nen_task("ingest_webhook"),
+        ctx.settings.webhook_direct_publish,
+        "NEN_WEBHOOK_DIRECT_PUBLISH",
+        create=create,
+    )
+
+
+def blocking_apply(ctx: Context) -> apply.BlockingApply | None:
+    """This process's apply for the thread path, or None with NEN_WEBHOOK_APPLY_PROCESSING off."""
+    applier: apply.BlockingApply | None = per_context(
+        "blocking_apply",
+        ctx,
+        lambda: apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
+    )
+    return applier
+
+
+def async_apply(ctx: Context) -> apply.AsyncApply | None:
+    """This process's event-loop apply (None: the run store is clustered); each call bounded by
+    half of ``NEN_PUBLISH_TIMEOUT``, so with the queueing that follows a failure the answer
+    stays within Nen's budget."""
+    settings = ctx.settings
+    applier: apply.AsyncApply | None = per_context(
+        "apply", ctx, lambda: apply.for_url(ctx.store, settings.redis_url, settings.publish_timeout / 2)
+    )
+    return applier

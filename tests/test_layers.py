@@ -1,0 +1,107 @@
+"""The code layout's promises that import-linter cannot check: one owner of per-process
+resources rebuilt on a settings change, the moved logging names still resolving, and the
+size limits a maintainer can hold in their head (modules ~400 lines, functions ~60)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import logging
+import logging.config
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "src" / "nen_celery"
+MODULE_LINES_MAX = 400
+FUNCTION_LINES_MAX = 60
+
+
+def test_a_settings_change_rebuilds_the_http_client_with_the_new_timeouts() -> None:
+    """Django's override_settings / a Flask config change go through install_overrides: the
+    Nen client then talks through a new keep-alive pool built from the new settings."""
+    from nen_celery.runtime.context import get_context
+    from nen_celery.settings import install_overrides
+
+    before = get_context().client.http
+    assert get_context().client.http is before  # one pool per process and settings
+    wanted = before.timeout.read + 7.0
+    try:
+        install_overrides({"NEN_READ_TIMEOUT": wanted})
+        after = get_context().client.http
+        assert after is not before
+        assert after.timeout.read == wanted
+    finally:
+        install_overrides({})
+    assert get_context().client.http.timeout.read == before.timeout.read
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("nen_celery.logging_filters", "RedactingFilter", "nen_celery.logs"),
+        ("nen_celery.logging_filters", "add_redaction", "nen_celery.logs"),
+        ("nen_celery.runlog", "RunIdFilter", "nen_celery.logs"),
+        ("nen_celery.runlog", "JsonFormatter", "nen_celery.logs"),
+    ],
+)
+def test_moved_logging_names_still_resolve_with_a_deprecation_warning(old: str, name: str, new: str) -> None:
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{name} moved to {new}.{name}"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018
+
+
+def test_the_documented_dictconfig_paths_build_the_filters() -> None:
+    """README / docs/security.md: ``"()": "nen_celery.logs.RedactingFilter"`` in LOGGING."""
+    from nen_celery.logs import RedactingFilter, RunIdFilter
+
+    handler_name = "nen-test-layers"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the documented paths are not the deprecated ones
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "filters": {
+                    "secrets": {"()": "nen_celery.logs.RedactingFilter"},
+                    "runs": {"()": "nen_celery.logs.RunIdFilter"},
+                },
+                "handlers": {handler_name: {"class": "logging.NullHandler", "filters": ["secrets", "runs"]}},
+                "loggers": {"nen_test_layers": {"handlers": [handler_name]}},
+            }
+        )
+    handler = logging.getLogger("nen_test_layers").handlers[0]
+    try:
+        assert [type(f) for f in handler.filters] == [RedactingFilter, RunIdFilter]
+    finally:
+        logging.getLogger("nen_test_layers").handlers.clear()
+
+
+def _sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_is_under_the_size_limit() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in _sources()
+        if (lines := len(path.read_text().splitlines())) > MODULE_LINES_MAX
+    }
+    assert long == {}, f"modules over {MODULE_LINES_MAX} lines: split them by what they hold"
+
+
+def test_every_function_is_under_the_size_limit() -> None:
+    long = {}
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > FUNCTION_LINES_MAX:
+                    long[f"{path.relative_to(PACKAGE)}:{node.name}"] = lines
+    assert long == {}, f"functions over {FUNCTION_LINES_MAX} lines: give their steps names"

@@ -10,7 +10,7 @@ apply_async in a thread (defaults, NEN_WEBHOOK_DIRECT_PUBLISH=false; until 2026-
 More rows for comparison: without NEN_SECRETS_KEY (no seal), both sides on uvicorn's pure-Python
 server (h11 parser, asyncio loop), where the server's own cost per request is three times
 larger, and both sides driven one request at a time (one connection), where the receiver's
-group commit (direct_publish._GroupPush, fast paths) has nothing to group: the cost of one
+group commit (fastpath/group_push.py, fast paths) has nothing to group: the cost of one
 webhook alone. The webhooks are terminal ones (queued); a last row sends `processing` ones,
 which the receiver applies itself with one Lua call on a real run record instead of queueing
 (web/apply.py).

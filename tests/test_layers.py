@@ -39,6 +39,23 @@ def test_a_settings_change_rebuilds_the_http_client_with_the_new_timeouts() -> N
     assert get_context().client.http.timeout.read == before.timeout.read
 
 
+def test_the_rate_limiter_is_the_contexts_and_follows_the_settings() -> None:
+    """NEN_RATE_LIMIT turned on by a host framework's settings: every client of the process
+    shares one bucket (one Redis pool); turned off again, the clients take no token."""
+    from nen_celery.runtime.context import get_context
+    from nen_celery.settings import install_overrides
+
+    assert get_context().settings.rate_limit == 0 and get_context().client.limiter is None
+    try:
+        install_overrides({"NEN_RATE_LIMIT": 5})
+        limiter = get_context().client.limiter
+        assert limiter is not None and limiter.rate == 5
+        assert get_context().client.limiter is limiter
+    finally:
+        install_overrides({})
+    assert get_context().client.limiter is None
+
+
 @pytest.mark.parametrize(
     ("old", "name", "new"),
     [

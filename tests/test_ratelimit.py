@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from nen_celery.errors import ConfigurationError
-from nen_celery.nen.ratelimit import RateLimited, RateLimiter, limiter_for
+from nen_celery.nen.ratelimit import RateLimited, RateLimiter, new_limiter
 from nen_celery.settings import Settings, get_settings, reset_settings
 from nen_celery.simulator import SimulatorServer
 from nen_celery.simulator.config import PlannedError
@@ -85,7 +85,7 @@ def test_bad_limits_are_refused_with_their_name(client: redis.Redis) -> None:
         with env(**{name: value}), pytest.raises(ConfigurationError, match=f"{name}: "):
             get_settings()
     reset_settings()
-    assert limiter_for(Settings(rate_limit=0)) is None  # off: no Redis call per request
+    assert new_limiter(Settings(rate_limit=0)) is None  # off: no Redis call per request
     assert Settings(rate_limit=0.5).rate_burst == 1 and Settings(rate_limit=8).rate_burst == 8
 
 

@@ -148,7 +148,7 @@ def test_runs_complete_once_with_run_state_on_a_cluster(stack: Stack, cluster_ur
 def test_the_rate_limiter_runs_on_a_cluster_run_store(cluster_url: str) -> None:
     """NEN_RATE_LIMIT with run state on a Redis Cluster: the limiter's client comes from the one
     place that understands redis+cluster:// (a plain redis.Redis.from_url refused the URL)."""
-    from nen_celery.nen.ratelimit import limiter_for
+    from nen_celery.nen.ratelimit import new_limiter
 
     settings = Settings(
         redis_url=cluster_url,
@@ -156,7 +156,7 @@ def test_the_rate_limiter_runs_on_a_cluster_run_store(cluster_url: str) -> None:
         key_prefix=f"rl{uuid.uuid4().hex[:6]}",
         rate_limit=5,
     )
-    limiter = limiter_for(settings)
+    limiter = new_limiter(settings)
     assert limiter is not None
     grants = [limiter.take(max_wait=0) for _ in range(8)]
     assert [g.allowed for g in grants] == [True] * 5 + [False] * 3  # the burst, then none now

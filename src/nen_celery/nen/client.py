@@ -21,7 +21,7 @@ from tenacity import (
 
 from nen_celery.domain import signing
 from nen_celery.errors import ConfigurationError, NenAPIError, NenError, NenProtocolError
-from nen_celery.nen.ratelimit import RateLimited, RateLimiter, limiter_for
+from nen_celery.nen.ratelimit import RateLimited, RateLimiter
 from nen_celery.nen.retryable import classify_status, classify_transport, parse_retry_after
 from nen_celery.nen.transport import ShardedTransport, environment_proxy
 from nen_celery.settings import Settings
@@ -109,14 +109,14 @@ class NenClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        limiter: RateLimiter | bool | None = True,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self._sleep = sleep
         self._clock = clock
-        # True: the shared bucket when NEN_RATE_LIMIT is set (ratelimit.py); None/False: none
-        self.limiter = limiter_for(settings) if limiter is True else (limiter or None)
+        # the shared bucket when NEN_RATE_LIMIT is set (the context passes it; ratelimit.py)
+        self.limiter = limiter
 
     def throttle(self) -> None:
         """Take a token from the shared bucket (raises RateLimited if it is far away)."""

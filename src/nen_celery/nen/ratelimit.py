@@ -10,8 +10,6 @@ re-queues itself with that countdown (at most 60 s, never a long ETA).
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,36 +136,13 @@ class RateLimiter:
             self.pause(retry_after if retry_after is not None else self.pause_default)
 
 
-_shared: dict[tuple[int, str, str, float, float, float, float], RateLimiter] = {}
-_shared_lock = threading.Lock()
-
-
-def limiter_for(settings: Settings) -> RateLimiter | None:
-    """The process's limiter for these settings, or None when NEN_RATE_LIMIT is 0 (off).
-
-    One Redis connection pool per process (re-created after fork)."""
+def new_limiter(settings: Settings) -> RateLimiter | None:
+    """A limiter for these settings, or None when NEN_RATE_LIMIT is 0 (off). The process's
+    context holds one (runtime/context.py): one Redis pool per process and settings."""
     if settings.rate_limit <= 0:
         return None
-    ident = (
-        os.getpid(),
-        settings.redis_url,
-        settings.key_prefix,
-        settings.rate_limit,
-        settings.rate_burst,
-        settings.rate_limit_max_wait,
-        settings.rate_limit_pause,
+    # the one place that understands redis+cluster:// and redis+sentinel:// URLs
+    client = redis_client(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5
     )
-    limiter = _shared.get(ident)
-    if limiter is None:
-        with _shared_lock:
-            limiter = _shared.get(ident)
-            if limiter is None:
-                # the one place that understands redis+cluster:// and redis+sentinel:// URLs
-                client = redis_client(
-                    settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5
-                )
-                limiter = RateLimiter.from_settings(client, settings)
-                for old in [k for k in _shared if k[0] != ident[0]]:
-                    del _shared[old]  # a parent's limiter: its sockets are not ours
-                _shared[ident] = limiter
-    return limiter
+    return RateLimiter.from_settings(client, settings)

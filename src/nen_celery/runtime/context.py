@@ -1,4 +1,11 @@
-"""Per-process singletons (settings, Redis, store, Nen client), rebuilt after fork."""
+"""The one owner of per-process resources built from the settings.
+
+``get_context()``: the settings, the run-state Redis client, the sealer and the run store;
+``per_context(name, ctx, build)``: anything else made from them (the Nen HTTP pool and rate
+limiter, the receiver's short-timeout store, the direct publishers), made once per context.
+A forked process gets a context of its own; ``install_overrides`` (Django / Flask settings)
+drops the context, so every resource is rebuilt from the new settings on next use.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import redis
 
 from nen_celery.connections import redis_client
 from nen_celery.nen.client import NenClient, new_http_client
+from nen_celery.nen.ratelimit import new_limiter
 from nen_celery.settings import Settings, get_settings, on_settings_change
 from nen_celery.store.runs import RunStore
 from nen_celery.store.sealer import Sealer
@@ -26,9 +34,10 @@ class Context:
 
     @property
     def client(self) -> NenClient:
-        """A client over this context's keep-alive pool: one pool per process and settings."""
+        """A client over this context's keep-alive pool and rate limiter."""
         http = per_context("nen_http", self, lambda: new_http_client(self.settings))
-        return NenClient(self.settings, http)
+        limiter = per_context("nen_limiter", self, lambda: new_limiter(self.settings))
+        return NenClient(self.settings, http, limiter=limiter)
 
 
 _current: dict[int, Context] = {}

@@ -6,12 +6,8 @@ connections or a publisher self-check, and a webhook has 5 s for its answer.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import redis
 
 from nen_celery.connections import redis_client
 from nen_celery.fastpath import direct_publish
@@ -25,9 +21,6 @@ if TYPE_CHECKING:
 
 Lookup = Callable[[str], "str | None"]
 
-_lookups: dict[int, tuple[object, redis.Redis, RunStore]] = {}
-_lookups_lock = threading.Lock()
-
 
 def run_lookup(ctx: Context) -> Lookup:
     """``RunStore.run_for_message`` over ``run_store``'s client."""
@@ -40,23 +33,19 @@ def run_store(ctx: Context) -> RunStore:
     The process context's client waits up to 5 s to connect and retries on timeout; this one
     gives up after ``NEN_PUBLISH_TIMEOUT`` so a blackholed Redis cannot hold a webhook answer.
     """
-    key = os.getpid()
-    cached = _lookups.get(key)
-    if cached is None or cached[0] is not ctx:
-        with _lookups_lock:
-            cached = _lookups.get(key)
-            if cached is None or cached[0] is not ctx:
-                timeout = ctx.settings.publish_timeout
-                client = redis_client(
-                    ctx.settings.redis_url,
-                    decode_responses=True,
-                    socket_connect_timeout=timeout,
-                    socket_timeout=timeout,
-                )
-                _lookups.clear()  # the old client may still serve a request: let it be collected
-                cached = (ctx, client, RunStore(client, ctx.settings, ctx.sealer))
-                _lookups[key] = cached
-    return cached[2]
+
+    def build() -> RunStore:
+        timeout = ctx.settings.publish_timeout
+        client = redis_client(
+            ctx.settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+        )
+        return RunStore(client, ctx.settings, ctx.sealer)
+
+    store: RunStore = per_context("receiver_store", ctx, build)
+    return store
 
 
 def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | None:

@@ -219,3 +219,20 @@ def test_a_429_pauses_every_worker(tmp_path: Path, sim: SimulatorServer, retry_a
         assert len(times) == 31  # 30 runs, one of them twice (after its 429)
         assert sorted(c.posts(r) for r in run_ids) == [1] * 29 + [2]
         assert all([x["tag"] for x in c.calls(r)] == ["complete"] for r in run_ids)
+
+
+def test_the_scripts_header_names_the_arguments_in_order() -> None:
+    """ratelimit.lua reads its ARGV by position: BucketArgs names them once, in the order of the
+    script's header, and sends no more than the script reads."""
+    import dataclasses
+    from importlib import resources
+
+    from nen_celery.nen.ratelimit import BucketArgs
+    from tests.test_store_scripts import header, highest
+
+    text = (resources.files("nen_celery.nen") / "ratelimit.lua").read_text()
+    names = [f.name for f in dataclasses.fields(BucketArgs)]
+    assert header(text, "ARGV") == names
+    assert highest(text, "ARGV") == len(names) == len(BucketArgs("take", 1.0, 2.0, None, 0.5).argv())
+    assert BucketArgs("take", 1.0, 2.0, None, 0.5).argv() == ["take", "1.0", "2.0", "", "0.5"]
+    assert header(text, "KEYS") == ["bucket"] and highest(text, "KEYS") == 1

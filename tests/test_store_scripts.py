@@ -27,7 +27,7 @@ from nen_celery.store.scripts import (
 )
 
 LUA = resources.files("nen_celery.store") / "lua"
-NOT_RUNSTORE = {"_common", "ratelimit"}  # shared functions; nen/ratelimit.py's own script
+NOT_RUNSTORE = {"_common"}  # the functions every script shares
 
 
 def lua_names() -> set[str]:

@@ -32,6 +32,7 @@ from celery.utils.saferepr import saferepr
 from nen_celery.domain.status import Status, is_terminal
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.deadletter import argument_mismatch
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
 from nen_celery.logs import runlog
 from nen_celery.runtime import metrics
@@ -119,8 +120,6 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
             countdown: float | None = 1.0
             if isinstance(exc, TypeError):
                 # its arguments do not fit the task: a few attempts, then the dead-letter list
-                from nen_celery.lifecycle.deadletter import argument_mismatch
-
                 countdown = argument_mismatch(run_id, run, sig, exc)
                 if countdown is None:
                     return ""  # dead-lettered: the completion is marked done

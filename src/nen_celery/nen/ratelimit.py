@@ -1,4 +1,4 @@
-"""One request budget towards Nen for every worker: a token bucket in Redis (lua/ratelimit.lua).
+"""One request budget towards Nen for every worker: a token bucket in Redis (ratelimit.lua here).
 
 Each POST/GET to Nen takes a token first. Adding workers adds no budget: they share one bucket,
 on the Redis clock. A 429 from Nen pauses the bucket for its Retry-After (NEN_RATE_LIMIT_PAUSE
@@ -47,7 +47,22 @@ class Grant:
 
 @cache
 def _source() -> str:
-    return (resources.files("nen_celery.store") / "lua" / "ratelimit.lua").read_text()
+    return (resources.files("nen_celery.nen") / "ratelimit.lua").read_text()
+
+
+@dataclass(frozen=True)
+class BucketArgs:
+    """ratelimit.lua's ARGV, named and ordered as its header (tests/test_ratelimit.py)."""
+
+    mode: str
+    rate: float
+    burst: float
+    now: float | None  # None: the Redis clock
+    arg: float
+
+    def argv(self) -> list[str]:
+        now = "" if self.now is None else repr(self.now)
+        return [self.mode, repr(self.rate), repr(self.burst), now, repr(self.arg)]
 
 
 class RateLimiter:
@@ -90,10 +105,8 @@ class RateLimiter:
         )
 
     def _call(self, mode: str, now: float | None, arg: float) -> Grant:
-        now_arg = "" if now is None else repr(now)
-        flag, value, epoch = self._script(
-            keys=[self.key], args=[mode, repr(self.rate), repr(self.burst), now_arg, repr(arg)]
-        )
+        args = BucketArgs(mode, self.rate, self.burst, now, arg)
+        flag, value, epoch = self._script(keys=[self.key], args=args.argv())
         return Grant(bool(int(flag)), float(value), int(epoch))
 
     def take(self, *, max_wait: float | None = None, now: float | None = None) -> Grant:

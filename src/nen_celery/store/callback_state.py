@@ -8,13 +8,7 @@ import json
 from typing import Any
 
 from nen_celery.store.core import StoreCore
-from nen_celery.store.scripts import CallbackLeaseArgs
-
-# Counts only on a record that exists, so no partial record is left behind
-_COUNT_FAILURE = (
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
-    "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)"
-)
+from nen_celery.store.scripts import CallbackLeaseArgs, CountFailureArgs
 
 
 class CallbackState(StoreCore):
@@ -22,7 +16,7 @@ class CallbackState(StoreCore):
     def note_callback_failure(self, run_id: str, attempt: int) -> int:
         """Count one failed dispatch of the run's callback (of redrive ``attempt``) on its record;
         the count so far, or -1 if the record is gone (no partial record is left behind)."""
-        return int(self.redis.eval(_COUNT_FAILURE, 1, self.run_key(run_id), f"callback_failures:{attempt}"))
+        return int(self._call(CountFailureArgs(run_id, f"callback_failures:{attempt}")))
 
     def add_dead_letter(self, entry: dict[str, Any], keep: int) -> None:
         """Put an entry first on the dead-letter list, keeping the newest ``keep``."""

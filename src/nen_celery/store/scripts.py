@@ -293,7 +293,19 @@ class CallbackLeaseArgs(Script):
         return list(layout.callback_keys(self.run_id, self.attempt))
 
 
-# Every script RunStore runs, by name (lua/ratelimit.lua is nen/ratelimit.py's own)
+@dataclasses.dataclass(frozen=True)
+class CountFailureArgs(Script):
+    """One more failed dispatch of a run's callback, counted on its record if it exists."""
+
+    NAME: ClassVar[str] = "count_failure"
+    run_id: str = dataclasses.field(metadata=KEY_ONLY)
+    field: str
+
+    def keys(self, layout: KeyLayout) -> list[str]:
+        return [layout.run_key(self.run_id)]
+
+
+# Every script RunStore runs, by name
 ARGS: dict[str, type[Script]] = {
     cls.NAME: cls
     for cls in (
@@ -312,5 +324,6 @@ ARGS: dict[str, type[Script]] = {
         FinishCompletionArgs,
         ReconcileLockArgs,
         CallbackLeaseArgs,
+        CountFailureArgs,
     )
 }

@@ -1,10 +1,9 @@
 -- Token bucket shared by every worker talking to Nen. One key (a hash), so it is one slot.
--- KEYS[1]: the bucket: tokens (float, negative = slots already promised), ts (s: when `tokens`
---          was true; in the future while paused), epoch (bumped by each pause)
--- ARGV[1]: "take" or "pause"
--- ARGV[2]: rate (tokens/s, > 0)   ARGV[3]: burst (capacity, >= 1)
--- ARGV[4]: now in seconds, or "" to use the Redis clock (one clock for every worker)
--- ARGV[5]: take: the longest wait the caller accepts (s); pause: how long to hold off (s)
+-- KEYS: bucket (a hash: tokens, a float, negative = slots already promised; ts, when `tokens`
+--       was true, in the future while paused; epoch, bumped by each pause)
+-- ARGV: mode ("take" or "pause"), rate (tokens/s, > 0), burst (capacity, >= 1),
+--       now (seconds, or "" to use the Redis clock: one clock for every worker),
+--       arg (take: the longest wait the caller accepts, s; pause: how long to hold off, s)
 -- take  -> {1, wait, epoch}: a token is reserved, to be used after `wait` seconds
 --          {0, wait, epoch}: none within the accepted wait; nothing reserved
 -- pause -> {1, until, epoch}: no token before `until`, then one token and the rate again;

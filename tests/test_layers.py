@@ -122,3 +122,20 @@ def test_every_function_is_under_the_size_limit() -> None:
                 if lines > FUNCTION_LINES_MAX:
                     long[f"{path.relative_to(PACKAGE)}:{node.name}"] = lines
     assert long == {}, f"functions over {FUNCTION_LINES_MAX} lines: give their steps names"
+
+
+def test_importing_nen_celery_loads_no_publishing_or_logging_machinery() -> None:
+    """``import nen_celery`` in a web process: the public API and nothing that a worker, the
+    receiver or a fast path needs (they load on first use)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nen_celery\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'nen_celery.fastpath', 'nen_celery.web', 'nen_celery.logs.redaction', "
+        "'nen_celery.lifecycle.completion', 'nen_celery.lifecycle.submit', 'nen_celery.celery.tasks', "
+        "'nen_celery.worker', 'nen_celery.ops', 'nen_celery.simulator'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout

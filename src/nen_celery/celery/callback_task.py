@@ -11,7 +11,6 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from nen_celery.lifecycle.completion import run_callback_once
 from nen_celery.logs import runlog
 from nen_celery.runtime.app import (
     CALLBACK_HEADER,
@@ -50,6 +49,10 @@ class CallbackTask(Task):  # type: ignore[misc]
         mark = request_header(request, CALLBACK_HEADER)
         if mark is None:  # not a callback message of nen's
             return self.run(*args, **kwargs)
+        # imported here so that `import nen_celery` stays as light as it was (no run store,
+        # no publishing machinery until a worker runs a callback)
+        from nen_celery.lifecycle.completion import run_callback_once
+
         return run_callback_once(self, mark, args, kwargs)
 
     def retry(

@@ -42,6 +42,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 from nen_celery.celery.callback_task import CallbackTask, NenTask
 from nen_celery.celery.install import set_ready_made
 from nen_celery.errors import ConfigurationError
+from nen_celery.logs import runlog
 from nen_celery.runtime.app import (
     COMPLETE_QUEUE,
     INGEST_QUEUE,
@@ -192,14 +193,13 @@ def _beat_logging(sender: Any = None, **_: object) -> None:
 
 
 def _configure_logging(logger: logging.Logger) -> None:
-    from nen_celery.logs import redaction as logging_filters
-    from nen_celery.logs import runlog
+    from nen_celery.logs import redaction  # nen's own worker and beat only
 
     try:
         log_format = get_settings().log_format
     except ConfigurationError:
         log_format = "text"  # the start-up check reports the settings error itself
-    logging_filters.add_redaction(*logger.handlers)
+    redaction.add_redaction(*logger.handlers)
     runlog.configure(log_format, logger)
 
 
@@ -209,8 +209,6 @@ def _bind_callback_ids(task: Any = None, args: Any = None, **_: object) -> None:
     bind theirs in NenTask). Only this app's tasks: never another app's."""
     if task is None or task.app is not app or isinstance(task, NenTask):
         return
-    from nen_celery.logs import runlog
-
     runlog.clear()
     first = args[0] if args else None
     if isinstance(first, dict):
@@ -221,8 +219,6 @@ def _bind_callback_ids(task: Any = None, args: Any = None, **_: object) -> None:
 def _unbind_callback_ids(task: Any = None, **_: object) -> None:
     if task is None or task.app is not app or isinstance(task, NenTask):
         return
-    from nen_celery.logs import runlog
-
     runlog.clear()
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from celery import Celery, Task
 
+from nen_celery.runtime.app import with_default_queue
+
 _DELIVERY_MODES = {"persistent": 2, "transient": 1, 2: 2, 1: 1}
 # exec options of a task that would change the message: any of them set -> apply_async
 _UNSUPPORTED_OPTIONS = ("priority", "expires", "time_limit", "soft_time_limit", "exchange", "routing_key")
@@ -40,8 +42,6 @@ def route_for(app: Celery, task: Task) -> tuple[Route | None, str]:
         return None, "task messages are not protocol 2 JSON without compression"
     if conf.task_default_priority is not None:
         return None, "a default task priority is set"
-    from nen_celery.runtime.app import with_default_queue
-
     options = {k: v for k, v in task._get_exec_options().items() if v is not None}
     options = with_default_queue(task, (), {}, options)
     if any(options.get(name) is not None for name in _UNSUPPORTED_OPTIONS):

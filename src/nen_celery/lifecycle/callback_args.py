@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nen_celery.errors import InvalidCallback
+from nen_celery.runtime.app import current
 
 # Stands for the finished run in the check; only the number of positional arguments matters.
 PLACEHOLDER_RUN: dict[str, Any] = {
@@ -36,8 +37,6 @@ def call_args(sig: Mapping[str, Any], run: Any) -> tuple[tuple[Any, ...], dict[s
 
 def _registered(name: str) -> Any:
     """The task registered under ``name`` in this process's Celery app, or None."""
-    from nen_celery.runtime.app import current
-
     try:
         return current().tasks.get(name)
     except RuntimeError:  # an app that must not be finalized yet (autofinalize=False)

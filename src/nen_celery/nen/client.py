@@ -163,14 +163,7 @@ class NenClient:
                     f"Nen answered {response.status_code} without a messageId", response.status_code
                 )
             return Accepted(data["messageId"], data.get("workflowId"), data)
-        raise classify_status(
-            response.status_code,
-            _body(response),
-            retryable_statuses=self.settings.retryable_statuses,
-            retry_after=response.headers.get("retry-after"),
-            now=self._clock(),
-            retry_ambiguous=self.settings.retry_unknown,
-        )
+        raise self._refusal(response, retry_ambiguous=self.settings.retry_unknown)
 
     def post_run(
         self,
@@ -269,10 +262,15 @@ class NenClient:
             if not isinstance(data, dict):
                 raise NenProtocolError(f"{what} answer is not a JSON object", 200)
             return data
-        raise classify_status(
+        raise self._refusal(response, retry_ambiguous=False)
+
+    def _refusal(self, response: httpx.Response, *, retry_ambiguous: bool) -> NenAPIError:
+        """The typed error for an answer that is not a success (the server's error body kept)."""
+        return classify_status(
             response.status_code,
             _body(response),
             retryable_statuses=self.settings.retryable_statuses,
             retry_after=response.headers.get("retry-after"),
             now=self._clock(),
+            retry_ambiguous=retry_ambiguous,
         )

@@ -73,6 +73,16 @@ class Script(ABC):
         return self.keys(layout), self.argv()
 
 
+@dataclasses.dataclass(frozen=True)
+class OnRunRecord(Script):
+    """A script whose one key is the run's record (the run hash)."""
+
+    run_id: str = dataclasses.field(metadata=KEY_ONLY)
+
+    def keys(self, layout: KeyLayout) -> list[str]:
+        return [layout.run_key(self.run_id)]
+
+
 # -- submitting a run ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class CreateArgs(Script):
@@ -107,28 +117,20 @@ class ClaimSubmitArgs(Script):
 
 
 @dataclasses.dataclass(frozen=True)
-class BeginPostArgs(Script):
+class BeginPostArgs(OnRunRecord):
     NAME: ClassVar[str] = "begin_post"
-    run_id: str = dataclasses.field(metadata=KEY_ONLY)
     now: float
     execution: str
 
-    def keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.run_key(self.run_id)]
-
 
 @dataclasses.dataclass(frozen=True)
-class HolderHsetArgs(Script):
+class HolderHsetArgs(OnRunRecord):
     """Set one submit field, only for the execution holding the submit lease."""
 
     NAME: ClassVar[str] = "holder_hset"
-    run_id: str = dataclasses.field(metadata=KEY_ONLY)
     execution: str
     field: str
     value: int | str
-
-    def keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.run_key(self.run_id)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,25 +235,17 @@ class ApplyArgs(Script):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClaimCompletionArgs(Script):
+class ClaimCompletionArgs(OnRunRecord):
     NAME: ClassVar[str] = "claim_completion"
-    run_id: str = dataclasses.field(metadata=KEY_ONLY)
     now: float
     lease: float
     holder: str
 
-    def keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.run_key(self.run_id)]
-
 
 @dataclasses.dataclass(frozen=True)
-class ReleaseCompletionArgs(Script):
+class ReleaseCompletionArgs(OnRunRecord):
     NAME: ClassVar[str] = "release_completion"
-    run_id: str = dataclasses.field(metadata=KEY_ONLY)
     holder: str
-
-    def keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.run_key(self.run_id)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,15 +288,11 @@ class CallbackLeaseArgs(Script):
 
 
 @dataclasses.dataclass(frozen=True)
-class CountFailureArgs(Script):
+class CountFailureArgs(OnRunRecord):
     """One more failed dispatch of a run's callback, counted on its record if it exists."""
 
     NAME: ClassVar[str] = "count_failure"
-    run_id: str = dataclasses.field(metadata=KEY_ONLY)
     field: str
-
-    def keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.run_key(self.run_id)]
 
 
 # Every script RunStore runs, by name

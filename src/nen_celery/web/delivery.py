@@ -19,6 +19,7 @@ from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
 from nen_celery.logs import runlog
 from nen_celery.runtime import metrics
+from nen_celery.runtime.app import nen_task
 from nen_celery.store.sealer import Sealer
 from nen_celery.web import apply
 from nen_celery.web.answers import NOT_QUEUED, QUEUED, Answer
@@ -52,8 +53,6 @@ def ingest_message(
 
 def publish_with_celery(outgoing: Outgoing, publish_timeout: float, connection: Any = None) -> None:
     """``ingest_webhook.apply_async`` for brokers the direct publisher does not serve."""
-    from nen_celery.runtime.app import nen_task
-
     nen_task("ingest_webhook").apply_async(
         args=outgoing.args,
         kwargs=outgoing.kwargs,

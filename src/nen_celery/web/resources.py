@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from nen_celery.connections import redis_client
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher
+from nen_celery.runtime.app import nen_task
 from nen_celery.runtime.context import per_context
 from nen_celery.store.runs import RunStore
 from nen_celery.web import apply
@@ -53,8 +54,6 @@ def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | Non
     NEN_WEBHOOK_DIRECT_PUBLISH), or None: apply_async. The first call makes it, with its
     self-check (a few broker round trips): the standalone receiver at start-up, a mounted one
     on its first webhook, in a thread. ``create=False`` (the event loop): only one made before."""
-    from nen_celery.runtime.app import nen_task
-
     return direct_publish.cached_for_task(
         ctx,
         nen_task("ingest_webhook"),

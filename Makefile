@@ -4,6 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# The locks: every package each test venv holds, at versions that were green (`make lock`
+# rewrites them; a refresh is a commit of its own, after `make test-newest` passed).
+LOCK        := constraints/lock.txt
+LOWEST_LOCK := constraints/lowest-lock.txt
+# The newest releases the bounds allow, on purpose and never in CI (`make test-newest`).
+NEWEST_VENV ?= .venv-newest
+NEWEST_PY   := $(NEWEST_VENV)/bin/python
 # A second venv with the lowest versions pyproject.toml's bounds allow (constraints/lowest.txt).
 LOWEST_VENV  ?= .venv-lowest
 LOWEST_PY    := $(LOWEST_VENV)/bin/python
@@ -28,25 +35,56 @@ LOWEST_TESTS := \
 	tests/test_asgi_body.py tests/test_init_celery.py tests/test_processes.py tests/test_cli.py \
 	tests/test_crypto.py tests/test_signing.py tests/test_params.py tests/test_status.py
 
-.PHONY: install install-lowest demo test test-lowest faults lint typecheck bench soak flower clean
+.PHONY: install install-lowest demo test test-lowest test-newest lock faults lint typecheck bench soak flower clean
 
-$(STAMP): pyproject.toml
+# Rebuilt from nothing when the bounds or the lock change, so the venv holds the lock and nothing
+# else; scripts/check_lock.py fails if a package is missing from the lock or off its pin.
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(LOCK) pip
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(PY) scripts/check_lock.py $(LOCK)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Rebuilt from nothing when the bounds or the pins change: no package left from older pins.
-$(LOWEST_STAMP): pyproject.toml constraints/lowest.txt
+$(LOWEST_STAMP): pyproject.toml $(LOWEST_LOCK)
 	rm -rf $(LOWEST_VENV)
 	$(PYTHON) -m venv $(LOWEST_VENV)
-	$(LOWEST_PY) -m pip install --quiet -c constraints/lowest.txt \
-		-e '.[receiver,simulator,cli,django,flask]' pytest pytest-timeout respx
+	$(LOWEST_PY) -m pip install --quiet -c $(LOWEST_LOCK) pip
+	$(LOWEST_PY) -m pip install --quiet -c $(LOWEST_LOCK) \
+		-e '.[receiver,simulator,cli,django,flask]' -r constraints/lowest-tools.in
+	$(LOWEST_PY) scripts/check_lock.py $(LOWEST_LOCK)
 	touch $(LOWEST_STAMP)
 
 install-lowest: $(LOWEST_STAMP)
+
+# Both locks from pyproject.toml's bounds: the newest releases they allow today (lock.txt), and the
+# lowest (constraints/lowest.txt's pins, the rest resolved around them). uv is itself pinned.
+lock: install
+	$(PY) -m pip install --quiet -c $(LOCK) uv
+	$(VENV)/bin/uv pip compile --quiet --upgrade --python-version 3.11 --universal \
+		--no-emit-package nen-celery pyproject.toml --extra dev constraints/tools.in -o $(LOCK)
+	$(VENV)/bin/uv pip compile --quiet --upgrade --python-version 3.11 --universal \
+		--no-emit-package nen-celery pyproject.toml --extra receiver --extra simulator --extra cli \
+		--extra django --extra flask constraints/lowest-tools.in constraints/tools.in \
+		-c constraints/lowest.txt -o $(LOWEST_LOCK)
+
+# The newest releases the bounds allow, in a venv of their own: lint, the type check and the whole
+# suite. Run it before `make lock`; record its result in docs/operations.md (Supported versions).
+test-newest:
+	rm -rf $(NEWEST_VENV)
+	$(PYTHON) -m venv $(NEWEST_VENV)
+	$(NEWEST_PY) -m pip install --quiet --upgrade pip
+	$(NEWEST_PY) -m pip install --quiet --upgrade -e '.[dev]'
+	@$(NEWEST_PY) scripts/check_lock.py --versions
+	$(NEWEST_VENV)/bin/ruff check src tests bench scripts
+	$(NEWEST_VENV)/bin/lint-imports --no-cache
+	$(NEWEST_VENV)/bin/mypy
+	$(NEWEST_VENV)/bin/mypy bench --follow-imports=silent
+	$(NEWEST_PY) scripts/with_redis.py $(NEWEST_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/nen-celery demo
@@ -90,4 +128,4 @@ flower: install
 	$(VENV)/bin/celery -A nen_celery.worker flower --address=127.0.0.1 --port=5555
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) build dist *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) $(NEWEST_VENV) build dist *.egg-info

@@ -102,7 +102,7 @@ def _blocked(packages: tuple[str, ...], code: str) -> subprocess.CompletedProces
         ("nen_celery.web.fastapi", "fastapi", "fastapi"),
         ("nen_celery.web.django", "django", "django"),
         ("nen_celery.web.flask", "flask", "flask"),
-        ("nen_celery.simulator", "starlette", "simulator"),
+        ("nen_celery.simulator.app", "starlette", "simulator"),
         ("nen_celery.simulator.server", "uvicorn", "simulator"),
         ("nen_celery.simulator.sender", "h11", "simulator"),
         ("nen_celery.ops.demo", "rich", "demo"),
@@ -123,6 +123,47 @@ def test_a_module_without_its_extra_raises_missing_extra(module: str, blocked: s
     assert (got_extra, cause) == (extra, "ModuleNotFoundError")
     assert name.split(".")[0] == blocked
     assert f"needs the '{extra}' extra: pip install 'nen-celery[{extra}]'" in message
+
+
+def test_the_simulator_package_imports_without_its_extra_and_its_names_say_what_is_missing() -> None:
+    # `python -m` imports the package before __main__: the package itself needs nothing optional
+    result = _blocked(
+        ("starlette",),
+        "import nen_celery.simulator\n"
+        "from nen_celery.extras import MissingExtra\n"
+        "try:\n"
+        "    from nen_celery.simulator import SimulatorServer\n"
+        "except MissingExtra as exc:\n"
+        "    print(exc.extra, exc.name.split('.')[0], sep='|')\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "simulator|starlette"
+
+
+@pytest.mark.parametrize("blocked", ["starlette", "uvicorn", "h11"])
+def test_python_m_simulator_without_its_extra_says_so_in_one_line_and_exits_2(blocked: str) -> None:
+    # runpy.run_module is what `python -m` calls: the package first, then its __main__
+    result = _blocked(
+        (blocked,),
+        "import runpy\n"
+        "sys.argv = ['nen_celery.simulator', '--port', '1']\n"
+        "runpy.run_module('nen_celery.simulator', run_name='__main__', alter_sys=True)\n",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "python -m nen_celery.simulator needs the 'simulator' extra: pip install 'nen-celery[simulator]'"
+    ]
+
+
+def test_the_simulator_names_resolve_lazily_to_their_homes() -> None:
+    import nen_celery.simulator as simulator
+    from nen_celery.simulator.server import SimulatorServer
+
+    assert simulator.SimulatorServer is SimulatorServer
+    assert sorted(simulator.__all__) == sorted(simulator._HOMES)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        simulator.nope  # noqa: B018
 
 
 @pytest.mark.parametrize(

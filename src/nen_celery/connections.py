@@ -15,7 +15,7 @@ Cluster transport.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -23,6 +23,12 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from nen_celery.errors import ConfigurationError
+
+# redis-py types some of these and not others, and which ones changes between releases (8.x typed
+# Sentinel): called through Any, the type check holds on every redis-py the bounds allow.
+_ClusterNode: Any = ClusterNode
+_RedisCluster: Any = RedisCluster
+_Sentinel: Any = Sentinel
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -77,19 +83,19 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
     parts = urlsplit(url)
     if parts.scheme in CLUSTER_SCHEMES:
         user, password = _credentials(parts.netloc)
-        nodes = [ClusterNode(host, port) for host, port in _nodes(parts.netloc, 6379)]  # type: ignore[no-untyped-call]
+        nodes = [_ClusterNode(host, port) for host, port in _nodes(parts.netloc, 6379)]
         # per-node health checks and retry_on_timeout: the cluster client retries on its own
         cluster_options = {
             k: v for k, v in options.items() if k not in ("health_check_interval", "retry_on_timeout")
         }
-        client: Any = RedisCluster(
+        client = _RedisCluster(
             startup_nodes=nodes,
             username=user,
             password=password,
             ssl=parts.scheme.startswith("rediss"),
             **cluster_options,
         )
-        return client  # type: ignore[no-any-return]
+        return cast("redis.Redis", client)
     if parts.scheme in SENTINEL_SCHEMES:
         user, password = _credentials(parts.netloc)
         path = [p for p in parts.path.split("/") if p]
@@ -100,14 +106,14 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
             db = int(path[1]) if len(path) > 1 else 0
         except ValueError:
             raise ConfigurationError(f"NEN_REDIS_URL: database {path[1]!r} is not a number") from None
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = _Sentinel(
             _nodes(parts.netloc, 26379),
             sentinel_kwargs={
                 k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
             },
             ssl=parts.scheme.startswith("rediss"),
         )
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(
             service, db=db, username=user, password=password, **options
         )
         return master

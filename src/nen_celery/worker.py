@@ -37,7 +37,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
 )
-from kombu import Exchange, Queue  # type: ignore[attr-defined]
+from kombu.entity import Exchange, Queue
 
 from nen_celery.celery.callback_task import CallbackTask, NenTask
 from nen_celery.celery.install import set_ready_made

@@ -27,7 +27,7 @@ _RUN_ID_TASKS = frozenset(
 )
 
 
-class CallbackTask(Task):  # type: ignore[misc]
+class CallbackTask(Task):
     """An optional base class for your callbacks (``@app.task(base=CallbackTask)``); the
     ready-made app uses it for every task. It adds, to callback messages nen dispatched (their
     ``nen_callback`` header names the run and attempt), run in a worker:

@@ -22,7 +22,13 @@ from celery.signals import beat_init, worker_process_shutdown, worker_ready
 from nen_celery.celery.callback_task import NenTask
 from nen_celery.errors import ConfigurationError
 from nen_celery.runtime import app as app_state
-from nen_celery.runtime.app import KOMBU_VISIBILITY_DEFAULT, RECONCILE_ENTRY, TASK_QUEUES, is_redis_url
+from nen_celery.runtime.app import (
+    KOMBU_VISIBILITY_DEFAULT,
+    RECONCILE_ENTRY,
+    TASK_QUEUES,
+    is_amqp_url,
+    is_redis_url,
+)
 from nen_celery.settings import Settings, get_settings
 
 log = logging.getLogger("nen_celery.celery")
@@ -90,7 +96,7 @@ def register(app: Celery) -> None:
         _registered.add(app)
 
 
-class ReconcileEvery(schedules.schedule):  # type: ignore[misc]
+class ReconcileEvery(schedules.schedule):
     """The sweep's interval, read from the settings when beat asks, not when init_celery ran
     (Django's ``NEN_CELERY`` is installed after ``proj/celery.py`` was imported)."""
 
@@ -171,7 +177,7 @@ def config_problems(app: Celery, settings: Settings) -> list[str]:
     return problems
 
 
-class NenWorkerStep(bootsteps.Step):  # type: ignore[misc]
+class NenWorkerStep(bootsteps.Step):
     """At a worker's start, before it consumes: refuse a set-up that breaks a guarantee (the
     worker exits naming it), consume nen's queues on a plain worker, report the configuration."""
 
@@ -185,6 +191,13 @@ class NenWorkerStep(bootsteps.Step):  # type: ignore[misc]
         if problems:
             raise ConfigurationError("; ".join(problems))
         consume_nen_queues(app)
+        if is_amqp_url(app.conf.broker_write_url or app.conf.broker_url):
+            from nen_celery.checks.amqp_declarations import declaration_conflicts
+
+            # the ready-made app's queue names: Celery's default one too, which it declares alike
+            conflict = declaration_conflicts(app, {*TASK_QUEUES.values(), "celery"})
+            if conflict:
+                raise ConfigurationError(conflict)
         _report_configuration(settings, app)
         if settings.patch_kombu_redis:
             from nen_celery.fastpath import kombu_redis as redis_transport

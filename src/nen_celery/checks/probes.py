@@ -75,12 +75,12 @@ def probe_redis(settings: Settings, timeout: float = 2.0) -> list[Probe]:
 
 
 def probe_broker(settings: Settings, timeout: float = 2.0) -> list[Probe]:
-    from kombu import Connection  # type: ignore[attr-defined]
+    from kombu.connection import Connection
 
     url = settings.broker_url or settings.redis_url
     where = safe_url(url)
     try:
-        with Connection(url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
+        with Connection(url, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises transport-specific errors
         return [Probe("broker", ERROR, f"{where} (NEN_BROKER_URL) not reachable: {type(exc).__name__}")]

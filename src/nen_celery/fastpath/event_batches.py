@@ -27,7 +27,7 @@ from nen_celery.fastpath import gate as fastpath
 FLUSH_AFTER = 0.05  # seconds a task event may wait for others to join its batch
 
 
-class EventBatches(bootsteps.StartStopStep):  # type: ignore[misc]
+class EventBatches(bootsteps.StartStopStep):
     requires = ("celery.worker.consumer.events:Events",)
     active = False  # set once start() took over the dispatcher's buffering
 

@@ -128,10 +128,10 @@ def _through_celery(
     task: Task, probe_route: Route, outgoing: Outgoing, probe_id: str, broker_url: str, timeout: float
 ) -> Any:
     """The probe as ``apply_async`` writes it to its throwaway list, popped back (None: absent)."""
-    from kombu import Queue  # type: ignore[attr-defined]
+    from kombu.entity import Queue
 
     name = probe_route.queue
-    queue = Queue(name, exchange=probe_route.exchange, routing_key=name)  # type: ignore[no-untyped-call]
+    queue = Queue(name, exchange=probe_route.exchange, routing_key=name)
     client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         task.apply_async(

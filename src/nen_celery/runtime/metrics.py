@@ -151,7 +151,7 @@ def render(include_store: bool = True) -> tuple[bytes, str]:
         from prometheus_client import multiprocess
 
         counters = CollectorRegistry(auto_describe=False)
-        multiprocess.MultiProcessCollector(counters, path=directory)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(counters, path=directory)
     sources = [counters, _RedisGauges()] if include_store else [counters]
     return generate_latest(_Exposition(sources)), CONTENT_TYPE_LATEST
 
@@ -161,4 +161,4 @@ def process_exited(pid: int) -> None:
     if multiprocess_dir():
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid)

@@ -1,5 +1,13 @@
 """``python -m nen_celery.simulator``: see ``nen_celery.simulator.cli``."""
 
-from nen_celery.simulator.cli import main
+import sys
+
+from nen_celery.extras import MissingExtra
+
+try:
+    from nen_celery.simulator.cli import main
+except MissingExtra as exc:
+    print(f"python -m nen_celery.simulator needs the {exc.extra!r} extra: {exc.install}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 raise SystemExit(main())

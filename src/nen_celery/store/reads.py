@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any
+from typing import Any, cast
 
 from nen_celery.domain.models import Run
 from nen_celery.store.core import StoreCore
@@ -12,8 +12,7 @@ from nen_celery.store.core import StoreCore
 
 class Reads(StoreCore):
     def raw(self, run_id: str) -> dict[str, str]:
-        data: dict[str, str] = self.redis.hgetall(self.run_key(run_id))  # type: ignore[assignment]
-        return data
+        return cast("dict[str, str]", self.redis.hgetall(self.run_key(run_id)))
 
     def raw_many(self, run_ids: list[str]) -> list[dict[str, str]]:
         pipe = self.redis.pipeline(transaction=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from nen_celery.domain.runstate import lua_guards
 from nen_celery.store.keys import KeyLayout
 from nen_celery.store.scripts import (
     ARGS,
@@ -134,9 +135,9 @@ def test_release_sends_no_ttl_and_create_spreads_its_fields() -> None:
     assert create.argv() == ["r", 1.0, "", 60, 2.0, "run_id", "r", "params", "{}"]
 
 
-def test_a_script_source_is_the_shared_functions_then_the_script() -> None:
+def test_a_script_source_is_the_state_tables_guards_then_the_shared_functions_then_the_script() -> None:
     common = (LUA / "_common.lua").read_text()
-    assert script_source("apply") == common + "\n" + (LUA / "apply.lua").read_text()
+    assert script_source("apply") == lua_guards() + common + "\n" + (LUA / "apply.lua").read_text()
 
 
 @pytest.mark.parametrize(

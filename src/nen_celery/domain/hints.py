@@ -52,6 +52,8 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 PARAM_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOKEN_BYTES = 16  # 128 bits
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 bytes in unpadded base64url
+# ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses or reads.
+_ATTEMPT_RE = re.compile(r"[0-9]{1,6}")
 _KEY_LABEL = b"nen-celery run hint key v1"
 
 
@@ -122,7 +124,7 @@ def hint_from_query(query: str | bytes, param: str) -> Hint | None:
         return None
     run_id, sep, rest = values[0].partition("~")
     attempt, _, token = rest.partition("~")
-    if not RUN_ID_RE.match(run_id) or (sep and not (attempt.isdigit() and len(attempt) < 7)):
+    if not RUN_ID_RE.match(run_id) or (sep and not _ATTEMPT_RE.fullmatch(attempt)):
         return None
     return Hint(run_id, int(attempt) if sep else 0, token)
 

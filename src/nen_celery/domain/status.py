@@ -1,7 +1,7 @@
-"""The run status machine, as pure functions (store.py's Lua scripts enforce the same rules).
+"""The run statuses; which moves between them exist is domain/runstate.py's table.
 
-Statuses only move forward; a status at or below the current rank is a no-op, so duplicate,
-replayed and out-of-order webhooks cannot move a run backwards or complete it twice.
+Statuses only move forward (RANK): a move the table lacks is a no-op, so duplicate, replayed and
+out-of-order webhooks cannot move a run backwards or complete it twice.
 """
 
 from __future__ import annotations
@@ -39,14 +39,3 @@ WEBHOOK_STATUSES: frozenset[Status] = frozenset({Status.PROCESSING, Status.SUCCE
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
-
-
-def can_transition(current: str, new: str) -> bool:
-    """True when ``new`` moves the run forward from ``current``.
-
-    ``unknown`` -> ``submitted`` is the one same-rank move: reconciliation found the run.
-    """
-    cur, nxt = Status(current), Status(new)
-    if cur == Status.UNKNOWN and nxt == Status.SUBMITTED:
-        return True
-    return RANK[nxt] > RANK[cur]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from typing import Any
 
 import httpx
@@ -52,12 +53,20 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+# Nen's ``error`` is a machine code (``hmac_required_for_secure_params``, ``rate_limited``); a
+# gateway's is a reason phrase (Spring: ``{"status": 503, "error": "Service Unavailable", ...}``).
+_NEN_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,99}")
+
+
 def is_nen_error_body(body: Any) -> bool:
-    """Nen's documented error shape, ``{"error": "<short>", "message": "<detail>"}`` (a missing
-    ``message`` tolerated): the answer comes from Nen itself, not from a gateway in front of it."""
+    """Nen's documented error shape exactly: ``{"error": "<code>", "message": "<detail>"}`` (a
+    missing ``message`` tolerated), no other key, ``error`` a snake_case code. Only then does the
+    answer come from Nen itself; anything else may be a gateway's after Nen got the request."""
     return (
         isinstance(body, dict)
+        and set(body) <= {"error", "message"}
         and isinstance(body.get("error"), str)
+        and _NEN_ERROR_CODE.fullmatch(body["error"]) is not None
         and isinstance(body.get("message", ""), str)
     )
 

@@ -23,6 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, ClassVar
 
+from nen_celery.domain.runstate import lua_guards
 from nen_celery.store.keys import KeyLayout
 
 KEY_ONLY = {"key_only": True}  # builds the KEYS, not sent as an ARGV
@@ -31,9 +32,11 @@ SPREAD = {"spread": True}  # a variadic tail of (field, value) pairs
 
 @cache
 def script_source(name: str) -> str:
-    """A Lua script's source: its file under lua/ after the shared functions of _common.lua."""
+    """A Lua script's source: the guards generated from the state table, the shared functions
+    of _common.lua, then its file under lua/."""
     lua = resources.files("nen_celery.store") / "lua"
-    return (lua / "_common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    common = (lua / "_common.lua").read_text()
+    return lua_guards() + common + "\n" + (lua / f"{name}.lua").read_text()
 
 
 @cache

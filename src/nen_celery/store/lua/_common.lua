@@ -1,11 +1,5 @@
--- Status ranks, kept equal to status.RANK (a test checks every pair against can_transition).
-local RANK = {queued=0, unknown=1, submitted=1, processing=2,
-              success=3, failed=3, rejected=3, submit_failed=3}
-local function can_transition(cur, new)
-  if RANK[new] == nil then return false end
-  if cur == 'unknown' and new == 'submitted' then return true end
-  return RANK[new] > (RANK[cur] or -1)
-end
+-- ALLOWED, TERMINAL, RANK and can_transition(cur, new) come first, generated from the state
+-- table (nen_celery.domain.runstate.lua_guards, spliced in by store/scripts.py).
 local function push_history(key, status, now, source)
   local raw = redis.call('HGET', key, 'history')
   local hist = {}
@@ -44,7 +38,7 @@ local function apply_status(key, secure_key, timers_key, new, now, payload, sour
   if err ~= '' then redis.call('HSET', key, 'error', err) end
   redis.call('ZADD', timers_key, check, redis.call('HGET', key, 'run_id'))
   if new == 'unknown' then redis.call('HSET', key, 'unknown_at', now) end
-  if RANK[new] == 3 then
+  if TERMINAL[new] then
     redis.call('HSET', key, 'finished_at', now, 'completion', 'pending')
     redis.call('HDEL', key, 'post_inflight', 'submit_lease_until', 'submit_holder')
     if new == 'submit_failed' then
@@ -91,7 +85,7 @@ local function record_late(key, secure_key, message_id, new, now, payload)
   end
   redis.call('DEL', secure_key)  -- Nen has them
   redis.call('HSET', key, 'message_id', message_id, 'late', '1', 'nen_status', new, 'updated_at', now)
-  if RANK[new] == 3 then
+  if TERMINAL[new] then
     redis.call('HSET', key, 'status', new)
     if payload ~= '' then redis.call('HSET', key, 'payload', payload) end
   end

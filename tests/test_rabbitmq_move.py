@@ -8,11 +8,9 @@ and how to move, and following that line must work, in both directions.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,11 +39,12 @@ def _worker(app: str, amqp_url: str, log: Path) -> subprocess.Popen[bytes]:
     return spawn_logged([*argv, "-n", f"move-{os.getpid()}@%h", "-l", "INFO"], log, env)
 
 
-@contextlib.contextmanager
-def running(app: str, amqp_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _starts(app: str, amqp_url: str, log: Path) -> None:
+    """Start a worker that must come up and consume (it declares its queues), then stop it."""
     proc = _worker(app, amqp_url, log)
     try:
-        yield proc
+        wait_for(lambda: _consuming(log) or proc.poll() is not None, 60, f"{app}'s worker")
+        assert proc.poll() is None, log.read_text()
     finally:
         stop_group(proc, timeout=20)
 
@@ -84,9 +83,7 @@ def test_moving_between_the_ready_made_app_and_init_celery_says_how_and_then_wor
     amqp_url: str, tmp_path: Path
 ) -> None:
     # 1. the ready-made app declares nen's queues its way
-    with running("nen_celery.worker", amqp_url, tmp_path / "ready1.log") as proc:
-        wait_for(lambda: _consuming(tmp_path / "ready1.log") or proc.poll() is not None, 60, "ready-made")
-        assert proc.poll() is None, (tmp_path / "ready1.log").read_text()
+    _starts("nen_celery.worker", amqp_url, tmp_path / "ready1.log")
     types = rabbitmq_queue_types(amqp_url)
     assert {name: types.get(name) for name in NEN_QUEUES} == dict.fromkeys(NEN_QUEUES, "quorum")
 
@@ -100,9 +97,7 @@ def test_moving_between_the_ready_made_app_and_init_celery_says_how_and_then_wor
 
     # 3. following it, the user's app starts and declares nen's queues its own way
     _delete_nen_declarations(amqp_url)
-    with running("tests.userproj", amqp_url, tmp_path / "user2.log") as proc:
-        wait_for(lambda: _consuming(tmp_path / "user2.log") or proc.poll() is not None, 60, "user's app")
-        assert proc.poll() is None, (tmp_path / "user2.log").read_text()
+    _starts("tests.userproj", amqp_url, tmp_path / "user2.log")
     types = rabbitmq_queue_types(amqp_url)
     assert {name: types.get(name) for name in NEN_QUEUES} == dict.fromkeys(NEN_QUEUES, "classic")
 
@@ -110,6 +105,4 @@ def test_moving_between_the_ready_made_app_and_init_celery_says_how_and_then_wor
     line = _refused("nen_celery.worker", amqp_url, tmp_path / "ready2.log")
     assert "this app declares" in line and "nen.submit" in line
     _delete_nen_declarations(amqp_url)
-    with running("nen_celery.worker", amqp_url, tmp_path / "ready3.log") as proc:
-        wait_for(lambda: _consuming(tmp_path / "ready3.log") or proc.poll() is not None, 60, "ready-made")
-        assert proc.poll() is None, (tmp_path / "ready3.log").read_text()
+    _starts("nen_celery.worker", amqp_url, tmp_path / "ready3.log")

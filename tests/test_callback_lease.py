@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 
 from nen_celery import CallbackTask
 from nen_celery.runtime.app import CALLBACK_HEADER
@@ -32,44 +32,67 @@ from tests.helpers import wait_for
 # -- the Lua verdicts, on real Redis -----------------------------------------------------------
 
 
+def claim(store: Any, run_id: str, attempt: str, holder: str, lease: float) -> int:
+    """Claim for ``holder``; its fence token (asserts the claim)."""
+    verdict, fence = store.claim_callback(run_id, attempt, holder, lease)
+    assert verdict == "claimed", verdict
+    return int(fence)
+
+
 def test_claim_renew_release_finish_verdicts(store: Any) -> None:
     run_id = f"r-{uuid.uuid4()}"
-    assert store.claim_callback(run_id, "0", "a/1", 5) == "claimed"
-    assert store.claim_callback(run_id, "0", "b/2", 5) == "busy"  # a live holder
-    assert store.claim_callback(run_id, "1", "b/2", 5) == "claimed"  # another attempt: its own
-    assert store.renew_callback(run_id, "0", "a/1", 5) is True
-    assert store.renew_callback(run_id, "0", "b/2", 5) is False
-    assert store.release_callback(run_id, "0", "b/2") is False  # not its lease: kept
-    assert store.claim_callback(run_id, "0", "c/3", 5) == "busy"
-    assert store.release_callback(run_id, "0", "a/1") is True  # a retry: no end, free at once
-    assert store.claim_callback(run_id, "0", "b/2", 5) == "claimed"
-    store.finish_callback(run_id, "0", "b/2")
-    assert store.claim_callback(run_id, "0", "a/1", 5) == "done"
-    assert store.renew_callback(run_id, "0", "b/2", 5) is False  # the lease went with the end
-    lease_key, done_key = store.callback_keys(run_id, "0")
+    a = claim(store, run_id, "0", "a/1", 5)
+    assert store.claim_callback(run_id, "0", "b/2", 5) == ("busy", 0)  # a live holder
+    assert claim(store, run_id, "1", "b/2", 5) == 1  # another attempt: its own, with its own fence
+    assert store.renew_callback(run_id, "0", "a/1", a, 5) == 1
+    assert store.renew_callback(run_id, "0", "b/2", a, 5) == 0  # not its lease
+    assert store.release_callback(run_id, "0", "b/2", a) is False  # not its lease: kept
+    assert store.claim_callback(run_id, "0", "c/3", 5)[0] == "busy"
+    assert store.release_callback(run_id, "0", "a/1", a) is True  # a retry: no end, free at once
+    b = claim(store, run_id, "0", "b/2", 5)
+    assert b > a
+    assert store.finish_callback(run_id, "0", "b/2", b) is True
+    assert store.claim_callback(run_id, "0", "a/1", 5) == ("done", 0)
+    assert store.renew_callback(run_id, "0", "b/2", b, 5) == 0  # the lease went with the end
+    lease_key, done_key, _ = store.callback_keys(run_id, "0")
     assert lease_key.startswith(store.run_key(run_id)) and done_key.startswith(store.run_key(run_id))
     assert 0 < store.redis.ttl(done_key) <= store.settings.retention_seconds
+    fence_key = lease_key.removesuffix(":lease") + ":fence"
+    assert 0 < store.redis.ttl(fence_key) <= store.settings.retention_seconds
 
 
 def test_a_lapsed_lease_is_taken_over(store: Any) -> None:
     run_id = f"r-{uuid.uuid4()}"
-    assert store.claim_callback(run_id, "0", "a/1", 0.2) == "claimed"
-    assert store.claim_callback(run_id, "0", "b/2", 0.2) == "busy"
-    time.sleep(0.4)  # the holder died without finishing: no heartbeat renewed it
-    assert store.renew_callback(run_id, "0", "a/1", 5) is False  # never taken back
-    assert store.claim_callback(run_id, "0", "b/2", 5) == "claimed"
-    assert store.release_callback(run_id, "0", "a/1") is False  # the late one drops nothing
-    assert store.claim_callback(run_id, "0", "c/3", 5) == "busy"
+    a = claim(store, run_id, "0", "a/1", 0.2)
+    assert store.claim_callback(run_id, "0", "b/2", 0.2)[0] == "busy"
+    lease_key, _, _ = store.callback_keys(run_id, "0")
+    wait_for(lambda: not store.redis.exists(lease_key), 5, "the lease to lapse")  # no heartbeat
+    b = claim(store, run_id, "0", "b/2", 5)
+    assert b == a + 1
+    assert store.renew_callback(run_id, "0", "a/1", a, 5) == 0  # never taken back
+    assert store.release_callback(run_id, "0", "a/1", a) is False  # the late one drops nothing
+    assert store.finish_callback(run_id, "0", "a/1", a) is False  # nor marks it done
+    assert store.claim_callback(run_id, "0", "c/3", 5)[0] == "busy"
+    assert store.finish_callback(run_id, "0", "b/2", b) is True
+
+
+def test_a_lapsed_lease_nobody_claimed_is_taken_back_by_its_holder(store: Any) -> None:
+    run_id = f"r-{uuid.uuid4()}"
+    a = claim(store, run_id, "0", "a/1", 0.2)
+    lease_key, _, _ = store.callback_keys(run_id, "0")
+    wait_for(lambda: not store.redis.exists(lease_key), 5, "the lease to lapse")
+    assert store.renew_callback(run_id, "0", "a/1", a, 5) == 2  # no claim since: safe to go on
+    assert store.claim_callback(run_id, "0", "b/2", 5)[0] == "busy"
 
 
 def test_done_is_final(store: Any) -> None:
     run_id = f"r-{uuid.uuid4()}"
-    assert store.claim_callback(run_id, "0", "a/1", 5) == "claimed"
-    store.finish_callback(run_id, "0", "a/1")
-    store.release_callback(run_id, "0", "a/1")
+    a = claim(store, run_id, "0", "a/1", 5)
+    assert store.finish_callback(run_id, "0", "a/1", a) is True
+    assert store.release_callback(run_id, "0", "a/1", a) is False
     for holder in ("a/1", "b/2"):
-        assert store.claim_callback(run_id, "0", holder, 5) == "done"
-    assert store.claim_callback(run_id, "1", "a/1", 5) == "claimed"  # a redrive's attempt runs
+        assert store.claim_callback(run_id, "0", holder, 5) == ("done", 0)
+    assert claim(store, run_id, "1", "a/1", 5) == 1  # a redrive's attempt runs
 
 
 # -- CallbackTask.__call__, in this process ------------------------------------------------------
@@ -101,10 +124,12 @@ def call_as_worker(task: Any, run_id: str, then: str = "", attempt: int = 0) -> 
 
 
 def test_a_completed_callback_is_skipped_by_a_later_copy(store: Any, guarded: Any) -> None:
+    """Skipped with Ignore: no result (the first's would be overwritten), link or chain step."""
     task, seen = guarded
     run_id = f"r-{uuid.uuid4()}"
     assert call_as_worker(task, run_id) == "ran"
-    assert call_as_worker(task, run_id) is None
+    with pytest.raises(Ignore):
+        call_as_worker(task, run_id)
     assert seen == [run_id]
     assert call_as_worker(task, run_id, attempt=1) == "ran"  # the next attempt runs
     assert task({"run_id": run_id}) == "ran"  # called directly: unchanged
@@ -115,11 +140,12 @@ def test_the_callbacks_own_retry_is_not_its_end_but_an_exception_is(store: Any, 
     run_id = f"r-{uuid.uuid4()}"
     with pytest.raises(Retry):
         call_as_worker(task, run_id, "retry")
-    assert store.claim_callback(run_id, "0", "probe/1", 5) == "claimed"  # released, not done
-    store.release_callback(run_id, "0", "probe/1")
+    probe = claim(store, run_id, "0", "probe/1", 5)  # released, not done
+    store.release_callback(run_id, "0", "probe/1", probe)
     with pytest.raises(ValueError):
         call_as_worker(task, run_id, "fail")
-    assert call_as_worker(task, run_id) is None  # done: Celery would not run it again either
+    with pytest.raises(Ignore):  # done: Celery would not run it again either
+        call_as_worker(task, run_id)
     assert seen == [run_id, run_id]
 
 

@@ -62,3 +62,12 @@ def test_the_state_table_never_moves_a_run_backwards_or_out_of_its_end() -> None
 )
 def test_moves_no_event_makes_are_refused(cur: Status, new: Status) -> None:
     assert not can_transition(cur, new)
+
+
+def test_the_guarantees_page_shows_the_state_table_as_the_code_has_it() -> None:
+    from pathlib import Path
+
+    from nen_celery.domain.runstate import markdown_table
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "guarantees.md").read_text()
+    assert markdown_table() in page

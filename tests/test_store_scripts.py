@@ -157,7 +157,11 @@ def test_the_key_layout_is_the_deployed_one() -> None:
     k = KeyLayout("p", 4)
     assert k.run_keys("r1") == ["p:run:{1}:r1", "p:run:{1}:r1:secure", "p:timers:{1}", "p:run:{1}:r1:kept"]
     assert k.runs_key("r1") == "p:runs:{1}"
-    assert k.callback_keys("r1", "2") == ("p:run:{1}:r1:callback:2:lease", "p:run:{1}:r1:callback:2:done")
+    assert k.callback_keys("r1", "2") == (
+        "p:run:{1}:r1:callback:2:lease",
+        "p:run:{1}:r1:callback:2:done",
+        "p:run:{1}:r1:callback:2:fence",
+    )
     assert (k.msg_key("m1"), k.parked_key("m1"), k.parked_due_key("m1")) == (
         "p:msg:{3}:m1",
         "p:parked:{3}:m1",

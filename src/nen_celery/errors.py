@@ -17,6 +17,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidCallback",
     "InvalidParams",
+    "LeaseLost",
     "NenAPIError",
     "NenError",
     "NenProtocolError",
@@ -40,6 +41,20 @@ class InvalidParams(ValueError):
 class InvalidCallback(InvalidParams):
     """``on_complete`` / ``on_failure`` cannot be called as given: its arguments do not fit the
     task's signature (with the finished-run dict prepended), or cannot travel as UTF-8 JSON."""
+
+
+class LeaseLost(RuntimeError):
+    """This execution of a callback no longer holds its lease: it was paused past the lease
+    (SIGSTOP, a GC pause, a starved event loop) and a redelivered copy claimed the callback
+    since, with a greater fence token. Raised by ``CallbackTask.check_lease()`` before a side
+    effect; the execution holding the lease decides the callback's end. ``fence`` is this
+    execution's (stale) token. The message names the run, never the run's data."""
+
+    def __init__(self, run_id: str, attempt: str, fence: int) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.fence = fence
+        super().__init__(f"callback of run {run_id} attempt {attempt}: fence token {fence} lost its lease")
 
 # What is kept of Nen's error answers (stored on the run, logged): its ``error`` and ``message``
 # fields only, each with the run's secure param values replaced and cut to this many characters.

@@ -3,12 +3,10 @@ ready-made app's task class) and ``NenTask`` (nen's own tasks, never the app's o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from typing import Any
 
-import redis
 from celery import Celery, Task
 
 from nen_celery.logs import runlog
@@ -34,8 +32,13 @@ class CallbackTask(Task):
 
     - one execution at a time per run and attempt: a lease in Redis (``NEN_CALLBACK_LEASE``,
       renewed by a heartbeat thread while the callback runs). A copy of the message (a broker
-      redelivery while the callback still runs) waits (retries every half lease) and then runs
-      only if the first died before the end, or is skipped once the callback completed;
+      redelivery while the callback still runs) waits (comes back every half lease, as often as
+      it takes, never counted in ``request.retries``) and then runs only if the first died
+      before the end, or is skipped (Ignore) once the callback completed;
+    - fencing: ``self.request.nen_fence`` is the execution's fence token, a number greater than
+      that of every earlier execution of the callback; pass it to your side effects as an
+      idempotency / fencing key. ``self.check_lease()`` raises ``nen_celery.errors.LeaseLost``
+      once this execution lost its lease to a later one (it was paused past the lease);
     - retries that keep the argument reprs nen gave the callback message (the run's payload
       holds presigned URLs).
 
@@ -51,7 +54,7 @@ class CallbackTask(Task):
             return self.run(*args, **kwargs)
         # imported here so that `import nen_celery` stays as light as it was (no run store,
         # no publishing machinery until a worker runs a callback)
-        from nen_celery.lifecycle.completion import run_callback_once
+        from nen_celery.lifecycle.callback_lease import run_callback_once
 
         return run_callback_once(self, mark, args, kwargs)
 
@@ -84,10 +87,29 @@ class CallbackTask(Task):
             options["headers"] = {**(request.headers or {}), CALLBACK_HEADER: mark}
         held = getattr(request, "nen_lease", None)
         if held is not None:  # free the lease before the retried message can be taken
-            store, run_id, attempt, holder = held
-            with contextlib.suppress(redis.RedisError):
-                store.release_callback(run_id, attempt, holder)
-        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+            held.release()
+        try:
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        except self.MaxRetriesExceededError as err:
+            exceeded = err
+        # Celery's message holds the raw arguments (a run's payload, presigned URLs) and lands
+        # in the worker's ERROR log: the same message with the reprs; raised here, outside the
+        # handler, so that it chains to the callback's own exception and not Celery's message
+        shown = (
+            f"Can't retry {self.name}[{request.id}] args:{options['argsrepr']} kwargs:{options['kwargsrepr']}"
+        )
+        raise self.MaxRetriesExceededError(
+            shown, task_args=exceeded.task_args, task_kwargs=exceeded.task_kwargs
+        )
+
+    def check_lease(self, sure: bool = True) -> int | None:
+        """Before a side effect: this execution's fence token (``request.nen_fence``) while it
+        holds the callback's lease; ``nen_celery.errors.LeaseLost`` once a later execution
+        claimed it. ``sure`` (the default) asks Redis (a compare-and-set on the token, which
+        also renews the lease); ``sure=False`` only reads what the heartbeat saw. None outside
+        a guarded callback execution (no ``nen_callback`` header, called directly)."""
+        lease = getattr(self.request, "nen_lease", None)
+        return None if lease is None else int(lease.check(sure))
 
 
 class NenTask(CallbackTask):

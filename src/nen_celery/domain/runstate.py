@@ -114,3 +114,12 @@ def lua_guards() -> str:
         "  return row ~= nil and row[new] == true\n"
         "end\n"
     )
+
+
+def markdown_table() -> str:
+    """The table as docs/guarantees.md shows it (a test holds the page to this)."""
+    lines = ["| status now | event | next status | effects |", "|---|---|---|---|"]
+    for (frm, event), mv in TABLE.items():
+        effects = ", ".join(sorted(e.value for e in mv.effects)) or "-"
+        lines.append(f"| {frm.value} | {event.value} | {mv.to.value} | {effects} |")
+    return "\n".join(lines) + "\n"

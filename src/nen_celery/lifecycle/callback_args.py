@@ -8,6 +8,12 @@ Celery's default), ``start_run`` makes the same check Celery makes in ``apply_as
 called is refused at once instead of failing in a worker after the run finished. A task known
 only by name (registered in the workers alone) is not checked here; the workers' own check then
 decides (``deadletter.py``: bounded retries, then the dead-letter list).
+
+Canvases: a ``group`` of plain signatures is called as Celery calls it, every member with the
+finished run prepended, each member exactly once (CallbackTask keys its lease on the member's
+place in the group). A ``chain`` or a ``chord`` (and a group holding one) is refused: their later
+steps are sent by the worker after the guarded step ended, outside the lease, so a crash between
+that end and the send loses the next step or runs it twice. Run the next steps from the callback.
 """
 
 from __future__ import annotations
@@ -45,10 +51,33 @@ def _registered(name: str) -> Any:
 
 def check_callback_args(label: str, sig: Mapping[str, Any]) -> None:
     """Raise InvalidCallback naming ``label`` (on_complete / on_failure) and the task when the
-    callback's arguments cannot fit its task; a no-op for tasks this process does not know, for
-    tasks that check nothing (``typing=False``) and for canvas signatures (chain, group, ...)."""
-    if sig.get("subtask_type"):
+    callback's arguments cannot fit its task (each member's, for a group), or naming the kind
+    of a canvas that cannot be run exactly once (chain, chord, a group holding one); a no-op
+    for tasks this process does not know and for tasks that check nothing (``typing=False``)."""
+    kind = sig.get("subtask_type")
+    if kind == "group":
+        members = list((sig.get("kwargs") or {}).get("tasks") or ())
+        for member in members:
+            inner = member.get("subtask_type") if isinstance(member, Mapping) else "?"
+            if inner:
+                raise InvalidCallback([(label, f"a group holding a {inner}: {REFUSED}")])
+        for member in members:
+            _check_task(label, member)
         return
+    if kind or sig.get("chord_size") is not None or (sig.get("options") or {}).get("chord"):
+        raise InvalidCallback([(label, f"a {kind or 'chord'}: {REFUSED}")])
+    _check_task(label, sig)
+
+
+# Why a chain or chord is refused, in its InvalidCallback.
+REFUSED = (
+    "nen runs a callback exactly once per attempt, and only a plain signature or a group of plain "
+    "signatures can be (a chain's or chord's later steps are sent after the guarded step ended); "
+    "call the next steps from your callback"
+)
+
+
+def _check_task(label: str, sig: Mapping[str, Any]) -> None:
     name = str(sig.get("task") or "")
     task = _registered(name) if name else None
     if task is None or not getattr(task, "typing", False):

@@ -10,23 +10,21 @@ The protocol (Temporal's async completion: an outside event completes a pending 
    attempt (``callback_task_id``), then marks the completion ``sent`` (finish_completion.lua):
    nothing dispatches a sent callback again. A worker that dies between the broker taking the
    message and that mark lets the lease lapse; the sweep re-dispatches with the same task id;
-4. ``run_callback_once`` (used by ``CallbackTask``) runs a redelivered copy of a callback message
-   only if the first execution died: a renewed lease per run and attempt (callback_lease.lua).
+4. ``run_callback_once`` (used by ``CallbackTask``; callback_lease.py) runs a redelivered copy
+   of a callback message only if the first execution died: a renewed, fenced lease per run and
+   attempt (callback_lease.lua).
 The beat sweep (sweep.py) owns the timeouts: a pending completion nobody claimed is re-queued.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from typing import Any
 
-import redis
 from celery import Task
 from celery.canvas import signature
-from celery.exceptions import Reject, Retry
 from celery.utils.saferepr import saferepr
 
 from nen_celery.domain.status import Status, is_terminal
@@ -39,7 +37,7 @@ from nen_celery.runtime import metrics
 from nen_celery.runtime.app import CALLBACK_HEADER, current, nen_task, ready_made, request_header, run_repr
 from nen_celery.runtime.context import get_context, per_context
 from nen_celery.runtime.faults import failpoint
-from nen_celery.store.runs import RunStore, callbacks
+from nen_celery.store.runs import callbacks
 
 log = logging.getLogger("nen_celery.lifecycle")
 
@@ -203,95 +201,3 @@ def direct_callback(sig: dict[str, Any], app: Any = None) -> tuple[Task, DirectP
 
     direct: tuple[Task, DirectPublisher] | None = per_context(f"callback:{id(app)}:{name}", ctx, build)
     return direct
-
-
-def run_callback_once(task: Task, mark: str, args: Any, kwargs: Any) -> Any:
-    """Run the callback of the ``<run_id>|<attempt>`` in ``mark`` unless another execution
-    holds it (wait: retry) or one completed it (skip). ``CallbackTask`` calls this."""
-    run_id, _, attempt = mark.rpartition("|")
-    store = get_context().store
-    lease = store.settings.callback_lease
-    holder = f"{task.request.id}/{uuid.uuid4().hex}"  # this execution, not the message
-    try:
-        verdict = store.claim_callback(run_id, attempt, holder, lease)
-    except redis.RedisError as exc:
-        log.warning("callback %s of run %s: lease not claimed (%r); retrying", task.name, run_id, exc)
-        raise task.retry(exc=exc, countdown=lease / 2, max_retries=None) from exc
-    if verdict == "done":
-        log.info(
-            "callback %s[%s]: run %s attempt %s already completed its callback; skipped",
-            task.name,
-            task.request.id,
-            run_id,
-            attempt,
-        )
-        return None
-    if verdict != "claimed":  # busy: a live execution runs it; come back after half a lease
-        log.info(
-            "callback %s[%s]: run %s attempt %s is running in another execution; waiting",
-            task.name,
-            task.request.id,
-            run_id,
-            attempt,
-        )
-        raise task.retry(countdown=lease / 2, max_retries=None)
-    return _run_leased(task, store, run_id, attempt, holder, args, kwargs)
-
-
-def _run_leased(
-    task: Task, store: RunStore, run_id: str, attempt: str, holder: str, args: Any, kwargs: Any
-) -> Any:
-    """Run the claimed callback while a heartbeat renews its lease; then mark it done, or
-    release the lease where a copy of the message must still run it."""
-    lease = store.settings.callback_lease
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_heartbeat,
-        args=(store, run_id, attempt, holder, lease, stop),
-        daemon=True,
-        name=f"nen-callback-lease-{run_id}",
-    )
-    beat.start()
-    end = True
-    task.request.nen_lease = (store, run_id, attempt, holder)  # for the callback's own retry
-    try:
-        return task.run(*args, **kwargs)
-    except Retry:
-        end = False  # the callback asked for a retry: that execution must run it
-        raise
-    except Reject as exc:
-        end = not exc.requeue
-        raise
-    except Exception:
-        raise  # its end, as Celery does not retry it either
-    except BaseException:
-        end = False  # the worker is going away mid-callback: a redelivered copy may run it
-        raise
-    finally:
-        stop.set()
-        beat.join()
-        try:
-            if end:
-                store.finish_callback(run_id, attempt, holder)
-            else:
-                store.release_callback(run_id, attempt, holder)
-        except redis.RedisError as exc:  # the lease lapses on its own; done is not recorded
-            log.error(
-                "callback %s of run %s: lease not %s (%r)",
-                task.name,
-                run_id,
-                "finished" if end else "released",
-                exc,
-            )
-
-
-def _heartbeat(
-    store: RunStore, run_id: str, attempt: str, holder: str, lease: float, stop: threading.Event
-) -> None:
-    """Renew the execution's lease every third of it until ``stop``."""
-    while not stop.wait(lease / 3):
-        try:
-            if not store.renew_callback(run_id, attempt, holder, lease):
-                log.warning("callback of run %s attempt %s: its lease lapsed while it ran", run_id, attempt)
-        except Exception as exc:  # Redis away for a moment: the next beat tries again
-            log.warning("callback of run %s: lease not renewed (%r)", run_id, exc)

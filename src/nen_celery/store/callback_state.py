@@ -32,22 +32,32 @@ class CallbackState(StoreCore):
             return ()
         return tuple(json.loads(x) for x in self.redis.lrange(self.deadletter_key, 0, limit - 1))
 
-    # -- one execution of a callback at a time ----------------------------------------------------
-    def claim_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> str:
-        """``claimed`` (run it), ``busy`` (another execution holds a live lease) or ``done``."""
+    # -- one execution of a callback at a time, fenced -------------------------------------------
+    def claim_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> tuple[str, int]:
+        """(``claimed``, its fence token) to run it; (``busy``, 0) while another execution
+        holds a live lease; (``done``, 0) once one completed it. Every claim of (run, attempt)
+        takes a token greater than the claims before it."""
         ttl = max(1, int(lease * 1000))
-        return str(self._call(CallbackLeaseArgs(run_id, attempt, mode="claim", holder=holder, ttl=ttl)))
+        retention = self.settings.retention_seconds
+        args = CallbackLeaseArgs(run_id, attempt, "claim", holder, ttl, token=0, retention=retention)
+        verdict, token = self._call(args)
+        return str(verdict), int(token)
 
-    def renew_callback(self, run_id: str, attempt: str, holder: str, lease: float) -> bool:
-        """Extend ``holder``'s lease; False once it lapsed."""
+    def renew_callback(self, run_id: str, attempt: str, holder: str, token: int, lease: float) -> int:
+        """Extend the lease of ``holder``'s claim ``token``: 1 (held), 2 (it had lapsed but no
+        claim came since: taken back) or 0 (another claim came, or the callback is done: lost)."""
         ttl = max(1, int(lease * 1000))
-        return bool(self._call(CallbackLeaseArgs(run_id, attempt, mode="renew", holder=holder, ttl=ttl)))
+        args = CallbackLeaseArgs(run_id, attempt, mode="renew", holder=holder, ttl=ttl, token=token)
+        return int(self._call(args))
 
-    def finish_callback(self, run_id: str, attempt: str, holder: str) -> None:
-        """The callback of (run, attempt) reached its end: later copies skip it."""
+    def finish_callback(self, run_id: str, attempt: str, holder: str, token: int) -> bool:
+        """The callback of (run, attempt) reached its end: later copies skip it. Only the
+        latest claim's execution marks it (False: a later claim holds it and decides)."""
         ttl = self.settings.retention_seconds
-        self._call(CallbackLeaseArgs(run_id, attempt, mode="finish", holder=holder, ttl=ttl))
+        args = CallbackLeaseArgs(run_id, attempt, mode="finish", holder=holder, ttl=ttl, token=token)
+        return bool(self._call(args))
 
-    def release_callback(self, run_id: str, attempt: str, holder: str) -> bool:
-        """Drop ``holder``'s lease without marking done (its retry may run at once)."""
-        return bool(self._call(CallbackLeaseArgs(run_id, attempt, mode="release", holder=holder)))
+    def release_callback(self, run_id: str, attempt: str, holder: str, token: int) -> bool:
+        """Drop ``holder``'s lease of claim ``token`` without marking done (its retry may run at once)."""
+        args = CallbackLeaseArgs(run_id, attempt, mode="release", holder=holder, ttl=0, token=token)
+        return bool(self._call(args))

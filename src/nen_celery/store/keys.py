@@ -66,10 +66,11 @@ class KeyLayout:
             self.run_parked_key(run_id),
         ]
 
-    def callback_keys(self, run_id: str, attempt: str) -> tuple[str, str]:
-        """``<run key>:callback:<attempt>:lease`` and ``...:done`` (the run's slot)."""
+    def callback_keys(self, run_id: str, attempt: str) -> tuple[str, str, str]:
+        """``<run key>:callback:<attempt>:lease``, ``...:done`` and ``...:fence`` (the counter of
+        the claims' fence tokens), in the run's slot."""
         base = f"{self.run_key(run_id)}:callback:{attempt}"
-        return f"{base}:lease", f"{base}:done"
+        return f"{base}:lease", f"{base}:done", f"{base}:fence"
 
 
     # -- one messageId (all in the messageId's slot) --------------------------------------------

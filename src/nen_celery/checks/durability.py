@@ -58,6 +58,27 @@ def durability_problems(config: Mapping[str, str], allow_eviction: bool = False)
     return problems
 
 
+def early_waitaof(server: Mapping[str, Any], appendfsync: str | None) -> str | None:
+    """Why WAITAOF cannot close a machine crash's window on this server, or None (pure; ``server``
+    is INFO server). Under ``everysec`` Valkey (8.0 to 9.1 at least) and Redis 7.2 to 7.4 answer
+    WAITAOF once the write reached the OS, before the fsync (fixed in Redis 8.0, redis#13793)."""
+    if appendfsync != "everysec":
+        return None  # always: every write is fsynced before its answer; no: no AOF guarantee
+    if server.get("valkey_version") or server.get("server_name") == "valkey":
+        name = f"Valkey {server.get('valkey_version', '')}".strip()
+    else:
+        parts = str(server.get("redis_version", "0.0")).split(".")
+        major_minor = (int(parts[0]), int(parts[1])) if all(p.isdigit() for p in parts[:2]) else (0, 0)
+        if not (7, 2) <= major_minor < (8, 0):
+            return None
+        name = f"Redis {server.get('redis_version')}"
+    return (
+        f"{name} answers WAITAOF before the everysec fsync (redis#13793): the durability barrier "
+        "covers a Redis crash but not a machine crash's last second; use appendfsync always, or "
+        "Redis >= 8.0"
+    )
+
+
 def read_config(client: Any) -> dict[str, str]:
     """The durability parameters CONFIG GET would show; one refused is left out (an ACL may
     refuse some). Raises RedisError other than a refusal (Redis not reachable)."""
@@ -84,6 +105,12 @@ def check_durability(client: Any = None, allow_eviction: bool = False) -> list[t
         log.warning("run store: Redis not reachable at start (%s)", type(exc).__name__)
         return []
     problems = durability_problems(config, allow_eviction)
+    try:
+        early = early_waitaof(client.info("server"), config.get("appendfsync"))
+    except redis.ResponseError:  # INFO refused: nothing to say
+        early = None
+    if early is not None:
+        problems.append((WARNING, early))
     for level, problem in problems:
         if level != ERROR:
             log.warning("run store durability: %s (want %s)", problem, ADVICE)

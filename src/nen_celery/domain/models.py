@@ -43,6 +43,9 @@ class Run:
     completion: str = ""
     redrives: int = 0
     previous_errors: list[dict[str, Any]] = field(default_factory=list)
+    # Nen's own word when it came after the run had ended (a "may have started in Nen" run that
+    # Nen did start): kept apart, because ``status`` is the end its callback was dispatched for
+    nen_status: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -72,6 +75,7 @@ class Run:
             completion=data.get("completion", ""),
             redrives=int(data.get("redrives") or 0),
             previous_errors=json.loads(data.get("previous_errors") or "[]"),
+            nen_status=data.get("nen_status") or None,
         )
 
 

@@ -6,6 +6,11 @@ spliced into _common.lua by store/scripts.py), so Python and Redis cannot disagr
 move that no row names is refused by the scripts: a decision taken on a stale read (the sweep
 read ``unknown``, a webhook has since bound the run) cannot end a run the table says it may not.
 
+Guards beyond the table, in apply.lua: every end of ours is a compare-and-set on the status its
+decision read (``expect``: ``stale`` when the run moved since), and a queued run is ended as
+never started (``submit_failed``, ``rejected``) only while no POST of its attempt may have reached
+Nen (``post_inflight``; else ``maybe_sent`` and the caller parks it ``unknown``).
+
 Nen's later word on a run that already ended (a webhook after ``submit_failed``) is no move of
 this table: it goes in fields of its own (record_late), and the run's end stays as recorded.
 """

@@ -16,7 +16,7 @@ from nen_celery.domain.params import utf8_problem, validate_params
 from nen_celery.errors import ConfigurationError, InvalidCallback, InvalidParams
 from nen_celery.lifecycle.callback_args import check_callback_args
 from nen_celery.runtime import metrics
-from nen_celery.runtime.context import get_context
+from nen_celery.runtime.context import Context, get_context
 from nen_celery.settings import get_settings
 
 
@@ -117,18 +117,46 @@ def start_run(
             )
         sealed = ctx.sealer.seal(json.dumps(clean_secure).encode())
 
-    if not ctx.store.create(run_id, wid, clean_params, sealed, complete_sig, failure_sig):
-        existing = ctx.store.raw(run_id)
-        if existing.get("workflow_id") == wid and json.loads(existing.get("params") or "{}") == clean_params:
-            return RunHandle(run_id)
-        raise RunConflict(f"run_id {run_id!r} already exists with a different workflow or params")
+    creator = uuid.uuid4().hex
+    if not _create_or_adopt(ctx, run_id, wid, clean_params, sealed, complete_sig, failure_sig, creator):
+        return RunHandle(run_id)  # another start_run of the same run created it: this one adopted it
     try:
         enqueue_submit(run_id, wid)
     except Exception:
-        ctx.store.delete(run_id)  # nothing was queued: leave no orphan record behind
+        # nothing was queued: remove the record, unless another start_run adopted it meanwhile (its
+        # caller holds a handle; the sweep resubmits a queued run whose submit never came)
+        ctx.store.uncreate(run_id, creator)
         raise
+    if ctx.settings.durable_start:  # NotDurable (a redis TimeoutError): the run may still go on
+        ctx.durable()
     metrics.RUNS_STARTED.inc()
     return RunHandle(run_id)
+
+
+def _create_or_adopt(
+    ctx: Context,
+    run_id: str,
+    wid: str,
+    params: dict[str, Any],
+    sealed: str | None,
+    on_complete: dict[str, Any] | None,
+    on_failure: dict[str, Any] | None,
+    creator: str,
+) -> bool:
+    """True: this call created the record; False: it adopted the same run another call created
+    (same workflow and params). RunConflict otherwise. A record removed between the two reads (its
+    creator could not queue it) is created again."""
+    for _ in range(3):
+        if ctx.store.create(run_id, wid, params, sealed, on_complete, on_failure, creator=creator):
+            return True
+        existing = ctx.store.raw(run_id)
+        if not existing:
+            continue
+        if existing.get("workflow_id") != wid or json.loads(existing.get("params") or "{}") != params:
+            raise RunConflict(f"run_id {run_id!r} already exists with a different workflow or params")
+        if ctx.store.adopt(run_id, wid, existing.get("params") or ""):
+            return False
+    raise RunConflict(f"run_id {run_id!r} is being created and removed by other start_run calls")
 
 
 def get_run(run_id: str) -> Run | None:

@@ -6,10 +6,11 @@ The protocol (Temporal's async completion: an outside event completes a pending 
    the first one marks the completion ``pending``, every later one is a no-op;
 2. ``complete`` (task complete_run) or the hinted ingest path claims the completion with a lease
    (claim_completion.lua), so one worker at a time dispatches;
-3. ``dispatch_completion`` publishes the callback under a task id fixed per run, status and
-   attempt (``callback_task_id``), then marks the completion ``sent`` (finish_completion.lua):
-   nothing dispatches a sent callback again. A worker that dies between the broker taking the
-   message and that mark lets the lease lapse; the sweep re-dispatches with the same task id;
+3. ``dispatch_completion`` waits until the claim is durable (store/durable.py), publishes the
+   callback under a task id fixed per run, status and attempt (``callback_task_id``), then marks
+   the completion ``sent`` (finish_completion.lua): nothing dispatches a sent callback again. A
+   worker that dies between the broker taking the message and that mark lets the lease lapse;
+   the sweep re-dispatches with the same task id;
 4. ``run_callback_once`` (used by ``CallbackTask``; callback_lease.py) runs a redelivered copy
    of a callback message only if the first execution died: a renewed, fenced lease per run and
    attempt (callback_lease.lua).
@@ -57,10 +58,16 @@ def enqueue_complete(run_id: str, received_at: str | None = None) -> None:
     nen_task("complete_run").apply_async(args=(run_id,), argsrepr=run_repr(run_id), headers=headers)
 
 
-def end_run(run_id: str, status: Status, error: dict[str, Any], source: str) -> str:
-    """End a run with an error of ours (rejected, submit_failed, timeouts) and fire on_failure."""
+def end_run(
+    run_id: str, status: Status, error: dict[str, Any], source: str, expect: str | None = None
+) -> str:
+    """End a run with an error of ours (rejected, submit_failed, timeouts) and fire on_failure.
+    ``expect``: the status the decision to end it was taken on (compare-and-set: a run that
+    moved since, e.g. a webhook bound it, is left as it is)."""
     store = get_context().store
-    verdict, now, completion = store.apply(run_id, status, source=source, payload=error, error=error)
+    verdict, now, completion = store.apply(
+        run_id, status, source=source, payload=error, error=error, expect=expect
+    )
     log.warning("run %s ended %s (%s): %s", run_id, now, verdict, error.get("message") or error.get("error"))
     if completion == "pending":
         enqueue_complete(run_id)
@@ -113,6 +120,8 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
         try:
             argsrepr = run_repr(run_id, status=run.status)
             headers = {CALLBACK_HEADER: f"{run_id}|{run.redrives}"}  # CallbackTask's guard
+            # the end and the claim durable first: a crash must not undo what the callback says
+            ctx.durable()  # NotDurable: released below, retried
             send_callback(sig, run.to_dict(), task_id, headers, argsrepr)
         except Exception as exc:
             countdown: float | None = 1.0

@@ -8,6 +8,7 @@ blindly; Nen's own word (a webhook, the lookup, or the sweep's timeout) decides.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -87,7 +88,7 @@ def park_unknown(run_id: str, error: dict[str, Any], source: str) -> None:
     """Mark the POST's fate unknown, then replay the webhooks that named the run (hints.py)
     while it was still queued: from now on they bind it, and they say the POST landed."""
     store = get_context().store
-    verdict, _, _ = store.apply(run_id, Status.UNKNOWN, source=source, error=error)
+    verdict, _, _ = store.apply(run_id, Status.UNKNOWN, source=source, error=error, expect=Status.QUEUED)
     if verdict != "applied":
         return
     # Once the run is unknown, ingest.lua binds instead of parking: this list can only shrink.
@@ -106,7 +107,8 @@ class _StoreHooks(AttemptHooks):
     def __init__(self, run_id: str, execution: str) -> None:
         self.run_id = run_id
         self.execution = execution
-        self.store = get_context().store
+        self.ctx = get_context()
+        self.store = self.ctx.store
 
     def before_send(self) -> None:
         failpoint("submit:before_post")
@@ -115,6 +117,16 @@ class _StoreHooks(AttemptHooks):
             raise LeaseLost(self.run_id)
         if attempt < 0:
             raise RuntimeError(f"run {self.run_id} left 'queued' while being submitted")
+        try:
+            # the POST mark durable before the POST: a crash must not forget a POST that went out
+            self.ctx.durable()
+        except Exception:
+            # not sent: clear the mark (else the retry would park the run as unknown), then
+            # let the task retry it as a Redis error (NotDurable is a redis TimeoutError)
+            log.warning("run %s: its POST mark is not durable yet; not sent, retrying", self.run_id)
+            with contextlib.suppress(*REDIS_ERRORS):  # else the mark stays: parked unknown
+                self.not_sent()  # once: post_not_sent uncounts, so a retry could uncount twice
+            raise
 
     def not_sent(self) -> None:
         self.store.post_not_sent(self.run_id, self.execution)
@@ -183,7 +195,7 @@ def _send(ctx: Context, run_id: str, claim: Claim, execution: str) -> Accepted |
     secure = ctx.store.open_secure(claim.secure)
     if data.get("has_secure") == "1" and secure is None:
         error = {"type": "secure_params_missing", "message": "the run's encrypted secure params are gone"}
-        end_run(run_id, Status.SUBMIT_FAILED, error, "submit")
+        end_run(run_id, Status.SUBMIT_FAILED, error, "submit", expect=Status.QUEUED)
         return None
     request = _request(ctx.settings, run_id, data, secure)
     started, outcome = time.monotonic(), "accepted"
@@ -274,8 +286,7 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
             )
             raise task.retry(kwargs={"reschedule": reschedule + 1}, countdown=delay, max_retries=None)
         if not (isinstance(exc, NenError) and exc.maybe_sent):  # the last answer proved "not created"
-            end_run(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
-            return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
+            return _end_or_park(run_id, Status.SUBMIT_FAILED, error, "submit:exhausted")
         # opted-in resends of an ambiguous answer, all spent: Nen may have it, so wait for its word
     if isinstance(exc, NenError) and exc.maybe_sent:
         park_unknown(run_id, error, "submit:ambiguous")
@@ -286,7 +297,16 @@ def _submit_error(task: Task, run_id: str, reschedule: int, exc: Exception, exec
         )
         return {"run_id": run_id, "status": Status.UNKNOWN.value}
     if isinstance(exc, NenAPIError) and 400 <= exc.status_code < 500:
-        end_run(run_id, Status.REJECTED, error, f"nen:{exc.status_code}")
-        return {"run_id": run_id, "status": Status.REJECTED.value}
-    end_run(run_id, Status.SUBMIT_FAILED, error, "submit:error")
-    return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
+        return _end_or_park(run_id, Status.REJECTED, error, f"nen:{exc.status_code}")
+    return _end_or_park(run_id, Status.SUBMIT_FAILED, error, "submit:error")
+
+
+def _end_or_park(run_id: str, status: Status, error: dict[str, Any], source: str) -> dict[str, Any]:
+    """End the queued run as never started, unless an earlier POST of the attempt may have
+    reached Nen (apply.lua answers maybe_sent while post_inflight counts one): then it waits for
+    Nen's word as unknown. A later connect error or 4xx never makes an ambiguous POST look unsent."""
+    if end_run(run_id, status, error, source, expect=Status.QUEUED) == Status.QUEUED:
+        park_unknown(run_id, error, "submit:maybe_sent")
+        log.error("run %s: an earlier POST /runs may have reached Nen; parked as unknown", run_id)
+        return {"run_id": run_id, "status": Status.UNKNOWN.value}
+    return {"run_id": run_id, "status": status.value}

@@ -13,7 +13,7 @@ from celery import Task
 from nen_celery.domain.status import Status
 from nen_celery.lifecycle import reconcile
 from nen_celery.lifecycle.completion import end_run, enqueue_complete
-from nen_celery.lifecycle.submit import enqueue_submit
+from nen_celery.lifecycle.submit import enqueue_submit, park_unknown
 from nen_celery.runtime import metrics
 from nen_celery.runtime.app import nen_task, run_repr
 from nen_celery.runtime.context import get_context
@@ -108,12 +108,14 @@ def _act(run_id: str, data: dict[str, str], action: str) -> None:
             "in Nen. Check Nen, then redrive it if it did not.",
         )
         error["status"] = Status.SUBMIT_FAILED.value
-        end_run(run_id, Status.SUBMIT_FAILED, error, "reconcile:unknown_timeout")
+        end_run(run_id, Status.SUBMIT_FAILED, error, "reconcile:unknown_timeout", expect=Status.UNKNOWN)
     elif action == reconcile.TIMEOUT:
         if data.get("status") in (Status.QUEUED, Status.UNKNOWN):
             err = _timeout_error(data, "run_timeout", "Nen never accepted the run in time")
             err["status"] = Status.SUBMIT_FAILED.value
-            end_run(run_id, Status.SUBMIT_FAILED, err, "reconcile:run_timeout")
+            now = end_run(run_id, Status.SUBMIT_FAILED, err, "reconcile:run_timeout", expect=data["status"])
+            if now == Status.QUEUED:  # refused (maybe_sent): a POST may have reached Nen
+                park_unknown(run_id, err, "reconcile:run_timeout")
         else:
             err = _timeout_error(data, "run_timeout", "no terminal status from Nen in time")
-            end_run(run_id, Status.FAILED, err, "reconcile:run_timeout")
+            end_run(run_id, Status.FAILED, err, "reconcile:run_timeout", expect=data.get("status"))

@@ -21,6 +21,7 @@ from nen_celery.connections import redis_client
 from nen_celery.nen.client import NenClient, new_http_client
 from nen_celery.nen.ratelimit import new_limiter
 from nen_celery.settings import Settings, get_settings, on_settings_change
+from nen_celery.store.durable import Barrier, resolve
 from nen_celery.store.runs import RunStore
 from nen_celery.store.sealer import Sealer
 
@@ -38,6 +39,18 @@ class Context:
         http = per_context("nen_http", self, lambda: new_http_client(self.settings))
         limiter = per_context("nen_limiter", self, lambda: new_limiter(self.settings))
         return NenClient(self.settings, http, limiter=limiter)
+
+    @property
+    def barrier(self) -> Barrier:
+        """NEN_DURABILITY resolved on this server: probed once per context (``auto``); a probe
+        that cannot reach Redis raises and is tried again on the next use."""
+        barrier: Barrier = per_context("durability", self, lambda: resolve(self.redis, self.settings))
+        return barrier
+
+    def durable(self) -> None:
+        """Wait until every write this process saw acknowledged is durable (store/durable.py);
+        NotDurable (a redis TimeoutError) if not within NEN_DURABILITY_TIMEOUT."""
+        self.barrier.wait(self.redis)
 
 
 _current: dict[int, Context] = {}

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from nen_celery.store.callback_state import CallbackState
 from nen_celery.store.reads import Reads, callbacks
 from nen_celery.store.scripts import (
+    AdoptArgs,
     ApplyArgs,
     BeginPostArgs,
     ClaimCompletionArgs,
@@ -23,8 +24,10 @@ from nen_celery.store.scripts import (
     CreateArgs,
     FinishCompletionArgs,
     HolderHsetArgs,
+    PostNotSentArgs,
     RedriveArgs,
     ReleaseCompletionArgs,
+    UncreateArgs,
     pairs,
     script_source,
 )
@@ -54,10 +57,14 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         on_complete: dict[str, Any] | None,
         on_failure: dict[str, Any] | None,
         next_check: float | None = None,
+        creator: str = "",
     ) -> bool:
-        """Write the queued record (and sealed secure params); False if run_id already exists."""
+        """Write the queued record (and sealed secure params); False if run_id already exists.
+        ``creator``: a token of the start_run call, so that its undo (``uncreate``) removes only
+        what that call created."""
         fields: dict[str, str] = {
             "run_id": run_id,
+            "creator": creator,
             "workflow_id": workflow_id,
             "params": json.dumps(params),
             "on_complete": json.dumps(on_complete) if on_complete else "",
@@ -74,8 +81,18 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         )
         return bool(self._call(args))
 
+    def adopt(self, run_id: str, workflow_id: str, params: str) -> bool:
+        """A second start_run of ``run_id`` takes the run as read (``params`` as stored): False
+        if the record is gone or changed since that read."""
+        return bool(self._call(AdoptArgs(run_id, workflow_id=workflow_id, params=params)))
+
+    def uncreate(self, run_id: str, creator: str) -> bool:
+        """Undo ``creator``'s create whose submit could not be queued; False (left as it is) when
+        another call created it, it moved on, or another start_run adopted it."""
+        return bool(self._call(UncreateArgs(run_id, creator)))
+
     def delete(self, run_id: str) -> None:
-        """Undo a create whose task could not be queued."""
+        """Remove a run's record outright (operators' and tests' clean-up)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(self.run_key(run_id))  # one key per DELETE: a Cluster pipeline allows no more
         pipe.delete(self.secure_key(run_id))
@@ -111,8 +128,9 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         return int(self._call(BeginPostArgs(run_id, now=time.time(), execution=execution)))
 
     def post_not_sent(self, run_id: str, execution: str) -> None:
-        """The last POST surely never reached Nen (connect error): a resend is safe."""
-        self._call(HolderHsetArgs(run_id, execution=execution, field="post_inflight", value=0))
+        """The last POST surely never reached Nen (connect error): uncount it. An earlier POST
+        of the attempt whose fate is unknown stays counted (post_not_sent.lua)."""
+        self._call(PostNotSentArgs(run_id, execution=execution))
 
     def release_submit(self, run_id: str, execution: str) -> None:
         self._call(HolderHsetArgs(run_id, execution=execution, field="submit_lease_until", value=0))
@@ -128,10 +146,15 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         """Operator action: a new attempt for a run Nen never ran; (verdict, idempotency key).
 
         Verdict ok | missing | refused | no_secure | may_have_started (unless ``force``).
+        Every field of the old attempt is cleared (redrive.lua), and its messageId's index entry
+        freed if still this run's: that message's webhooks without a run hint are then parked,
+        not applied to the new attempt (a new 202 that carries it again indexes it again).
         """
         now = time.time()
         next_check = now + self.settings.queued_grace
         res = self._call(RedriveArgs(run_id, now=now, next_check=next_check, force="1" if force else "0"))
+        if res[0] == "ok" and len(res) > 2 and res[2]:
+            self.release_message(str(res[2]), run_id)
         return str(res[0]), str(res[1])
 
     # -- status and completion ----------------------------------------------------------------
@@ -144,8 +167,10 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         payload: Any = None,
         error: dict[str, Any] | None = None,
         next_check: float | None = None,
+        expect: str | None = None,
     ) -> tuple[str, str, str]:
-        """Move the run forward; returns (verdict, status now, completion state)."""
+        """Move the run forward; returns (verdict, status now, completion state). ``expect``:
+        the status the decision read; if the run has moved since, nothing changes (``stale``)."""
         sealed = self.sealer.seal_if_enabled(json.dumps(payload).encode()) if payload is not None else ""
         now = time.time()
         res = self._call(
@@ -158,6 +183,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
                 retention=self.settings.retention_seconds,
                 error=json.dumps(error) if error else "",
                 next_check=next_check if next_check is not None else now + self.next_check_after(status),
+                expect=expect or "",
             )
         )
         return str(res[0]), str(res[1]), str(res[2])

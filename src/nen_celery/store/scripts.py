@@ -105,6 +105,28 @@ class CreateArgs(Script):
 
 
 @dataclasses.dataclass(frozen=True)
+class AdoptArgs(OnRunRecord):
+    """A second start_run of the same run takes it (compare-and-set on what it read)."""
+
+    NAME: ClassVar[str] = "adopt"
+    workflow_id: str
+    params: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UncreateArgs(Script):
+    """Undo this start_run call's create, unless the run moved on or was adopted."""
+
+    NAME: ClassVar[str] = "uncreate"
+    run_id: str
+    creator: str
+
+    def keys(self, layout: KeyLayout) -> list[str]:
+        rid = self.run_id
+        return [layout.run_key(rid), layout.runs_key(rid), layout.secure_key(rid), layout.timers_key(rid)]
+
+
+@dataclasses.dataclass(frozen=True)
 class ClaimSubmitArgs(Script):
     NAME: ClassVar[str] = "claim_submit"
     run_id: str = dataclasses.field(metadata=KEY_ONLY)
@@ -123,6 +145,12 @@ class ClaimSubmitArgs(Script):
 class BeginPostArgs(OnRunRecord):
     NAME: ClassVar[str] = "begin_post"
     now: float
+    execution: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PostNotSentArgs(OnRunRecord):
+    NAME: ClassVar[str] = "post_not_sent"
     execution: str
 
 
@@ -231,6 +259,7 @@ class ApplyArgs(Script):
     retention: int
     error: str
     next_check: float
+    expect: str = ""
 
     def keys(self, layout: KeyLayout) -> list[str]:
         rid = self.run_id
@@ -306,9 +335,12 @@ ARGS: dict[str, type[Script]] = {
     cls.NAME: cls
     for cls in (
         CreateArgs,
+        AdoptArgs,
+        UncreateArgs,
         ClaimSubmitArgs,
         BeginPostArgs,
         HolderHsetArgs,
+        PostNotSentArgs,
         RedriveArgs,
         BindArgs,
         IndexArgs,

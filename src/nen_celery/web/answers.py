@@ -18,6 +18,9 @@ QUEUED = Answer(200, {"status": "queued"})
 APPLIED = Answer(200, {"status": "applied"})  # a processing webhook applied by the receiver
 IGNORED = Answer(200, {"status": "ignored"})  # ... whose run hint does not fit it: nothing changed
 NOT_QUEUED = Answer(503, {"error": "unavailable", "message": "could not queue the webhook; retry"})
+# applied or queued, but not confirmed durable in time (store/durable.py): Nen redelivers, and the
+# redelivery is a duplicate for whatever did survive
+NOT_DURABLE = Answer(503, {"error": "unavailable", "message": "webhook not stored durably yet; retry"})
 
 
 def too_large(limit: int) -> Answer:

@@ -44,7 +44,7 @@ from nen_celery.settings import get_settings
 from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, QUEUED, Answer, too_large
 from nen_celery.web.delivery import deliver_checked, deliver_hinted
 from nen_celery.web.metrics import metrics_endpoint
-from nen_celery.web.resources import direct_publisher
+from nen_celery.web.resources import direct_publisher, durability
 from nen_celery.web.verify import check, refused_early
 
 log = logging.getLogger("nen_celery.web")
@@ -145,6 +145,7 @@ async def _standalone_lifespan(app: Starlette) -> AsyncIterator[None]:
     # the Celery app and its tasks: built now, not on the first webhook's clock
     app_state.nen_task("ingest_webhook")
     _direct_publisher()
+    _durability()
 
     # Celery, kombu and their modules are ~75,000 objects that live as long as the process: out
     # of the collector's sight, its full passes stop walking them on every few thousand webhooks.
@@ -164,6 +165,15 @@ def _direct_publisher() -> None:
     except ConfigurationError:
         return
     direct_publisher(ctx)
+
+
+def _durability() -> None:
+    """Probe the durability barrier now (NEN_DURABILITY=auto), so the event loop can wait on it
+    from the first webhook; a run store not reachable yet is probed by a webhook's thread."""
+    try:
+        durability(get_context())
+    except Exception as exc:  # settings or Redis: the requests answer for it
+        log.warning("durability barrier not probed at start (%s)", type(exc).__name__)
 
 
 def _install_named_app() -> None:

@@ -22,8 +22,18 @@ from nen_celery.runtime import metrics
 from nen_celery.runtime.app import nen_task
 from nen_celery.store.sealer import Sealer
 from nen_celery.web import apply
-from nen_celery.web.answers import NOT_QUEUED, QUEUED, Answer
-from nen_celery.web.resources import Lookup, async_apply, blocking_apply, direct_publisher, run_lookup
+from nen_celery.web.answers import NOT_DURABLE, NOT_QUEUED, QUEUED, Answer
+from nen_celery.web.resources import (
+    Durability,
+    Lookup,
+    async_apply,
+    blocking_apply,
+    broker_is_run_store,
+    direct_publisher,
+    durability,
+    durability_made,
+    run_lookup,
+)
 from nen_celery.web.verify import run_hint
 
 if TYPE_CHECKING:
@@ -102,6 +112,16 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
     hint, refused = run_hint(ctx.settings, query)
     if refused is not None:
         _hint_refused(parsed, refused)
+    applier = blocking_apply(ctx)
+    barrier: Durability | None = None
+    try:
+        barrier = durability(ctx)  # the first call probes the run store (NEN_DURABILITY=auto)
+    except Exception as exc:  # the run store is not reachable: nothing can be confirmed on it
+        if broker_is_run_store(ctx):
+            answer = _not_durable(parsed, exc)
+            metrics.webhook_answered(answer.status_code, answer.body)
+            return answer
+        applier = _then_durable(ctx, applier)
     return deliver(
         run_lookup(ctx),
         ctx.sealer,
@@ -111,9 +131,26 @@ def deliver_checked(ctx: Context, body: bytes, parsed: dict[str, Any], query: st
         ctx.settings.webhook_parked_status,
         hint,
         direct_publisher(ctx),
-        blocking_apply(ctx),
+        applier,
         hint_refused=refused is not None,
+        durability=barrier,
     )
+
+
+def _then_durable(ctx: Context, applier: apply.BlockingApply | None) -> apply.BlockingApply | None:
+    """``applier`` followed by the barrier it could not be probed for: if the run store is back
+    the apply waits for it; if not, the apply fails as a whole and the webhook is queued instead
+    (on a broker of its own durability), as for any failed apply."""
+    if applier is None:
+        return None
+    inner = applier
+
+    def apply_durably(run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
+        result = inner(run_id, attempt, parsed)
+        durability(ctx).wait()
+        return result
+
+    return apply_durably
 
 
 def _hint_refused(parsed: dict[str, Any], hint: hints.Hint) -> None:
@@ -138,6 +175,9 @@ async def deliver_hinted(
     hint, _ = run_hint(ctx.settings, query)
     if hint is None:
         return None  # none, or refused: the thread path looks the messageId up (and logs it)
+    barrier = durability_made(ctx)
+    if barrier is None or (barrier.barrier.on and barrier.waiter is None):
+        return None  # not probed yet, or a Sentinel run store: the thread path waits
     if apply.wanted(ctx.settings.webhook_apply_processing, parsed, hint):
         applier = async_apply(ctx)
         if applier is None:
@@ -148,6 +188,10 @@ async def deliver_hinted(
             _apply_failed(parsed, hint, exc)
         else:
             if verdict != apply.BINDS:
+                failed = await _await_durable(barrier, parsed)
+                if failed is not None:
+                    metrics.webhook_answered(failed.status_code, failed.body)
+                    return failed
                 return _applied(verdict, now, parsed, hint, ctx.settings.webhook_parked_status)
     publisher = direct_publisher(ctx, create=False)  # not made yet: the thread path makes it
     if publisher is None:
@@ -156,12 +200,46 @@ async def deliver_hinted(
     try:  # NEN_PUBLISH_TIMEOUT per connect, 3 tries, all within twice that
         await publisher.apublish(outgoing)
         answer = QUEUED
+        if barrier.covers_broker:
+            answer = await _await_durable(barrier, parsed) or QUEUED
     except Exception as exc:  # broker down or slow: any redis/socket error
         # the run ids on the log line: bound here only, the path that logs
         with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
             answer = _not_queued(parsed, exc)
     metrics.webhook_answered(answer.status_code, answer.body)
     return answer
+
+
+async def _await_durable(barrier: Durability, parsed: dict[str, Any]) -> Answer | None:
+    """None once what this webhook wrote is durable; else NOT_DURABLE (logged)."""
+    if not barrier.barrier.on or barrier.waiter is None:
+        return None
+    try:
+        await barrier.waiter()
+    except Exception as exc:  # not confirmed in time, or the run store is down
+        return _not_durable(parsed, exc)
+    return None
+
+
+def _made_durable(barrier: Durability | None, parsed: dict[str, Any]) -> Answer | None:
+    """``_await_durable`` for the thread path."""
+    if barrier is None or not barrier.barrier.on:
+        return None
+    try:
+        barrier.wait()
+    except Exception as exc:
+        return _not_durable(parsed, exc)
+    return None
+
+
+def _not_durable(parsed: dict[str, Any], exc: BaseException) -> Answer:
+    log.error(
+        "webhook for message %s not confirmed durable: %s: %s; 503, Nen redelivers",
+        parsed["message_id"],
+        type(exc).__name__,
+        exc,
+    )
+    return NOT_DURABLE
 
 
 def _applied(
@@ -194,10 +272,12 @@ def deliver(
     applier: apply.BlockingApply | None = None,
     *,
     hint_refused: bool = False,
+    durability: Durability | None = None,
 ) -> Answer:
     """Queue the webhook: for its hinted run at once (a ``processing`` one applied here when
     ``applier`` is given), else after looking its messageId up. ``hint`` is a verified one;
-    ``hint_refused``: the URL named a run with a missing or wrong token (counted as such)."""
+    ``hint_refused``: the URL named a run with a missing or wrong token (counted as such);
+    ``durability``: the barrier a 2xx waits for (None: none)."""
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
         if hint is not None:
@@ -208,12 +288,27 @@ def deliver(
                     _apply_failed(parsed, hint, exc)
                 else:
                     if verdict != apply.BINDS:
+                        failed = _made_durable(durability, parsed)
+                        if failed is not None:
+                            metrics.webhook_answered(failed.status_code, failed.body)
+                            return failed
                         return _applied(verdict, now, parsed, hint, parked_status)
             with runlog.bound(run_id=hint[0]):
                 answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
+                answer = _queued_durably(answer, durability, parsed)
                 metrics.webhook_answered(answer.status_code, answer.body)
                 return answer
-        return _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher, hint_refused)
+        answer = _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher, durability)
+        metrics.webhook_answered(answer.status_code, answer.body, hint_refused=hint_refused)
+        return answer
+
+
+def _queued_durably(answer: Answer, barrier: Durability | None, parsed: dict[str, Any]) -> Answer:
+    """A queued webhook's answer once its message is durable (the broker is the run store's
+    server; another broker's durability is its own)."""
+    if answer.status_code >= 300 or barrier is None or not barrier.covers_broker:
+        return answer
+    return _made_durable(barrier, parsed) or answer
 
 
 def _deliver(
@@ -224,7 +319,7 @@ def _deliver(
     publish_timeout: float,
     parked_status: int,
     publisher: DirectPublisher | None,
-    hint_refused: bool = False,
+    durability: Durability | None = None,
 ) -> Answer:
     message_id = str(parsed["message_id"])
     known: bool | None
@@ -236,8 +331,8 @@ def _deliver(
         )
         known = None
     answer = enqueue(sealer, body, parsed, publish_timeout, publisher=publisher)
+    answer = _queued_durably(answer, durability, parsed)
     if answer.status_code == 200 and known is False:
         log.info("webhook %s for unbound message %s queued to be parked", parsed["status"], message_id)
         answer = Answer(parked_status, {"status": "parked"})
-    metrics.webhook_answered(answer.status_code, answer.body, hint_refused=hint_refused)
     return answer

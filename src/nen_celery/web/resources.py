@@ -7,13 +7,16 @@ connections or a publisher self-check, and a webhook has 5 s for its answer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from nen_celery import connections
 from nen_celery.connections import redis_client
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher
-from nen_celery.runtime.app import nen_task
-from nen_celery.runtime.context import per_context
+from nen_celery.runtime.app import current, nen_task
+from nen_celery.runtime.context import made_for, per_context
+from nen_celery.store.durable import AsyncWaiter, Barrier, same_server
 from nen_celery.store.runs import RunStore
 from nen_celery.web import apply
 
@@ -82,3 +85,42 @@ def async_apply(ctx: Context) -> apply.AsyncApply | None:
         "apply", ctx, lambda: apply.for_url(ctx.store, settings.redis_url, settings.publish_timeout / 2)
     )
     return applier
+
+
+@dataclass(frozen=True)
+class Durability:
+    """The receiver's barrier before a 2xx (store/durable.py), bounded to its answer budget."""
+
+    barrier: Barrier
+    client: Any  # the receiver's run-store client
+    waiter: AsyncWaiter | None  # from the event loop; None: a Sentinel run store (thread path)
+    covers_broker: bool  # the broker is the run store's server: a queued webhook waits too
+
+    def wait(self) -> None:
+        self.barrier.wait(self.client)
+
+
+def durability(ctx: Context) -> Durability:
+    """This process's barrier; the first call probes the server (blocking: a thread, or the
+    standalone receiver's start; ``durability_made`` on the event loop)."""
+
+    def build() -> Durability:
+        settings = ctx.settings
+        barrier = ctx.barrier.bounded(int(settings.publish_timeout * 750))
+        standalone = connections.kind(settings.redis_url) == "standalone"
+        waiter = AsyncWaiter(barrier, settings.redis_url, settings.publish_timeout) if standalone else None
+        return Durability(barrier, run_store(ctx).redis, waiter, broker_is_run_store(ctx))
+
+    built: Durability = per_context("receiver_durability", ctx, build)
+    return built
+
+
+def durability_made(ctx: Context) -> Durability | None:
+    """The barrier ``durability`` made for ``ctx``, or None if not made yet (the event loop)."""
+    made: Durability | None = made_for("receiver_durability", ctx)
+    return made
+
+
+def broker_is_run_store(ctx: Context) -> bool:
+    """Whether the broker the receiver publishes to is the run store's Redis server."""
+    return same_server(str(current().conf.broker_url or ctx.settings.broker), ctx.settings.redis_url)

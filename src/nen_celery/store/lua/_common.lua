@@ -70,25 +70,27 @@ local function claim_completion(key, now, lease, holder)
   return {'claimed', ''}
 end
 -- A run that ended submit_failed after its POST's fate was unknown ("may have started in Nen")
--- hears from Nen after all: record Nen's truth on it (status and history; the payload of a
--- terminal one), forward only, and never claim a second completion: its on_failure already ran.
--- Returns {'late' | 'noop', status now, completion}.
+-- hears from Nen after all. Its end stays as recorded (status, finished_at, payload, error): its
+-- callback may be out or on its way, and a re-dispatch reads the record. Nen's word goes in
+-- fields of its own, forward only: nen_status, late, late_at and a terminal word's body in
+-- late_payload. Redrive clears them with the rest of the attempt.
 local function may_have_started_late(key)
   if redis.call('HGET', key, 'late') == '1' then return true end
   return redis.call('HGET', key, 'status') == 'submit_failed'
     and (redis.call('HGET', key, 'unknown_at') or '') ~= ''
 end
+-- Returns {'late' | 'noop', status now (the run's end), completion}.
 local function record_late(key, secure_key, message_id, new, now, payload)
+  local status = redis.call('HGET', key, 'status')
+  local completion = redis.call('HGET', key, 'completion') or ''
   local seen = redis.call('HGET', key, 'nen_status') or ''
   if seen ~= '' and (RANK[new] or -1) <= (RANK[seen] or -1) then
-    return {'noop', redis.call('HGET', key, 'status'), redis.call('HGET', key, 'completion') or ''}
+    return {'noop', status, completion}
   end
   redis.call('DEL', secure_key)  -- Nen has them
-  redis.call('HSET', key, 'message_id', message_id, 'late', '1', 'nen_status', new, 'updated_at', now)
-  if TERMINAL[new] then
-    redis.call('HSET', key, 'status', new)
-    if payload ~= '' then redis.call('HSET', key, 'payload', payload) end
-  end
+  redis.call('HSET', key, 'message_id', message_id, 'late', '1', 'nen_status', new, 'late_at', now,
+             'updated_at', now)
+  if TERMINAL[new] and payload ~= '' then redis.call('HSET', key, 'late_payload', payload) end
   push_history(key, new, now, 'webhook:late')
-  return {'late', redis.call('HGET', key, 'status'), redis.call('HGET', key, 'completion') or ''}
+  return {'late', status, completion}
 end

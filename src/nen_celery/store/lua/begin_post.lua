@@ -5,5 +5,7 @@
 -- not send).
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return -1 end
 if not holds_submit(KEYS[1], ARGV[2]) then return -2 end
-redis.call('HSET', KEYS[1], 'post_inflight', 1, 'last_attempt_at', ARGV[1])
+-- post_inflight counts this attempt's POSTs that may have reached Nen (post_not_sent.lua uncounts)
+redis.call('HINCRBY', KEYS[1], 'post_inflight', 1)
+redis.call('HSET', KEYS[1], 'last_attempt_at', ARGV[1])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)

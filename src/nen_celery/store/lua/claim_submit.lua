@@ -16,7 +16,7 @@ local status = redis.call('HGET', key, 'status')
 if status ~= 'queued' then return {'done', status} end
 local lease = tonumber(redis.call('HGET', key, 'submit_lease_until') or '0') or 0
 local holder = string.match(redis.call('HGET', key, 'submit_holder') or '', '^[^/]*')
-local inflight = redis.call('HGET', key, 'post_inflight') == '1'
+local inflight = (tonumber(redis.call('HGET', key, 'post_inflight') or '0') or 0) > 0
 if lease > now and (holder ~= ARGV[4] or inflight) then return {'busy', tostring(lease - now)} end
 if inflight and ARGV[3] ~= '1' then
   return {'ambiguous', ''}

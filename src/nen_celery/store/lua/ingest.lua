@@ -6,7 +6,7 @@
 --       workflow_id (the body's), claimed ('1': the caller holds the messageId index for this run)
 -- Returns {verdict, status, completion[, record]}: applied | noop | late | parked | unbound |
 -- mismatch | stale | missing | foreign | full (late: Nen's word on a run that ended submit_failed
--- as "may have started": recorded, no second completion) (stale: a webhook of an attempt before the run was redriven;
+-- as "may have started": recorded in fields of its own, the end and its callback kept as they are) (stale: a webhook of an attempt before the run was redriven;
 -- unbound: the run is `unknown` and this webhook may bind it once the caller claimed its
 -- messageId in the index, which lives on another slot: RunStore.ingest does, then calls again).
 -- With a holder, a terminal run's completion is claimed here ('claimed' + the record), so the

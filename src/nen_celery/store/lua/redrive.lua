@@ -1,9 +1,10 @@
 -- KEYS: run hash, secure key, timers
 -- ARGV: now, next check, force ('1' or '0')
 -- Operator action: start a new attempt of a run Nen never ran (rejected / submit_failed /
--- unknown), keeping its history. Returns {verdict, detail}. A run that may have started in Nen
--- (its POST's answer was lost: `unknown`, or `submit_failed` after it) is refused
--- ('may_have_started') unless forced: a new POST could start the workflow twice.
+-- unknown), keeping its history. Returns {verdict, detail}; 'ok' also carries the messageId
+-- the attempt was bound to ('' none), whose index entry the caller frees. A run that may have
+-- started in Nen (its POST's answer was lost: `unknown`, or `submit_failed` after it) is
+-- refused ('may_have_started') unless forced: a new POST could start the workflow twice.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
 local status = redis.call('HGET', key, 'status')
@@ -28,11 +29,16 @@ if err and err ~= '' then
   list[#list + 1] = cjson.decode(err)
   redis.call('HSET', key, 'previous_errors', cjson.encode(list))
 end
-redis.call('HSET', key, 'status', 'queued', 'updated_at', ARGV[1], 'completion', '',
-           'post_inflight', 0, 'submit_lease_until', 0, 'error', '', 'payload', '',
-           'finished_at', '', 'unknown_at', '')
+-- every field of the attempt goes: its binding (a new 202 may carry another messageId), its
+-- end, its completion, its submit bookkeeping, and Nen's late word (record_late)
+local old_message = redis.call('HGET', key, 'message_id') or ''
+redis.call('HDEL', key, 'message_id', 'submitted_at', 'finished_at', 'unknown_at', 'error',
+           'payload', 'completion_lease_until', 'completion_holder', 'completed_at',
+           'callback_task_id', 'post_inflight', 'submit_lease_until', 'submit_holder',
+           'last_attempt_at', 'late', 'nen_status', 'late_at', 'late_payload')
+redis.call('HSET', key, 'status', 'queued', 'updated_at', ARGV[1], 'completion', '')
 redis.call('PERSIST', key)
 redis.call('PERSIST', KEYS[2])
 push_history(key, 'queued', ARGV[1], 'redrive')
 redis.call('ZADD', KEYS[3], ARGV[2], run_id)
-return {'ok', redis.call('HGET', key, 'idem_key') or run_id}
+return {'ok', redis.call('HGET', key, 'idem_key') or run_id, old_message}

@@ -10,7 +10,7 @@ from typing import Any
 
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle import reconcile
-from tests.model_world import KNOWN, SUBMIT_LEASE, Exec, NenRun, World
+from tests.model_world import SUBMIT_LEASE, Exec, NenRun, World
 
 POST_OUTCOMES = ("connect_error", "connect_error_spent", "accepted", "lost_answer", "lost_unsent", "refused")
 
@@ -97,13 +97,10 @@ class Steps(World):
     def submit_bind(self, ex: Exec) -> None:
         """submit.bind_accepted: bind Nen's messageId, replay the webhooks parked before it."""
         try:
-            _, parked = self.store.bind(self.run_id, ex.message_id, {})
+            _, parked = self.store.bind(self.run_id, ex.message_id, {}, attempt=ex.attempt)
         except RuntimeError:
             # bound to another messageId: only a 202 of an earlier attempt may find that
-            if "bind_unfenced" in KNOWN:
-                self.note("known:bind_unfenced")
-            else:
-                assert self.nen[ex.message_id].attempt != int(self.raw().get("redrives") or 0)
+            assert self.nen[ex.message_id].attempt != int(self.raw().get("redrives") or 0)
             self.note("bind:conflict")
             self.end_exec(ex)
             return
@@ -119,7 +116,11 @@ class Steps(World):
         """completion.apply_nen_status: apply Nen's word; complete_run if pending."""
         body, _ = self.webhook(message_id, status)
         verdict, _, completion = self.store.apply(
-            self.run_id, status, source=source, payload=body if is_terminal(status) else None
+            self.run_id,
+            status,
+            source=source,
+            payload=body if is_terminal(status) else None,
+            message_id=message_id,
         )
         self.note(f"apply:{source}:{verdict}")
         self.nen_applied(message_id, status, verdict)
@@ -177,13 +178,10 @@ class Steps(World):
         ex.stage = "dispatched"
 
     def complete_finish(self, ex: Exec) -> None:
-        if self.store.finish_completion(self.run_id, ex.task_id):
+        if self.store.finish_completion(self.run_id, ex.task_id, ex.holder):
             now = int(self.raw().get("redrives") or 0)
-            if now != ex.attempt and "finish_unfenced" in KNOWN:
-                self.note("known:finish_unfenced")
-            else:
-                assert now == ex.attempt, f"attempt {ex.attempt}'s dispatcher marked attempt {now} sent"
-                self.mirror.sent.add(ex.attempt)
+            assert now == ex.attempt, f"attempt {ex.attempt}'s dispatcher marked attempt {now} sent"
+            self.mirror.sent.add(ex.attempt)
         self.end_exec(ex)
 
     def complete_release(self, ex: Exec) -> None:
@@ -270,8 +268,6 @@ def drain(world: Steps) -> None:
         _run_all(world)
     data = world.raw()
     attempt = int(data.get("redrives") or 0)
-    if "known:finish_unfenced" in world.stats:
-        return
     assert is_terminal(data["status"]) and data["completion"] == "sent", f"stuck: {data['status']}"
     assert any(d["attempt"] == attempt for d in world.dispatches), f"attempt {attempt}: no callback"
 

@@ -38,17 +38,6 @@ TIMINGS = {  # small numbers, so that a few ticks cross every lease and timeout
     "reconcile_interval": 1.0,
 }
 TICKS = (1.0, 1.0, 11.0, 11.0, 21.0, 21.0, 101.0, 1001.0)  # nothing, each lease, the unknown and run timeouts
-# Violations the model found whose fix lies outside the files of this change: noted (counted in
-# the printed stats), not failed on. Each has a strict xfail case in
-# tests/test_exactly_once_regressions.py: once it is fixed, that case passes and fails as
-# strict, until its name is taken out of here.
-# finish_unfenced: finish_completion.lua marks whatever completion is `sending` sent, whoever
-# holds it: an earlier attempt's dispatcher finishing late marks the redriven attempt's sent.
-# apply_unguarded: apply.lua applies a Nen word whatever messageId the run is bound to: an old
-# attempt's webhook (found through the index before a redrive) ends the new attempt.
-# bind_unfenced: bind.lua takes no attempt: a slow submit of an earlier attempt binds its 202 to
-# the redriven attempt, whose own POST is out; that one's 202 then raises (already bound).
-KNOWN = frozenset({"finish_unfenced", "apply_unguarded", "bind_unfenced"})
 _STORE_MODULES: tuple[ModuleType, ...] = (runs_module, webhooks_module)
 
 
@@ -226,10 +215,7 @@ class World:
         if verdict != "applied" or not is_terminal(status):
             return
         bound = self.raw().get("message_id", "")
-        if bound not in ("", message_id) and "apply_unguarded" in KNOWN:
-            self.note("known:apply_unguarded")
-            return
-        assert bound in ("", message_id), f"{message_id}'s {status} ended a run bound to {bound}"
+        assert bound == message_id, f"{message_id}'s {status} ended a run bound to {bound}"
         assert self.nen[message_id].outcome == status
 
     # -- invariants ---------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def test_finding_8_a_forced_redrive_after_a_late_webhook_completes(store: Any, s
         )
         assert (verdict, status, completion) == ("applied", "success", "claimed")  # was: late, not_terminal
         assert data["status"] == "success" and not data.get("nen_status")
-        assert store.finish_completion(run_id, "cb-2")
+        assert store.finish_completion(run_id, "cb-2", "ingest-2")
         assert store.get(run_id).redrives == 1
     finally:
         _forget(store, run_id, old, new)
@@ -285,12 +285,6 @@ def test_finding_11_a_post_that_surely_failed_still_ends_the_run(store: Any) -> 
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="finish_completion.lua does not check the holder (fix: compare completion_holder, as "
-    "release_completion.lua does; then drop 'finish_unfenced' from tests/model_steps.KNOWN)",
-)
 def test_model_finding_an_earlier_attempts_finish_cannot_mark_the_redriven_attempt_sent(store: Any) -> None:
     """Found by tests/test_model.py (minimised): attempt 0's complete_run claims and publishes
     on_failure, then is slow; the run is redriven and ends again; attempt 1's complete_run claims
@@ -305,7 +299,7 @@ def test_model_finding_an_earlier_attempts_finish_cannot_mark_the_redriven_attem
         assert store.redrive(run_id)[0] == "ok"
         assert store.apply(run_id, "submit_failed", source="reconcile:run_timeout")[2] == "pending"
         assert store.claim_completion(run_id, "complete-b").verdict == "claimed"  # attempt 1's, not out yet
-        assert not store.finish_completion(run_id, "attempt-0-callback-id")
+        assert not store.finish_completion(run_id, "attempt-0-callback-id", "complete-a")
         record = store.raw(run_id)
         assert (record["completion"], record["completion_holder"]) == ("sending", "complete-b")
     finally:
@@ -313,13 +307,6 @@ def test_model_finding_an_earlier_attempts_finish_cannot_mark_the_redriven_attem
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="apply.lua applies Nen's word whatever messageId the run is bound to (fix: ApplyArgs "
-    "carries the body's messageId, apply.lua refuses one the run is not bound to; then drop "
-    "'apply_unguarded' from tests/model_world.KNOWN)",
-)
 def test_model_finding_an_old_attempts_webhook_does_not_end_the_redriven_attempt(store: Any) -> None:
     """Found by tests/test_model.py: a webhook without a run hint finds the run through the
     messageId index (ingest_webhook's find_or_park); before its apply, the run is redriven
@@ -337,7 +324,8 @@ def test_model_finding_an_old_attempts_webhook_does_not_end_the_redriven_attempt
         assert store.begin_post(run_id, "x2") == 2
         assert store.bind(run_id, new, {})[0] == "submitted"
         body, _ = _webhook(old, "success")
-        assert store.apply(run_id, "success", source="webhook", payload=body)[0] != "applied"
+        verdict = store.apply(run_id, "success", source="webhook", payload=body, message_id=old)[0]
+        assert verdict == "foreign"  # what apply_nen_status passes: the body's messageId
         assert store.raw(run_id)["status"] == "submitted"
     finally:
         _forget(store, run_id, old, new)
@@ -367,12 +355,6 @@ def test_model_finding_a_timed_out_run_whose_post_may_have_landed_is_not_stuck_q
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bind.lua takes no attempt (fix: BindArgs carries the redrives the submit claimed, "
-    "bind.lua refuses another attempt's 202; then drop 'bind_unfenced' from tests/model_world.KNOWN)",
-)
 def test_model_finding_an_earlier_attempts_202_does_not_bind_the_redriven_attempt(store: Any) -> None:
     """Found by tests/test_model.py (soak): attempt 0's POST is accepted but its worker is slow
     to bind; the run is parked unknown and redriven (forced); attempt 1's POST goes out. Attempt
@@ -390,7 +372,7 @@ def test_model_finding_an_earlier_attempts_202_does_not_bind_the_redriven_attemp
         assert store.claim_submit(run_id, 30, "submit-2", "x2").verdict == "ok"
         assert store.begin_post(run_id, "x2") == 2  # attempt 1's POST is out
         with contextlib.suppress(RuntimeError):  # attempt 0's 202: refused, however it says so
-            store.bind(run_id, f"m-0-{run_id}", {})
+            store.bind(run_id, f"m-0-{run_id}", {}, attempt=0)  # what attempt 0's submit claimed
         record = store.raw(run_id)
         assert (record["status"], record.get("message_id")) == ("queued", None)
     finally:

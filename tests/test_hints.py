@@ -185,7 +185,7 @@ def test_bound_run_applies_and_a_terminal_status_claims_the_completion_once(stor
     # the holder's own redelivery (its worker died around the dispatch) dispatches again ...
     assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")[2] == "claimed"
     # ... until the broker took the callback: then never again, whoever asks
-    assert store.finish_completion(run_id, "cb-1")
+    assert store.finish_completion(run_id, "cb-1", "t2")
     done = store.raw(run_id)
     assert (done["completion"], done["callback_task_id"]) == ("sent", "cb-1")
     assert "completion_holder" not in done
@@ -208,7 +208,7 @@ def test_a_run_that_ended_otherwise_is_claimed_for_complete_run_style_finishing(
     verdict, now, completion, record = store.ingest(run_id, 0, body, raw, source="webhook", holder="t1")
     assert (verdict, now, completion, record["completion"]) == ("noop", "failed", "claimed", "sending")
     assert store.ingest(run_id, 0, body, raw, source="webhook", holder="t2")[2] == "busy"
-    assert store.finish_completion(run_id, "cb-failed")
+    assert store.finish_completion(run_id, "cb-failed", "t1")
 
 
 @pytest.mark.integration

@@ -76,9 +76,10 @@ def test_completion_is_claimed_once(store: Any) -> None:
     assert not store.release_completion(run_id, "t2")
     assert store.release_completion(run_id, "t1")  # dispatch failed: claimable again
     assert store.claim_completion(run_id, "t2")[0] == "claimed"
-    assert store.finish_completion(run_id, "task-1")
+    assert not store.finish_completion(run_id, "task-1", "t1")  # not t1's claim any more
+    assert store.finish_completion(run_id, "task-1", "t2")
     assert store.claim_completion(run_id, "t1")[0] == "done"
-    assert not store.finish_completion(run_id, "task-2")
+    assert not store.finish_completion(run_id, "task-2", "t2")
 
 
 def test_completion_lease_lapses_for_a_dead_holder(store: Any) -> None:

@@ -34,9 +34,13 @@ RETRY_ON_REDIS: dict[str, Any] = {
 
 
 def submit_run(
-    self: Task, run_id: str, reschedule: int = 0, accepted: dict[str, Any] | None = None
+    self: Task,
+    run_id: str,
+    reschedule: int = 0,
+    accepted: dict[str, Any] | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
-    return submit.submit(self, run_id, reschedule, accepted)
+    return submit.submit(self, run_id, reschedule, accepted, attempt)
 
 
 def ingest_webhook(

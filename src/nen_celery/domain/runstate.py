@@ -9,7 +9,10 @@ read ``unknown``, a webhook has since bound the run) cannot end a run the table 
 Guards beyond the table, in apply.lua: every end of ours is a compare-and-set on the status its
 decision read (``expect``: ``stale`` when the run moved since), and a queued run is ended as
 never started (``submit_failed``, ``rejected``) only while no POST of its attempt may have reached
-Nen (``post_inflight``; else ``maybe_sent`` and the caller parks it ``unknown``).
+Nen (``post_inflight``; else ``maybe_sent`` and the caller parks it ``unknown``); Nen's word moves
+only the run bound to its messageId (``foreign``). Fences on the attempt and the holder: a 202
+binds only the attempt its submit claimed (bind.lua ``stale``), and only the completion's holder
+marks it sent (finish_completion.lua).
 
 Nen's later word on a run that already ended (a webhook after ``submit_failed``) is no move of
 this table: it goes in fields of its own (record_late), and the run's end stays as recorded.

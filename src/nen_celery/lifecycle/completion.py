@@ -81,7 +81,10 @@ def apply_nen_status(
     store = get_context().store
     status = str(body["status"])
     payload = body if is_terminal(status) else None
-    verdict, now, completion = store.apply(run_id, status, source=source, payload=payload)
+    message_id = str(body.get("message_id") or "")  # Nen's word is for that message's run only
+    verdict, now, completion = store.apply(
+        run_id, status, source=source, payload=payload, message_id=message_id
+    )
     if completion == "pending":
         enqueue_complete(run_id, received_at)
     return verdict, now
@@ -127,14 +130,14 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
             countdown: float | None = 1.0
             if isinstance(exc, TypeError):
                 # its arguments do not fit the task: a few attempts, then the dead-letter list
-                countdown = argument_mismatch(run_id, run, sig, exc)
+                countdown = argument_mismatch(run_id, run, sig, exc, holder)
                 if countdown is None:
                     return ""  # dead-lettered: the completion is marked done
             ctx.store.release_completion(run_id, holder)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
             raise task.retry(countdown=countdown, max_retries=None) from exc
     failpoint("complete:after_dispatch")
-    ctx.store.finish_completion(run_id, task_id)
+    ctx.store.finish_completion(run_id, task_id, holder)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
     received_at = request_header(task.request, RECEIVED_AT_HEADER)
     if received_at:

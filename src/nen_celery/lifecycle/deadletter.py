@@ -34,7 +34,9 @@ DEADLETTER_MAX = 10_000  # entries kept on the list
 REASON = "arguments"  # the metric's label, and each entry's kind
 
 
-def argument_mismatch(run_id: str, run: Run, sig: dict[str, Any], exc: TypeError) -> float | None:
+def argument_mismatch(
+    run_id: str, run: Run, sig: dict[str, Any], exc: TypeError, holder: str
+) -> float | None:
     """One failed dispatch of ``run``'s callback ``sig`` (its arguments do not fit): the countdown
     before the next attempt, or None once the attempts are spent, after the run was dead-lettered
     and its completion marked done (or when another worker already took the completion over)."""
@@ -58,7 +60,7 @@ def argument_mismatch(run_id: str, run: Run, sig: dict[str, Any], exc: TypeError
             delay,
         )
         return delay
-    if not store.finish_completion(run_id, ""):
+    if not store.finish_completion(run_id, "", holder):
         return None  # the claim lapsed and another worker holds the completion now
     entry = {
         "run_id": run_id,

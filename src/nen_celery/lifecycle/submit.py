@@ -70,10 +70,13 @@ def submit_publisher() -> DirectPublisher | None:
     return direct_publish.cached_for_task(ctx, nen_task("submit_run"), ctx.settings.direct_publish)
 
 
-def bind_accepted(run_id: str, message_id: str, accepted: dict[str, Any]) -> str:
-    """Bind the messageId, then replay webhooks that arrived before it (kept, not lost)."""
+def bind_accepted(
+    run_id: str, message_id: str, accepted: dict[str, Any], attempt: int | None = None
+) -> str:
+    """Bind the messageId, then replay webhooks that arrived before it (kept, not lost).
+    ``attempt``: the redrives the submit claimed (a 202 of an earlier attempt binds nothing)."""
     ctx = get_context()
-    status, parked = ctx.store.bind(run_id, message_id, accepted)
+    status, parked = ctx.store.bind(run_id, message_id, accepted, attempt=attempt)
     for sealed in parked:
         body = json.loads(ctx.sealer.open(sealed))
         if body.get("message_id") != message_id:
@@ -133,13 +136,17 @@ class _StoreHooks(AttemptHooks):
 
 
 def submit(
-    task: Task, run_id: str, reschedule: int = 0, accepted: dict[str, Any] | None = None
+    task: Task,
+    run_id: str,
+    reschedule: int = 0,
+    accepted: dict[str, Any] | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     """submit_run: POST the run once, bind Nen's messageId, or end / park / re-schedule it."""
     ctx = get_context()
     if accepted is not None:
         # Nen accepted the run, then Redis failed before the binding was stored: bind now.
-        status = bind_accepted(run_id, accepted["messageId"], accepted)
+        status = bind_accepted(run_id, accepted["messageId"], accepted, attempt)
         return {"run_id": run_id, "status": status, "message_id": accepted["messageId"]}
     execution = uuid.uuid4().hex[:12]
     claim = ctx.store.claim_submit(run_id, ctx.settings.submit_lease, str(task.request.id), execution)
@@ -166,7 +173,7 @@ def submit(
         return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
     metrics.RUNS_ACCEPTED.inc()
     failpoint("submit:after_accept")
-    return _bind_answer(task, run_id, reschedule, answer)
+    return _bind_answer(task, run_id, reschedule, answer, int(claim.data.get("redrives") or 0))
 
 
 def _unclaimed(run_id: str, claim: Claim) -> dict[str, Any] | None:
@@ -230,11 +237,14 @@ def _request(
     )
 
 
-def _bind_answer(task: Task, run_id: str, reschedule: int, answer: Accepted) -> dict[str, Any]:
+def _bind_answer(
+    task: Task, run_id: str, reschedule: int, answer: Accepted, attempt: int
+) -> dict[str, Any]:
     """Bind the accepted run's messageId; it exists only in this process until then, so a
-    short Redis outage is ridden out here, a longer one by a retry that carries the answer."""
+    short Redis outage is ridden out here, a longer one by a retry that carries the answer
+    (and the attempt it answers)."""
     try:
-        status = _retrying_redis(lambda: bind_accepted(run_id, answer.message_id, answer.body))
+        status = _retrying_redis(lambda: bind_accepted(run_id, answer.message_id, answer.body, attempt))
     except REDIS_ERRORS:
         log.error(
             "run %s: accepted as %s but Redis is unreachable; retrying the binding",
@@ -242,7 +252,9 @@ def _bind_answer(task: Task, run_id: str, reschedule: int, answer: Accepted) -> 
             answer.message_id,
         )
         raise task.retry(
-            kwargs={"reschedule": reschedule, "accepted": answer.body}, countdown=5, max_retries=None
+            kwargs={"reschedule": reschedule, "accepted": answer.body, "attempt": attempt},
+            countdown=5,
+            max_retries=None,
         ) from None
     log.info("run %s accepted by Nen as message %s", run_id, answer.message_id)
     return {"run_id": run_id, "status": status, "message_id": answer.message_id}

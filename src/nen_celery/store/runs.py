@@ -168,9 +168,12 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         error: dict[str, Any] | None = None,
         next_check: float | None = None,
         expect: str | None = None,
+        message_id: str | None = None,
     ) -> tuple[str, str, str]:
         """Move the run forward; returns (verdict, status now, completion state). ``expect``:
-        the status the decision read; if the run has moved since, nothing changes (``stale``)."""
+        the status the decision read; if the run has moved since, nothing changes (``stale``).
+        ``message_id``: Nen's word is for that message; a run bound to another (or none) is
+        left as it is (``foreign``)."""
         sealed = self.sealer.seal_if_enabled(json.dumps(payload).encode()) if payload is not None else ""
         now = time.time()
         res = self._call(
@@ -184,6 +187,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
                 error=json.dumps(error) if error else "",
                 next_check=next_check if next_check is not None else now + self.next_check_after(status),
                 expect=expect or "",
+                message_id=message_id or "",
             )
         )
         return str(res[0]), str(res[1]), str(res[2])
@@ -197,8 +201,10 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
     def release_completion(self, run_id: str, holder: str) -> bool:
         return bool(self._call(ReleaseCompletionArgs(run_id, holder=holder)))
 
-    def finish_completion(self, run_id: str, callback_task_id: str) -> bool:
-        """Mark the claimed completion sent once the broker took the callback (or there is none):
-        from then on nothing dispatches it again."""
-        done = FinishCompletionArgs(now=time.time(), callback_task_id=callback_task_id, run_id=run_id)
+    def finish_completion(self, run_id: str, callback_task_id: str, holder: str) -> bool:
+        """Mark ``holder``'s claimed completion sent once the broker took the callback (or there
+        is none): from then on nothing dispatches it again. False: not this holder's claim."""
+        done = FinishCompletionArgs(
+            now=time.time(), callback_task_id=callback_task_id, run_id=run_id, holder=holder
+        )
         return bool(self._call(done))

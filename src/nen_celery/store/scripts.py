@@ -188,6 +188,7 @@ class BindArgs(Script):
     next_check: float
     retention: int
     processing_check: float
+    attempt: str = ""
 
     def keys(self, layout: KeyLayout) -> list[str]:
         return layout.run_keys(self.run_id)
@@ -260,6 +261,7 @@ class ApplyArgs(Script):
     error: str
     next_check: float
     expect: str = ""
+    message_id: str = ""
 
     def keys(self, layout: KeyLayout) -> list[str]:
         rid = self.run_id
@@ -286,6 +288,7 @@ class FinishCompletionArgs(Script):
     now: float
     callback_task_id: str
     run_id: str
+    holder: str
 
     def keys(self, layout: KeyLayout) -> list[str]:
         return [layout.run_key(self.run_id), layout.timers_key(self.run_id)]

@@ -24,9 +24,17 @@ log = logging.getLogger("nen_celery.store.runs")  # the name it had before the s
 
 class Webhooks(StoreCore):
     def bind(
-        self, run_id: str, message_id: str, accepted: dict[str, Any], next_check: float | None = None
+        self,
+        run_id: str,
+        message_id: str,
+        accepted: dict[str, Any],
+        next_check: float | None = None,
+        attempt: int | None = None,
     ) -> tuple[str, list[str]]:
         """Bind Nen's messageId; return (status, webhooks parked before the binding).
+
+        ``attempt``: the redrives the submit claimed; a 202 of an earlier attempt than the run's
+        binds nothing (logged; the messageId's index entry is freed again).
 
         The parked ones are those kept with the run (hinted, ingest.lua) and those kept under the
         messageId (no hint, park.lua). The binding and the messageId index sit in different
@@ -41,6 +49,7 @@ class Webhooks(StoreCore):
             next_check=next_check or now + self.next_check_after("submitted"),
             retention=self.settings.retention_seconds,
             processing_check=now + self.next_check_after("processing"),
+            attempt="" if attempt is None else str(attempt),
         )
         index = IndexArgs(message_id, run_id=run_id, ttl=2 * self.settings.retention_seconds, mode="force")
         if isinstance(self.redis, RedisCluster):
@@ -50,6 +59,14 @@ class Webhooks(StoreCore):
             bound, indexed = self._pipelined([binding, index])
         if bound[0] == "conflict":
             raise RuntimeError(f"run {run_id} is already bound to messageId {bound[1]}")
+        if bound[0] == "stale":
+            self.release_message(message_id, run_id)
+            log.error(
+                "run %s: Nen accepted an earlier attempt as messageId %s after a redrive; not bound",
+                run_id,
+                message_id,
+            )
+            return str(bound[1]), []
         if indexed[1]:
             # Nen's answer is its word; a run hint bound this messageId to another run first,
             # which the binding rules of ingest.lua (workflow, index claim) should make impossible

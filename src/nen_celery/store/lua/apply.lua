@@ -1,10 +1,16 @@
 -- KEYS: run hash, secure key, timers
 -- ARGV: status, now, payload ('' = keep), source, retention, error ('' = none), next check,
---       expect (the status the caller's decision read; '' = any)
--- Returns {verdict, status, completion}: applied | noop | stale | maybe_sent | missing. stale: the run is no
+--       expect (the status the caller's decision read; '' = any), message_id (of a Nen word: the
+--       body's; '' = ours)
+-- Returns {verdict, status, completion}: applied | noop | stale | maybe_sent | foreign | missing.
+-- foreign: Nen's word for another messageId than the one the run is bound to (an old attempt's
+-- webhook or poll answer that found the run before a redrive): nothing changed. stale: the run is no
 -- longer in the status the decision was taken on (a compare-and-set): nothing changed.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '', ''} end
 local cur = redis.call('HGET', KEYS[1], 'status')
+if ARGV[9] ~= '' and (redis.call('HGET', KEYS[1], 'message_id') or '') ~= ARGV[9] then
+  return {'foreign', cur, redis.call('HGET', KEYS[1], 'completion') or ''}
+end
 if ARGV[8] ~= '' and cur ~= ARGV[8] then
   return {'stale', cur, redis.call('HGET', KEYS[1], 'completion') or ''}
 end

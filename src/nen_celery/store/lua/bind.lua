@@ -1,14 +1,20 @@
 -- KEYS: run hash, secure key, timers, the run's kept webhooks (hash).
 -- ARGV: message_id, now, accepted (Nen's 202 body, json; unused), next check, retention,
---       processing check (the next check once a kept processing webhook is applied here)
+--       processing check (the next check once a kept processing webhook is applied here),
+--       attempt (the redrives the submit claimed; '' = any: a lookup, which is per attempt)
 -- Binds Nen's messageId to the run and drops the secure params (Nen has them now). Of the
 -- webhooks ingest.lua kept with the run before the binding (once per status and messageId),
 -- only those of this messageId count: a 'processing' one (kept as its messageId only) is applied
 -- here, so it costs no replay; the others are handed back, atomic with the binding (none can
 -- slip between). Those of other messageIds were signed for other runs: dropped.
--- Returns {'bound', status, kept bodies...}, or {'conflict', bound} / {'missing', ''}.
+-- Returns {'bound', status, kept bodies...}, or {'conflict', bound} / {'missing', ''} /
+-- {'stale', status}: the 202 answers an earlier attempt than the run's (a slow submit that
+-- outlived a redrive): it binds nothing (a compare-and-set on the attempt the submit claimed).
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', ''} end
+if ARGV[7] ~= '' and (redis.call('HGET', key, 'redrives') or '0') ~= ARGV[7] then
+  return {'stale', redis.call('HGET', key, 'status')}
+end
 local bound = redis.call('HGET', key, 'message_id')
 if bound and bound ~= '' and bound ~= ARGV[1] then return {'conflict', bound} end
 local status, moved = bind_message(key, KEYS[2], ARGV[1], ARGV[2], 'nen:202')

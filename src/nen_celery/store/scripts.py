@@ -88,20 +88,27 @@ class OnRunRecord(Script):
 
 # -- submitting a run ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class CreateArgs(Script):
+class OnRunAndIndexes(Script):
+    """A script that writes or removes a whole run: its record, the runs index, its secure
+    params and its timer (the run id is its first ARGV too)."""
+
+    run_id: str
+
+    def keys(self, layout: KeyLayout) -> list[str]:
+        rid = self.run_id
+        return [layout.run_key(rid), layout.runs_key(rid), layout.secure_key(rid), layout.timers_key(rid)]
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateArgs(OnRunAndIndexes):
     """The queued record (RunStore.create); only the record's non-empty fields are sent."""
 
     NAME: ClassVar[str] = "create"
-    run_id: str
     now: float
     secure_token: str
     retention: int
     next_check: float
     fields: tuple[tuple[str, str], ...] = dataclasses.field(metadata=SPREAD)
-
-    def keys(self, layout: KeyLayout) -> list[str]:
-        rid = self.run_id
-        return [layout.run_key(rid), layout.runs_key(rid), layout.secure_key(rid), layout.timers_key(rid)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,16 +121,11 @@ class AdoptArgs(OnRunRecord):
 
 
 @dataclasses.dataclass(frozen=True)
-class UncreateArgs(Script):
+class UncreateArgs(OnRunAndIndexes):
     """Undo this start_run call's create, unless the run moved on or was adopted."""
 
     NAME: ClassVar[str] = "uncreate"
-    run_id: str
     creator: str
-
-    def keys(self, layout: KeyLayout) -> list[str]:
-        rid = self.run_id
-        return [layout.run_key(rid), layout.runs_key(rid), layout.secure_key(rid), layout.timers_key(rid)]
 
 
 @dataclasses.dataclass(frozen=True)

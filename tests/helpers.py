@@ -18,6 +18,8 @@ import redis
 import uvicorn
 from celery.signals import before_task_publish, task_postrun
 
+from nen_celery.domain.hints import RunRef
+
 T = TypeVar("T")
 
 # Set on messages this process publishes for workers in other processes (tests.cluster), so
@@ -170,3 +172,8 @@ def snapshot(client: redis.Redis, pattern: str) -> dict[str, Any]:
         else:
             out[key] = kind
     return out
+
+
+def run_ref(store: Any, run_id: str, attempt: int = 0) -> RunRef:
+    """The hint a URL made for ``run_id``'s record now would carry (its nonce; "" if none)."""
+    return RunRef(run_id, attempt, store.redis.hget(store.run_key(run_id), "nonce") or "")

@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+from nen_celery.domain.hints import RunRef
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle import reconcile
 from tests.model_world import SUBMIT_LEASE, Exec, NenRun, World
@@ -48,12 +49,13 @@ class Steps(World):
             self.end_exec(ex, redeliver=True)  # the barrier failed: Redis lost this execution's writes
             return
         self.barrier()
-        attempt = int(self.raw().get("redrives") or 0)
+        record = self.raw()
+        attempt = int(record.get("redrives") or 0)
         created = outcome in ("accepted", "lost_answer")  # a 4xx proves Nen did not create it
         self.posts.append({"attempt": attempt, "surely_failed": not created, "holder": ex.holder})
         if outcome in ("accepted", "lost_answer"):
             mid = f"m-{uuid.uuid4().hex[:8]}"
-            self.nen[mid] = NenRun(mid, attempt, nen_outcome)
+            self.nen[mid] = NenRun(mid, attempt, nen_outcome, record.get("nonce", ""))
             ex.message_id = mid
         self.note(f"post:{outcome}")
         if outcome in ("connect_error", "connect_error_spent", "refused"):  # client.post_run
@@ -131,11 +133,12 @@ class Steps(World):
     def deliver(self, index: int, path: str) -> None:
         """One of Nen's webhooks (again, late, out of order), by one of the three paths in."""
         message_id, status = self.mailbox[index % len(self.mailbox)]
-        hint = self.nen[message_id].attempt
+        run = self.nen[message_id]
+        hint = RunRef(self.run_id, run.attempt, run.nonce)
         body, sealed = self.webhook(message_id, status)
         self.note(f"deliver:{path}")
         if path == "receiver" and status == "processing":  # web/apply.py, then 2xx
-            verdict = self.store.ingest(self.run_id, hint, body, "", source="webhook", bind=False)[0]
+            verdict = self.store.ingest(hint, body, "", source="webhook", bind=False)[0]
             self.barrier()
             self.nen_applied(message_id, status, verdict)
         elif path == "unhinted":  # ingest without a run hint: the messageId index, then apply
@@ -145,7 +148,7 @@ class Steps(World):
         else:  # ingest_webhook with a hint: one script, the completion claimed with it
             holder = f"ingest-{uuid.uuid4().hex[:8]}"
             verdict, _, completion, data = self.store.ingest(
-                self.run_id, hint, body, sealed, source="webhook", holder=holder
+                hint, body, sealed, source="webhook", holder=holder
             )
             self.note(f"ingest:{verdict}")
             self.nen_applied(message_id, status, verdict)

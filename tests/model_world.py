@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time as real_time
 import uuid
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import redis
@@ -21,8 +19,6 @@ import redis
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle.completion import callback_task_id
 from nen_celery.settings import Settings
-from nen_celery.store import runs as runs_module
-from nen_celery.store import webhooks as webhooks_module
 from nen_celery.store.runs import RunStore
 from nen_celery.store.sealer import Sealer
 
@@ -38,31 +34,17 @@ TIMINGS = {  # small numbers, so that a few ticks cross every lease and timeout
     "reconcile_interval": 1.0,
 }
 TICKS = (1.0, 1.0, 11.0, 11.0, 21.0, 21.0, 101.0, 1001.0)  # nothing, each lease, the unknown and run timeouts
-_STORE_MODULES: tuple[ModuleType, ...] = (runs_module, webhooks_module)
 
 
-class ThreadClock:
-    """``time`` for the store modules: the model's clock in the model's thread, the real one
-    in any other (a session's in-process worker may still be running other tests' tasks)."""
+class FakeClock:
+    """The model's store clock (``RunStore.clock``, store/clock.py): it moves only when a rule
+    moves it, so leases lapse and timeouts pass in no time."""
 
     def __init__(self) -> None:
         self.now = real_time.time()
-        self.thread = threading.get_ident()
 
     def time(self) -> float:
-        return self.now if threading.get_ident() == self.thread else real_time.time()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(real_time, name)
-
-    def install(self) -> None:
-        for module in _STORE_MODULES:
-            module.time = self  # type: ignore[attr-defined]
-
-    @staticmethod
-    def uninstall() -> None:
-        for module in _STORE_MODULES:
-            module.time = real_time  # type: ignore[attr-defined]
+        return self.now
 
 
 @dataclass
@@ -72,6 +54,7 @@ class NenRun:
     message_id: str
     attempt: int  # the run attempt whose POST created it (its webhook URL's hint)
     outcome: str  # success | failed
+    nonce: str = ""  # the record's nonce in its webhook URL's hint
     progress: int = 0  # 0 created, 1 processing, 2 its end
 
 
@@ -110,9 +93,9 @@ class World:
         )
         self.redis = client
         self.sealer = sealer
-        self.clock = ThreadClock()
-        self.clock.install()
+        self.clock = FakeClock()
         self.store = RunStore(client, self.settings, sealer)
+        self.store.clock = self.clock
         self.run_id = f"r-{uuid.uuid4().hex[:10]}"
         self.step = 0
         self.nen: dict[str, NenRun] = {}
@@ -162,7 +145,6 @@ class World:
         self.snapshots.clear()
 
     def cleanup(self) -> None:
-        ThreadClock.uninstall()
         keys = list(self.redis.scan_iter(match=f"{self.prefix}:*", count=500))
         if keys:
             self.redis.delete(*keys)

@@ -21,6 +21,7 @@ from kombu import Connection, Exchange, Queue
 from starlette.testclient import TestClient
 
 from nen_celery import worker
+from nen_celery.domain.hints import RunRef
 from nen_celery.fastpath import direct_publish, group_push
 from nen_celery.fastpath.direct_publish import Outgoing
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
@@ -92,9 +93,9 @@ def _publisher(url: str = SCRATCH_URL) -> direct_publish.DirectPublisher:
 
 
 @pytest.mark.parametrize("listeners", [True, False], ids=["signal-listeners", "no-listeners"])
-@pytest.mark.parametrize("hint", [None, ("run-1", 0), ("run-2", 3)])
+@pytest.mark.parametrize("hint", [None, RunRef("run-1", 0), RunRef("run-2", 3, "AbCdEfGhIjKl_-89")])
 def test_the_message_is_the_one_apply_async_writes(
-    scratch: redis.Redis, hint: tuple[str, int] | None, listeners: bool, monkeypatch: pytest.MonkeyPatch
+    scratch: redis.Redis, hint: RunRef | None, listeners: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not listeners:  # the suite's TaskCounter listens; without listeners no signal is sent
         monkeypatch.setattr(signals.before_task_publish, "receivers", [])

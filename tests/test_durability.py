@@ -28,7 +28,7 @@ from nen_celery.settings import Settings
 from nen_celery.store.durable import AOF, OFF, NotDurable, resolve, same_server
 from tests.cluster import BIN
 from tests.conftest import env
-from tests.helpers import ROOT, spawn_logged, stop_group, wait_for
+from tests.helpers import ROOT, run_ref, spawn_logged, stop_group, wait_for
 from tests.own_redis import OwnRedis
 
 DURABLE = {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"}
@@ -287,7 +287,7 @@ def test_the_receiver_answers_503_when_the_barrier_times_out_then_200_once_durab
             body,
             json.loads(body),
             ctx.settings.publish_timeout,
-            hint=(run_id, 0),
+            hint=run_ref(ctx.store, run_id),
             applier=apply.blocking(ctx.store),
             durability=durability,
         )

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from nen_celery.domain.hints import hint_from_query
+from nen_celery.domain.hints import RunRef, hint_from_query, hint_key, url_with_run
 from nen_celery.domain.signing import webhook_signature
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
-from tests.helpers import wait_for
+from tests.helpers import run_ref, wait_for
 
 WF = "12345678-1234-1234-1234-123456789abc"
 
@@ -193,7 +193,7 @@ def test_finding_6_a_late_success_after_an_undelivered_on_failure_sends_no_on_co
         assert (first.verdict, first.data["status"]) == ("claimed", "submit_failed")  # on_failure
         ended = store.raw(run_id)
         body, raw = _webhook(message_id, "success")
-        assert store.ingest(run_id, 0, body, raw, source="webhook", holder="ingest-1")[:2] == (
+        assert store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="ingest-1")[:2] == (
             "late",
             "submit_failed",
         )
@@ -226,7 +226,9 @@ def test_finding_8_a_forced_redrive_after_a_late_webhook_completes(store: Any, s
     new = old if same_message else f"m-{uuid.uuid4()}"
     try:
         body, raw = _webhook(old, "processing")  # Nen started it: late, bound, still running
-        assert store.ingest(run_id, 0, body, raw, source="webhook", holder="ingest-1")[0] == "late"
+        assert (
+            store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="ingest-1")[0] == "late"
+        )
         assert store.redrive(run_id)[0] == "may_have_started"
         assert store.redrive(run_id, force=True)[0] == "ok"
         fresh = store.raw(run_id)
@@ -238,7 +240,7 @@ def test_finding_8_a_forced_redrive_after_a_late_webhook_completes(store: Any, s
         assert store.bind(run_id, new, {})[0] == "submitted"  # raised RuntimeError (new messageId)
         body, raw = _webhook(new, "success")
         verdict, status, completion, data = store.ingest(
-            run_id, 1, body, raw, source="webhook", holder="ingest-2"
+            run_ref(store, run_id, 1), body, raw, source="webhook", holder="ingest-2"
         )
         assert (verdict, status, completion) == ("applied", "success", "claimed")  # was: late, not_terminal
         assert data["status"] == "success" and not data.get("nen_status")
@@ -317,7 +319,9 @@ def test_model_finding_an_old_attempts_webhook_does_not_end_the_redriven_attempt
     new = f"m-{uuid.uuid4()}"
     try:
         body, raw = _webhook(old, "processing")
-        assert store.ingest(run_id, 0, body, raw, source="webhook", holder="ingest-1")[0] == "late"
+        assert (
+            store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="ingest-1")[0] == "late"
+        )
         assert store.find_or_park(old, raw) == run_id  # the old message's success finds the run
         assert store.redrive(run_id, force=True)[0] == "ok"
         assert store.claim_submit(run_id, 30, "submit-2", "x2").verdict == "ok"
@@ -377,3 +381,72 @@ def test_model_finding_an_earlier_attempts_202_does_not_bind_the_redriven_attemp
         assert (record["status"], record.get("message_id")) == ("queued", None)
     finally:
         _forget(store, run_id, f"m-0-{run_id}")
+
+
+# -- finding 5: a reused run id is not reached by its earlier record's webhooks --------------------
+def _reused(store: Any, tag: str) -> tuple[str, str, RunRef]:
+    """A run bound to Nen's messageId, then expired, then its id used again by a start_run whose
+    POST's fate was unknown; (run_id, the first record's messageId, the first record's hint)."""
+    run_id, first = f"{tag}-{uuid.uuid4()}", f"m-{uuid.uuid4()}"
+    assert store.create(run_id, WF, {"A": 1}, None, {"task": "cb.ok"}, None)
+    store.bind(run_id, first, {})
+    old = run_ref(store, run_id)
+    assert old.nonce  # every record has one
+    _forget(store, run_id, first)  # its retention passed: the record and its index expired
+    assert store.create(run_id, WF, {"A": 2}, None, {"task": "cb.ok"}, None)
+    assert run_ref(store, run_id).nonce != old.nonce
+    assert store.apply(run_id, "unknown", source="submit:ambiguous")[0] == "applied"
+    return run_id, first, old
+
+
+@pytest.mark.integration
+def test_finding_5_an_old_webhook_cannot_bind_a_reused_run_id(store: Any) -> None:
+    """Before: the hint's token covered only <run id>~<attempt>, so the first record's signed
+    success, sent again to its URL, bound the new `unknown` run and completed it with the old
+    result (tried on c89bfbc: verdict 'applied', completion 'claimed')."""
+    run_id, first, old = _reused(store, "reused")
+    try:
+        before = store.raw(run_id)
+        body, raw = _webhook(first, "success")
+        for hint in (old, RunRef(run_id, 0)):  # its URL; a URL from before records had a nonce
+            assert store.ingest(hint, body, raw, source="webhook", holder="ingest-1")[:3] == (
+                "reused",
+                "",
+                "",
+            )
+        assert store.raw(run_id) == before
+        # the new record's own URL still binds it (its POST did land, under another messageId)
+        mine, mine_raw = _webhook(f"m-{uuid.uuid4()}", "success")
+        verdict, now, completion, _ = store.ingest(
+            run_ref(store, run_id), mine, mine_raw, source="webhook", holder="ingest-2"
+        )
+        assert (verdict, now, completion) == ("applied", "success", "claimed")
+    finally:
+        _forget(store, run_id, first)
+
+
+@pytest.mark.integration
+def test_finding_5_through_the_receiver_the_old_webhook_is_looked_up_by_messageid(stack: Stack) -> None:
+    """The receiver takes the old URL's hint (its token is genuine); the ingest task learns from
+    ingest.lua that it names another record and looks the messageId up: bound to no run, it is
+    parked as an orphan. The new run stays `unknown`, and no callback is queued."""
+    from nen_celery.runtime.context import get_context
+
+    store = get_context().store
+    stack.counter.wait_idle()
+    run_id, first, old = _reused(store, "reused-e2e")
+    try:
+        before = store.raw(run_id)
+        body = json.dumps({"message_id": first, "status": "success", "workflow_id": WF}).encode()
+        url = url_with_run(stack.webhook_url, "nen_run", run_id, 0, hint_key(SIM_WEBHOOK_SECRET), old.nonce)
+        headers = {
+            "X-Hmac-Signature": webhook_signature(SIM_WEBHOOK_SECRET, body),
+            "Content-Type": "application/json",
+        }
+        answer = httpx.post(url, content=body, headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        stack.counter.wait_idle()
+        assert store.raw(run_id) == before
+        assert store.run_for_message(first) is None
+    finally:
+        _forget(store, run_id, first)

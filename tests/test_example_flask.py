@@ -87,7 +87,7 @@ def app_env(sim: SimulatorServer, keyprefix: str, port: int) -> dict[str, str]:
         keyprefix + "nen",
         FLASK_CELERY__broker_url=TEST_REDIS_URL,
         FLASK_CELERY__broker_transport_options=json.dumps({"global_keyprefix": keyprefix}),
-        FLASK_NEN_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/nen",  # a NEN_* key of app.config
+        FLASK_NEN_WEBHOOK_URL=f"http://127.0.0.1:{port}/nen/webhooks/nen",  # a NEN_* key of app.config
         FLASK_ORDERS_REDIS_URL=TEST_REDIS_URL,
         FLASK_ORDERS_KEY_PREFIX=keyprefix + "shop:",
     )
@@ -125,7 +125,7 @@ def test_flask_factory_runs_nen_on_its_own_celery_app(
         ]
         assert order(order_id)["run_id"] == run_id
 
-        procs.wait_http("web", f"http://127.0.0.1:{port}/healthz")
+        procs.wait_http("web", f"http://127.0.0.1:{port}/nen/healthz")
         procs.worker("make_celery", f"{unique('flaskex')}@%h")  # `celery -A make_celery worker`: no -Q
         assert worker_queues(procs.log("worker")) >= {"celery", *NEN_QUEUES}
 

@@ -84,7 +84,7 @@ with TestClient(host) as client:
     assert client.get("/mounted/healthz").status_code == 200
 
 flask_client = flask_app.test_client()
-assert flask_client.get("/healthz").status_code == 200
+assert flask_client.get("/nen/healthz").status_code == 200  # the blueprint's default prefix
 
 logging.getLogger("guest").info("a line after everything")
 print(json.dumps({"before": before, "after": snapshot()}))

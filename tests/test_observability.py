@@ -20,7 +20,7 @@ from nen_celery.logs import runlog
 from nen_celery.simulator import SimulatorServer
 from tests.callbacks import calls, record
 from tests.cluster import Cluster, db_url
-from tests.conftest import TEST_REDIS_URL, Stack, sim_config
+from tests.conftest import TEST_REDIS_URL, Stack, env, sim_config
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,13 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def test_metrics_count_a_mixed_batch_of_runs_and_refusals(stack: Stack) -> None:
+@pytest.fixture
+def metrics_on() -> Iterator[None]:
+    with env(NEN_RECEIVER_METRICS="true"):  # /metrics is opt-in on the receiver
+        yield
+
+
+def test_metrics_count_a_mixed_batch_of_runs_and_refusals(stack: Stack, metrics_on: None) -> None:
     metrics_url = stack.receiver_url + "/metrics"
     failing, unknown = str(uuid.uuid4()), str(uuid.uuid4())
     stack.sim.state.config.fail_workflows.add(failing)
@@ -114,6 +120,7 @@ def test_prefork_workers_metrics_and_json_logs(tmp_path: Path, sim: SimulatorSer
     cluster.env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     cluster.env["NEN_LOG_FORMAT"] = "json"
     try:
+        cluster.env["NEN_RECEIVER_METRICS"] = "true"  # /metrics is opt-in on the receiver
         cluster.receiver()
         cluster.worker(concurrency=2)
         runs = [cluster.start() for _ in range(6)]

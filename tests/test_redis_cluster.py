@@ -21,7 +21,7 @@ from nen_celery.store.sealer import Sealer
 from nen_celery.worker import reconcile_runs
 from tests.callbacks import calls, record
 from tests.conftest import Stack, env
-from tests.helpers import wait_for
+from tests.helpers import run_ref, wait_for
 from tests.redis_cluster import REDIS_CLI, REDIS_SERVER, redis_cluster, redis_sentinel
 
 pytestmark = [
@@ -80,20 +80,23 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     store.release_submit(hinted, "x2")
     body = {"message_id": hmid, "status": "processing", "workflow_id": WF}
     done = {"message_id": hmid, "status": "success", "workflow_id": WF}
-    assert store.ingest(hinted, 0, body, "early", source="webhook")[0] == "parked"
-    assert store.ingest(hinted, 0, done, "kept", source="webhook")[0] == "parked"
+    assert store.ingest(run_ref(store, hinted), body, "early", source="webhook")[0] == "parked"
+    assert store.ingest(run_ref(store, hinted), done, "kept", source="webhook")[0] == "parked"
     assert store.bind(hinted, hmid, {}) == ("processing", ["kept"])
-    assert store.ingest(hinted, 0, done, "x", source="webhook", holder="i1")[2] == "claimed"
+    assert store.ingest(run_ref(store, hinted), done, "x", source="webhook", holder="i1")[2] == "claimed"
     lost = runs[7]
-    assert store.ingest(lost, 0, done, "early", source="webhook")[0] == "parked"
+    assert store.ingest(run_ref(store, lost), done, "early", source="webhook")[0] == "parked"
     store.apply(lost, "unknown", source="submit:ambiguous")
-    assert store.take_run_parked(lost) == (0, ["early"])
+    assert store.take_run_parked(lost) == (run_ref(store, lost), ["early"])
     # ... once its messageId is claimed in the index, on the messageId's own slot; another run's
     # messageId binds nothing
-    assert store.ingest(lost, 0, done, "replayed", source="webhook")[:2] == ("taken", "unknown")
+    assert store.ingest(run_ref(store, lost), done, "replayed", source="webhook")[:2] == ("taken", "unknown")
     lost_mid = str(uuid.uuid4())
     lost_body = {"message_id": lost_mid, "status": "processing", "workflow_id": WF}
-    assert store.ingest(lost, 0, lost_body, "", source="webhook")[:2] == ("applied", "processing")
+    assert store.ingest(run_ref(store, lost), lost_body, "", source="webhook")[:2] == (
+        "applied",
+        "processing",
+    )
     assert store.run_for_message(lost_mid) == lost
 
     other = f"plain-{uuid.uuid4()}"

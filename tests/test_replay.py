@@ -46,8 +46,16 @@ def nen_message_of(stack: Stack, run_id: str) -> str | None:
     return made[0] if made else None
 
 
-def hint(run_id: str, token: str | None) -> str:
-    return f"?nen_run={run_id}~0~{token}" if token is not None else f"?nen_run={run_id}"
+def hint(run_id: str, token: str | None, nonce: str = "") -> str:
+    if token is None:
+        return f"?nen_run={run_id}"
+    return f"?nen_run={run_id}~0~{nonce}~{token}" if nonce else f"?nen_run={run_id}~0~{token}"
+
+
+def nonce_of(run_id: str) -> str:
+    """The record's nonce, which its URL carries (hints.py)."""
+    store = get_context().store
+    return str(store.redis.hget(store.run_key(run_id), "nonce") or "")
 
 
 def refused_hints() -> float:
@@ -87,7 +95,8 @@ def test_a_replayed_webhook_of_a_finished_run_cannot_bind_a_pending_one(
     assert finished_run["status"] == "success"
     captured = json.dumps(finished_run["payload"]).encode()  # its genuine signed terminal webhook
     assert json.loads(captured)["message_id"] == finished_run["message_id"]
-    captured_token = run_token(KEY, finished.run_id, 0)  # from the URL it came to
+    finished_nonce = nonce_of(finished.run_id)
+    captured_token = run_token(KEY, finished.run_id, 0, finished_nonce)  # from the URL it came to
 
     configure(sim, **fault)
     pending = start()
@@ -102,8 +111,14 @@ def test_a_replayed_webhook_of_a_finished_run_cannot_bind_a_pending_one(
     before = refused_hints()
     queries = [
         hint(pending.run_id, None),  # no token
-        hint(pending.run_id, captured_token),  # the finished run's token, the pending run's id
-        hint(pending.run_id, run_token(KEY, pending.run_id, 0)),  # a valid token: the worst case
+        # the finished run's token, the pending run's id
+        hint(pending.run_id, captured_token, finished_nonce),
+        # a valid token: the worst case
+        hint(
+            pending.run_id,
+            run_token(KEY, pending.run_id, 0, nonce_of(pending.run_id)),
+            nonce_of(pending.run_id),
+        ),
     ]
     answers = replay(sim, captured, queries)
     assert set(answers) <= {200, 202} and len(answers) == 3 * REPLAYS

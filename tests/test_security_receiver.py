@@ -19,6 +19,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from nen_celery import get_run, start_run
+from nen_celery.domain.hints import RunRef
 from nen_celery.domain.signing import standard_webhook_headers, webhook_signature
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
@@ -42,6 +43,8 @@ def body_for(message_id: str, status: str = "processing") -> bytes:
 
 
 def post(stack: Stack, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    # Nen always sends its Content-Type; a delivery without one is refused (415)
+    headers = {"Content-Type": "application/json", **headers}
     return httpx.post(stack.webhook_url, content=body, headers=headers, timeout=10)
 
 
@@ -76,7 +79,8 @@ def test_signature_header_name_is_case_insensitive(idle: Stack, name: str) -> No
 def test_check_lowercases_header_names_itself(name: str) -> None:
     # The framework-free core, as a Flask/Django adapter would call it with its own header dict.
     body = body_for("m")
-    error, parsed = check(get_settings(), body, {name: webhook_signature(SIM_WEBHOOK_SECRET, body)})
+    headers = {name: webhook_signature(SIM_WEBHOOK_SECRET, body), "content-type": "application/json"}
+    error, parsed = check(get_settings(), body, headers)
     assert error is None and parsed["message_id"] == "m"
 
 
@@ -162,7 +166,7 @@ def test_a_processing_webhook_is_queued_when_the_run_store_cannot_apply_it(idle:
         body,
         json.loads(body),
         ctx.settings.publish_timeout,
-        hint=("no-such-run", 0),
+        hint=RunRef("no-such-run", 0),
         publisher=None,
         applier=apply.blocking(dead_store),
     )

@@ -34,11 +34,11 @@ def _starlette(client: TestClient, prefix: str) -> Call:
     return call
 
 
-def _flask(app: Flask) -> Call:
+def _flask(app: Flask, prefix: str) -> Call:
     client = app.test_client()
 
     def call(method: str, path: str, body: bytes, headers: dict[str, str]) -> Reply:
-        response = client.open(path, method=method, data=body, headers=headers)
+        response = client.open(prefix + path, method=method, data=body, headers=headers)
         return Reply(response.status_code, response.get_json(silent=True))
 
     return call
@@ -70,7 +70,7 @@ def receivers(stack: Stack, django_ready: None) -> Iterator[dict[str, Call]]:
             "asgi": _starlette(asgi, ""),
             "fastapi router": _starlette(router, "/nen"),
             "fastapi mount": _starlette(mount, "/nen"),
-            "flask": _flask(flask_app),
+            "flask": _flask(flask_app, "/nen"),  # the blueprint's default prefix
             "django": _django(),
         }
     stack.counter.wait_idle()
@@ -159,8 +159,11 @@ def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, 
         assert call("POST", WEBHOOK, body, headers).status == 401
         assert refused() == before + 1, name
     assert {n: r.status for n, r in _answers(receivers, "GET", "/metrics", b"", {}).items()} == dict.fromkeys(
-        receivers, 200
-    )
+        receivers, 404
+    )  # opt-in (issue 29)
+    with env(NEN_RECEIVER_METRICS="true"):
+        answers = _answers(receivers, "GET", "/metrics", b"", {})
+    assert {n: r.status for n, r in answers.items()} == dict.fromkeys(receivers, 200)
 
 
 def test_every_receiver_passes_the_run_hint_to_the_ingest_task(

@@ -43,8 +43,13 @@ def signed(body: bytes, secret: str = SIM_WEBHOOK_SECRET, **extra: str) -> dict[
 
 
 def hinted(run_id: str, attempt: int = 0, secret: str = SIM_WEBHOOK_SECRET, path: str = WEBHOOK) -> str:
-    """``path`` naming the run as the URL a worker sends to Nen does (hints.py): with its token."""
-    return url_with_run(path, "nen_run", run_id, attempt, hint_key(secret))
+    """``path`` naming the run as the URL a worker sends to Nen does (hints.py): with its token
+    and the record's nonce, as its submit would make it now (none for a record that is not there)."""
+    from nen_celery.runtime.context import get_context
+
+    store = get_context().store
+    nonce = store.redis.hget(store.run_key(run_id), "nonce") or ""
+    return url_with_run(path, "nen_run", run_id, attempt, hint_key(secret), nonce)
 
 
 def webhook_body(message_id: str, status: str = "success") -> bytes:

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Webhooks in
     webhook_secret: SecretStr | None = None  # comma-separated: several accepted while rotating
     webhook_max_body: int = Field(default=1024 * 1024, gt=0)
+    webhook_body_timeout: float = Field(default=6.0, gt=0, le=30)  # s for a whole body (Nen waits 5)
+    receiver_metrics: bool = False  # GET /metrics on the receiver's mounts: opt-in (it shows volumes)
     # Opt-in fast paths (fastpath.py), all off by default: stock Celery behaviour. Each is
     # installed only in a process that asked for it (never on import or init_celery), used only
     # with celery/kombu inside its tested range (fastpath.TESTED) and after its start-up check;
@@ -191,6 +193,17 @@ class Settings(BaseSettings):
                     raise ValueError(f"NEN_WEBHOOK_SECRET entry {number}: {exc}") from None
         return scheme
 
+    @field_validator("api_key", "signing_key", "webhook_secret", "secrets_key", mode="before")
+    @classmethod
+    def _not_blank(cls, value: object, info: ValidationInfo) -> object:
+        """A secret set to "" (or only blanks and commas) is a mistake, never "unset": refused,
+        named, so that it fails at start and not as "missing setting" retries later."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and not _split(text):
+            name = f"NEN_{str(info.field_name).upper()}"
+            raise ValueError(f"{name} is set but empty: give its value or unset it")
+        return value
+
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -324,6 +337,12 @@ def on_settings_change(hook: Callable[[], None]) -> None:
     """Call ``hook`` whenever ``install_overrides`` changes the settings (registered once)."""
     if hook not in _on_change:
         _on_change.append(hook)
+
+
+def installed_override_values() -> dict[str, Any]:
+    """A copy of the values ``install_overrides`` installed (Django's ``NEN_CELERY``, Flask's
+    config), readable before the settings are loaded (the log redaction reads their secrets)."""
+    return dict(_overrides)
 
 
 def setting_name(key: str) -> str:

@@ -53,7 +53,7 @@ def create_app(**config: Any) -> Flask:
     """``config`` may carry NEN_* settings; whatever it leaves out comes from the environment."""
     app = Flask(__name__)
     app.config.update(config)
-    NenCelery(app)  # POST /webhooks/nen, GET /healthz
+    NenCelery(app, url_prefix=None)  # at the site root: POST /webhooks/nen, GET /healthz
 
     @app.post("/runs")
     def start() -> Response | tuple[dict[str, Any], int]:

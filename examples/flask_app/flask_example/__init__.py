@@ -43,11 +43,11 @@ def create_app() -> Flask:
         ORDERS_REDIS_URL="redis://127.0.0.1:6379/0",
         ORDERS_KEY_PREFIX="shop:",
     )
-    # FLASK_CELERY__broker_url=..., FLASK_NEN_WEBHOOK_URL=https://shop.example/webhooks/nen (where
+    # FLASK_CELERY__broker_url=..., FLASK_NEN_WEBHOOK_URL=https://shop.example/nen/webhooks/nen (where
     # Nen posts each run's status), ...: a NEN_* key given here outranks the NEN_* variable
     app.config.from_prefixed_env()
 
-    NenCelery(app)  # POST /webhooks/nen, GET /healthz; the app's NEN_* keys are nen's settings
+    NenCelery(app)  # POST /nen/webhooks/nen, GET /nen/healthz; the app's NEN_* keys are nen's settings
     celery_app = celery_init_app(app)
     nen_celery.init_celery(celery_app)  # nen's tasks and queues on the app's Celery; publish through it
 

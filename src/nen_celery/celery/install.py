@@ -25,6 +25,7 @@ from nen_celery.runtime import app as app_state
 from nen_celery.runtime.app import (
     KOMBU_VISIBILITY_DEFAULT,
     RECONCILE_ENTRY,
+    SUBMIT_QUEUE,
     TASK_QUEUES,
     is_amqp_url,
     is_redis_url,
@@ -48,6 +49,9 @@ def init_celery(app: Celery) -> Celery:
     """
     if not isinstance(app, Celery):
         raise TypeError(f"init_celery expects a celery.Celery app, got {type(app).__name__}")
+    from nen_celery.checks.django_settings import register_django_check
+
+    register_django_check()  # under manage.py: NEN_CELERY without nen's AppConfig fails `check`
     with app_state.LOCK:
         installed = app_state.installed()
         if installed is app:
@@ -88,6 +92,9 @@ def register(app: Celery) -> None:
                 acks_late=True,
                 reject_on_worker_lost=True,
                 serializer="json",
+                # a guest's tasks leave nothing in the user's result backend: every outcome is in
+                # the run store (RunHandle.wait and get_run read it), nobody reads these results
+                ignore_result=True,
                 **options,
             )
         app.steps["worker"].add(NenWorkerStep)
@@ -188,9 +195,10 @@ class NenWorkerStep(bootsteps.Step):
         app = worker.app
         settings = get_settings()  # invalid settings stop the worker here, named
         problems = [] if app is app_state.ready_made() else config_problems(app, settings)
+        consume_nen_queues(app)
+        problems += fatal_problems(app, settings)
         if problems:
             raise ConfigurationError("; ".join(problems))
-        consume_nen_queues(app)
         if is_amqp_url(app.conf.broker_write_url or app.conf.broker_url):
             from nen_celery.checks.amqp_declarations import declaration_conflicts
 
@@ -207,6 +215,23 @@ class NenWorkerStep(bootsteps.Step):
         worker_process_shutdown.connect(
             _metrics_process_exited, weak=False, dispatch_uid="nen_celery.metrics_exit"
         )
+
+
+def fatal_problems(app: Celery, settings: Settings) -> list[str]:
+    """What would make every run this worker handles fail, so it must not start: Django's
+    ``NEN_CELERY`` ignored (nen's AppConfig not installed: every process would use the defaults),
+    and, on a worker that consumes ``nen.submit``, no ``NEN_API_KEY`` (every POST /runs would be
+    refused). Invalid settings (an empty secret among them) and an evicting run store are refused
+    elsewhere at start; the rest of ``checks.config`` is logged (runs still end, if slower)."""
+    from nen_celery.checks.django_settings import django_settings_problem
+
+    problems = [message for message in [django_settings_problem()] if message]
+    if settings.api_key is None and SUBMIT_QUEUE in app.amqp.queues.consume_from:
+        problems.append(
+            f"NEN_API_KEY is not set and this worker consumes {SUBMIT_QUEUE!r}: every POST /runs "
+            "would be refused by Nen (set NEN_API_KEY, or leave that queue to workers that have it)"
+        )
+    return problems
 
 
 def consume_nen_queues(app: Celery) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Task
 
 from nen_celery.connections import REDIS_ERRORS
+from nen_celery.domain.hints import RunRef
 from nen_celery.lifecycle import completion, ingest, retrieval, submit, sweep
 
 # Run-state Redis unreachable or still loading after a restart: retry the task through Celery
@@ -44,10 +45,10 @@ def submit_run(
 
 
 def ingest_webhook(
-    self: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0
+    self: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0, nonce: str = ""
 ) -> dict[str, Any]:
-    """``run_id``/``attempt``: the run the webhook's URL named (hints.py), if any."""
-    return ingest.ingest(self, sealed_body, run_id, attempt)
+    """``run_id``/``attempt``/``nonce``: the run attempt the webhook's URL named (hints.py), if any."""
+    return ingest.ingest(self, sealed_body, RunRef(run_id, attempt, nonce) if run_id is not None else None)
 
 
 def complete_run(self: Task, run_id: str) -> dict[str, Any]:

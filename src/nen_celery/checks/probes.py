@@ -1,4 +1,4 @@
-"""Live checks behind ``nen-celery config check``: settings, run store, broker, Nen API.
+"""Live checks behind ``nen-celery config check``: settings, run store, broker, Nen API, webhook.
 
 Each probe answers ``Probe(name, level, detail)`` and never raises; details name settings and
 hosts, never a secret's value (URLs are shown without credentials or query).
@@ -39,11 +39,16 @@ def safe_url(url: str) -> str:
 
 
 def probe_settings() -> tuple[Settings | None, list[Probe]]:
+    from nen_celery.checks.django_settings import django_settings_problem
+
     try:
         settings = get_settings()
     except ConfigurationError as exc:  # names the setting; values are never echoed
         return None, [Probe("settings", ERROR, str(exc))]
     probes = [Probe("settings", OK, "every NEN_* setting parses")]
+    ignored = django_settings_problem()
+    if ignored is not None:
+        probes.append(Probe("settings", ERROR, ignored))
     for level, message in config_problems(settings):
         probes.append(Probe("settings", level, message))
     return settings, probes
@@ -74,17 +79,41 @@ def probe_redis(settings: Settings, timeout: float = 2.0) -> list[Probe]:
         client.close()
 
 
+def broker_in_use(settings: Settings) -> tuple[str, str]:
+    """(URL, what names it) of the broker this process publishes to: the app given to
+    init_celery (``nen-celery -A proj``: its own broker_url, e.g. Django's CELERY_BROKER_URL),
+    else the ready-made app's NEN_BROKER_URL (default NEN_REDIS_URL)."""
+    from nen_celery.runtime.app import installed
+
+    app = installed()
+    if app is not None:
+        url = app.conf.broker_write_url or app.conf.broker_url
+        if url:
+            return str(url), f"the broker_url of the Celery app {app.main!r}"
+    return settings.broker, "NEN_BROKER_URL"
+
+
 def probe_broker(settings: Settings, timeout: float = 2.0) -> list[Probe]:
     from kombu.connection import Connection
 
-    url = settings.broker_url or settings.redis_url
+    url, source = broker_in_use(settings)
     where = safe_url(url)
     try:
         with Connection(url, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises transport-specific errors
-        return [Probe("broker", ERROR, f"{where} (NEN_BROKER_URL) not reachable: {type(exc).__name__}")]
-    return [Probe("broker", OK, f"{where} accepted a connection")]
+        return [Probe("broker", ERROR, f"{where} ({source}) not reachable: {type(exc).__name__}")]
+    return [Probe("broker", OK, f"{where} ({source}) accepted a connection")]
+
+
+def probe_webhook(settings: Settings, timeout: float = 5.0) -> list[Probe]:
+    """A signed test webhook to NEN_WEBHOOK_URL, as Nen sends one (checks.webhook_test)."""
+    from nen_celery.checks.webhook_test import send_test_webhook
+
+    if settings.webhook_url is None:
+        return []  # no-webhook mode: the settings probe says so
+    result = send_test_webhook(settings, timeout)
+    return [Probe("webhook", result.level, result.detail)]
 
 
 def probe_nen(settings: Settings, timeout: float = 3.0) -> list[Probe]:
@@ -116,7 +145,13 @@ def run_probes() -> list[Probe]:
     settings, probes = probe_settings()
     if settings is None:
         return probes
-    return probes + probe_redis(settings) + probe_broker(settings) + probe_nen(settings)
+    return (
+        probes
+        + probe_redis(settings)
+        + probe_broker(settings)
+        + probe_nen(settings)
+        + probe_webhook(settings)
+    )
 
 
 def summary(probes: list[Probe]) -> dict[str, Any]:

@@ -5,19 +5,24 @@ back with every webhook of that run. The receiver then needs no messageId lookup
 task touches one record in one script, and a run whose POST's fate was unknown (its 202 was
 lost) is found by its own webhooks instead of ending submit_failed.
 
-The value is ``<run id>~<attempt>~<token>``: the attempt counts redrives (a late webhook of an
-earlier attempt cannot land on the new one; ``~`` never occurs in a run id), the token is
-HMAC-SHA256 of ``<run id>~<attempt>`` under the hint key, its first 128 bits in unpadded
-base64url. Nen's signature covers the body only, never the query string: without the token
-anyone holding one genuine signed webhook could replay it onto the URL of another run. The
-receiver checks the token in constant time (``verify``) before it uses the hint; a hint whose
+The value is ``<run id>~<attempt>~<nonce>~<token>``: the attempt counts redrives (a late webhook
+of an earlier attempt cannot land on the new one; ``~`` never occurs in a run id), the nonce is
+the record's own random value (``nonce``, set once by create: a run id used again after its
+record expired has another, so an old webhook sent to the old URL cannot reach the new run), the
+token is HMAC-SHA256 of ``<run id>~<attempt>~<nonce>`` under the hint key, its first 128 bits in
+unpadded base64url. URLs made before records had a nonce carry ``<run id>~<attempt>~<token>``
+and fit only a record without one. Nen's signature covers the body only, never the query string:
+without the token anyone holding one genuine signed webhook could replay it onto the URL of
+another run. The receiver checks the token in constant time (``verify``) before it uses the hint; a hint whose
 token is missing or wrong is ignored (the webhook goes the messageId way, as if it named no
 run), logged at WARNING and counted. The token never goes into a log line or a task message:
 the receiver passes on only the verified run id and attempt.
 
 Even a verified hint only says where to look: ingest.lua applies a webhook to the hinted run only
-if the run is bound to the body's (signed) messageId, or is ``unknown`` and the body's workflow is
-the run's and its messageId is bound to no other run (then it binds the run).
+if the record's nonce is the hint's (else ``reused``: the ingest task looks the messageId up as
+for an unhinted webhook), and the run is bound to the body's (signed) messageId, or is
+``unknown`` and the body's workflow is the run's and its messageId is bound to no other run
+(then it binds the run).
 
 The hint key is derived from each ``NEN_WEBHOOK_SECRET`` entry (``hint_key``), not configured
 on its own, because:
@@ -44,6 +49,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -52,17 +58,34 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 PARAM_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOKEN_BYTES = 16  # 128 bits
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 bytes in unpadded base64url
+NONCE_BYTES = 12
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16}")  # 12 bytes in base64url
 # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses or reads.
 _ATTEMPT_RE = re.compile(r"[0-9]{1,6}")
 _KEY_LABEL = b"nen-celery run hint key v1"
 
 
 class Hint(NamedTuple):
-    """A run hint as read from a query string; ``token`` is "" when the hint carries none."""
+    """A run hint as read from a query string; ``token`` is "" when the hint carries none,
+    ``nonce`` "" in URLs made before records had one."""
 
     run_id: str
     attempt: int
     token: str
+    nonce: str = ""
+
+
+class RunRef(NamedTuple):
+    """What a verified hint names: one attempt of one record (``nonce``: the record's, see above)."""
+
+    run_id: str
+    attempt: int
+    nonce: str = ""
+
+
+def new_nonce() -> str:
+    """A record's nonce (create): 96 random bits, base64url, never ``~``."""
+    return secrets.token_urlsafe(NONCE_BYTES)
 
 
 def hint_key(secret: str) -> bytes:
@@ -75,9 +98,11 @@ def hint_keys(secrets: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(hint_key(secret) for secret in secrets)
 
 
-def run_token(key: bytes, run_id: str, attempt: int) -> str:
-    """The token of one run attempt: HMAC-SHA256(key, "<run id>~<attempt>"), 128 bits, base64url."""
-    mac = hmac.new(key, f"{run_id}~{attempt}".encode(), hashlib.sha256).digest()[:TOKEN_BYTES]
+def run_token(key: bytes, run_id: str, attempt: int, nonce: str = "") -> str:
+    """The token of one run attempt: HMAC-SHA256(key, "<run id>~<attempt>~<nonce>") (no nonce:
+    "<run id>~<attempt>"), 128 bits, base64url."""
+    signed = f"{run_id}~{attempt}~{nonce}" if nonce else f"{run_id}~{attempt}"
+    mac = hmac.new(key, signed.encode(), hashlib.sha256).digest()[:TOKEN_BYTES]
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
@@ -89,12 +114,15 @@ def verify(keys: Iterable[bytes], hint: Hint) -> bool:
     given = hint.token.encode()
     ok = False
     for key in keys:  # every key, whichever matches: no early exit to time
-        ok |= hmac.compare_digest(run_token(key, hint.run_id, hint.attempt).encode(), given)
+        ok |= hmac.compare_digest(run_token(key, hint.run_id, hint.attempt, hint.nonce).encode(), given)
     return ok
 
 
-def url_with_run(url: str, param: str, run_id: str, attempt: int = 0, key: bytes | None = None) -> str:
-    """``url`` with ``param=<run id>~<attempt>~<token>`` in its query (other parameters kept).
+def url_with_run(
+    url: str, param: str, run_id: str, attempt: int = 0, key: bytes | None = None, nonce: str = ""
+) -> str:
+    """``url`` with ``param=<run id>~<attempt>~<nonce>~<token>`` in its query (other parameters
+    kept; no ``nonce``, a record made before records had one: ``<run id>~<attempt>~<token>``).
 
     ``param`` empty (hints off): ``url`` unchanged. No ``key`` (this process has no webhook
     secret): no hint, a ``param`` already in ``url`` removed; the webhooks find the run by
@@ -105,7 +133,8 @@ def url_with_run(url: str, param: str, run_id: str, attempt: int = 0, key: bytes
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != param]
     if key is not None:
-        query.append((param, f"{run_id}~{attempt}~{run_token(key, run_id, attempt)}"))
+        middle = f"{attempt}~{nonce}" if nonce else str(attempt)
+        query.append((param, f"{run_id}~{middle}~{run_token(key, run_id, attempt, nonce)}"))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -122,16 +151,22 @@ def hint_from_query(query: str | bytes, param: str) -> Hint | None:
         values = [v for k, _, v in (pair.partition("=") for pair in text.split("&")) if k == param]
     if len(values) != 1:
         return None
-    run_id, sep, rest = values[0].partition("~")
-    attempt, _, token = rest.partition("~")
-    if not RUN_ID_RE.match(run_id) or (sep and not _ATTEMPT_RE.fullmatch(attempt)):
+    parts = values[0].split("~")
+    if len(parts) > 4 or not RUN_ID_RE.match(parts[0]):
         return None
-    return Hint(run_id, int(attempt) if sep else 0, token)
+    if len(parts) == 1:
+        return Hint(parts[0], 0, "")
+    if not _ATTEMPT_RE.fullmatch(parts[1]):
+        return None
+    nonce = parts[2] if len(parts) == 4 else ""
+    if nonce and not _NONCE_RE.fullmatch(nonce):
+        return None
+    return Hint(parts[0], int(parts[1]), parts[-1] if len(parts) > 2 else "", nonce)
 
 
-def run_from_query(query: str | bytes, param: str, keys: Iterable[bytes]) -> tuple[str, int] | None:
-    """(run id, attempt) of a hint whose token checks out under ``keys``; else None."""
+def run_from_query(query: str | bytes, param: str, keys: Iterable[bytes]) -> RunRef | None:
+    """The run attempt a hint names, if its token checks out under ``keys``; else None."""
     hint = hint_from_query(query, param)
     if hint is None or not verify(keys, hint):
         return None
-    return hint.run_id, hint.attempt
+    return RunRef(hint.run_id, hint.attempt, hint.nonce)

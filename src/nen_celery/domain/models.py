@@ -27,6 +27,20 @@ def _json_copy(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Run:
+    """One run as ``get_run`` / ``RunHandle.get`` / ``RunHandle.wait`` return it (a frozen,
+    typed dataclass; README, "The run record"). ``as_dict()`` (also ``to_dict()`` and, for
+    pydantic-style code, ``model_dump()``) is the JSON-serialisable dict the callbacks receive.
+
+    Fields: ``run_id`` (ours: correlation key and Idempotency-Key), ``workflow_id``, ``status``
+    (README, "Run statuses"), ``message_id`` (Nen's, once bound, else None), ``params``,
+    ``created_at`` / ``updated_at`` / ``submitted_at`` / ``finished_at`` (Unix seconds, or None),
+    ``attempts`` (POSTs sent), ``history`` (each status with ``at`` and ``source``), ``payload``
+    (the terminal webhook or retrieval body), ``error`` (why it failed, or None), ``completion``
+    (the callback's dispatch: "" not due yet, "pending", "sending", "sent"), ``redrives``,
+    ``previous_errors`` (of earlier attempts), ``nen_status`` (Nen's word after the run had
+    ended, or None). Never the secure params.
+    """
+
     run_id: str
     workflow_id: str
     status: str
@@ -55,6 +69,17 @@ class Run:
         """JSON-serialisable form: what on_complete / on_failure receive (nested values copied, so
         changing the dict leaves the Run as it was)."""
         return {name: _json_copy(getattr(self, name)) for name in _FIELDS}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run as a JSON-serialisable dict (``to_dict``): what the callbacks receive."""
+        return self.to_dict()
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """``as_dict()`` under pydantic's name; every value is JSON-shaped, so ``mode`` ("python"
+        or "json") gives the same dict."""
+        if mode not in ("python", "json"):
+            raise ValueError(f"mode must be 'python' or 'json', got {mode!r}")
+        return self.to_dict()
 
     @classmethod
     def from_hash(cls, data: dict[str, str], payload: Any) -> Run:

@@ -41,6 +41,26 @@ def call_args(sig: Mapping[str, Any], run: Any) -> tuple[tuple[Any, ...], dict[s
     return (own if sig.get("immutable") else (run, *own)), kwargs
 
 
+# The finished run's fields a callback's argsrepr shows (Flower, the worker's log): the rest of
+# the run (payload: Nen's body, presigned URLs included; params; error; history) is left out.
+SHOWN_RUN_FIELDS = ("run_id", "status", "workflow_id", "message_id")
+ARGSREPR_MAXSIZE = 1024  # Celery's own default (app.amqp.argsrepr_maxsize)
+
+
+def callback_argsrepr(sig: Mapping[str, Any], run: Mapping[str, Any], maxsize: int = ARGSREPR_MAXSIZE) -> str:
+    """The ``argsrepr`` of a callback's message: the user's own arguments as Celery would show
+    them, after the finished run reduced to its ids and status (``{'run_id': ..., 'status': ...,
+    'workflow_id': ..., 'message_id': ..., ...}``); only nen's part is hidden, never the user's."""
+    from celery.utils.saferepr import saferepr
+
+    own = tuple(sig.get("args") or ())
+    if sig.get("immutable"):
+        return str(saferepr(own, maxsize))
+    shown = ", ".join(f"{name!r}: {run.get(name)!r}" for name in SHOWN_RUN_FIELDS)
+    rest = str(saferepr(own, maxsize))[1:-1].rstrip(",")  # the tuple's items, as Celery shows them
+    return "({" + shown + ", ...}" + (f", {rest})" if rest else ",)")
+
+
 def _registered(name: str) -> Any:
     """The task registered under ``name`` in this process's Celery app, or None."""
     try:

@@ -31,6 +31,7 @@ from celery.utils.saferepr import saferepr
 from nen_celery.domain.status import Status, is_terminal
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.callback_args import callback_argsrepr
 from nen_celery.lifecycle.deadletter import argument_mismatch
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
 from nen_celery.logs import runlog
@@ -121,11 +122,13 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
     if sig is not None:
         task_id = callback_task_id(run_id, run.status, run.redrives)
         try:
-            argsrepr = run_repr(run_id, status=run.status)
+            finished = run.to_dict()
+            # Flower shows the user's own arguments; of the run, only its ids and status
+            argsrepr = callback_argsrepr(sig, finished)
             headers = {CALLBACK_HEADER: f"{run_id}|{run.redrives}"}  # CallbackTask's guard
             # the end and the claim durable first: a crash must not undo what the callback says
             ctx.durable()  # NotDurable: released below, retried
-            send_callback(sig, run.to_dict(), task_id, headers, argsrepr)
+            send_callback(sig, finished, task_id, headers, argsrepr)
         except Exception as exc:
             countdown: float | None = 1.0
             if isinstance(exc, TypeError):

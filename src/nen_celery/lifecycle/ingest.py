@@ -7,8 +7,9 @@ from typing import Any
 
 from celery import Task
 
+from nen_celery.domain.hints import RunRef
 from nen_celery.lifecycle.completion import apply_nen_status, dispatch_completion
-from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER, log_hinted, parse_webhook
+from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER, REUSED, log_hinted, parse_webhook
 from nen_celery.logs import runlog
 from nen_celery.runtime.app import request_header
 from nen_celery.runtime.context import get_context
@@ -17,15 +18,19 @@ from nen_celery.runtime.faults import failpoint
 log = logging.getLogger("nen_celery.lifecycle")
 
 
-def ingest(task: Task, sealed_body: str, run_id: str | None = None, attempt: int = 0) -> dict[str, Any]:
-    """Apply one webhook. ``run_id``/``attempt``: the run its URL named (hints.py; the receiver
-    checked the hint's token), if any."""
+def ingest(task: Task, sealed_body: str, hint: RunRef | None = None) -> dict[str, Any]:
+    """Apply one webhook. ``hint``: the run attempt its URL named (hints.py; the receiver checked
+    the hint's token), if any."""
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
     message_id, status = body["message_id"], body["status"]
     runlog.bind(message_id=message_id, workflow_id=body.get("workflow_id"))
-    if run_id is not None:
-        return _ingest_hinted(task, run_id, attempt, body, sealed_body)
+    if hint is not None:
+        result = _ingest_hinted(task, hint, body, sealed_body)
+        if result["verdict"] != REUSED:
+            return result
+        # the URL was made for another record of this run id (or before records had a nonce):
+        # the messageId says which run it is, if any still is
     run_id = ctx.store.find_or_park(message_id, sealed_body)
     runlog.bind(run_id=run_id)
     if run_id is None:
@@ -38,21 +43,20 @@ def ingest(task: Task, sealed_body: str, run_id: str | None = None, attempt: int
     return {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
 
 
-def _ingest_hinted(
-    task: Task, run_id: str, attempt: int, body: dict[str, Any], sealed_body: str
-) -> dict[str, Any]:
+def _ingest_hinted(task: Task, hint: RunRef, body: dict[str, Any], sealed_body: str) -> dict[str, Any]:
     """One script applies the webhook and, if it ended the run, claims the completion: the
     callback is dispatched from here, with no complete_run hop."""
     ctx = get_context()
+    run_id = hint.run_id
     runlog.bind(run_id=run_id)
     message_id, status = body["message_id"], body["status"]
     failpoint("ingest:before_apply")
     holder = str(task.request.id)
     verdict, now, completion, data = ctx.store.ingest(
-        run_id, attempt, body, sealed_body, source="webhook", holder=holder
+        hint, body, sealed_body, source="webhook", holder=holder
     )
     result = {"run_id": run_id, "message_id": message_id, "verdict": verdict, "status": now}
-    log_hinted(log, verdict, now, run_id, attempt, status, message_id)
+    log_hinted(log, verdict, now, run_id, hint.attempt, status, message_id)
     if completion == "claimed":
         result["callback_task_id"] = dispatch_completion(task, run_id, holder, data)
     return result

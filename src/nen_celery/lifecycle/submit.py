@@ -95,10 +95,10 @@ def park_unknown(run_id: str, error: dict[str, Any], source: str) -> None:
     if verdict != "applied":
         return
     # Once the run is unknown, ingest.lua binds instead of parking: this list can only shrink.
-    attempt, parked = store.take_run_parked(run_id)
+    hint, parked = store.take_run_parked(run_id)
     for sealed in parked:
         nen_task("ingest_webhook").apply_async(
-            args=(sealed,), kwargs={"run_id": run_id, "attempt": attempt}, argsrepr=run_repr(run_id)
+            args=(sealed,), kwargs=hint._asdict(), argsrepr=run_repr(run_id)
         )
 
 
@@ -228,6 +228,7 @@ def _request(
         run_id,
         int(data.get("redrives") or 0),
         settings.hint_keys[0] if settings.hint_keys else None,
+        data.get("nonce", ""),
     )
     return RunRequest(
         workflow_id=data["workflow_id"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -42,15 +41,22 @@ def sweep(task: Task) -> dict[str, int]:
         return {"locked": 1}
     counts: Counter[str] = Counter()
     try:
-        now = time.time()
+        now = store.clock.time()  # the run store's clock: the one every script wrote with
         _sweep_runs(store, settings, now, counts)
         _sweep_parked(store, settings, now, counts)
     finally:
         store.release_reconcile_lock(token)
     if counts:
-        log.info("reconcile: %s", dict(counts))
         metrics.reconciled(counts)
+    # INFO only when the sweep acted on a run; waiting on timers and forgetting ended runs is
+    # bookkeeping, at DEBUG (a guest's beat is quiet in the user's worker log)
+    acted = any(action not in QUIET_ACTIONS for action in counts)
+    log.log(logging.INFO if acted else logging.DEBUG, "reconcile: %s", dict(counts))
     return dict(counts)
+
+
+# what a sweep counts without having done anything for a run
+QUIET_ACTIONS = frozenset({reconcile.WAIT, reconcile.DROP, f"parked_{reconcile.WAIT}"})
 
 
 def _sweep_runs(store: RunStore, settings: Settings, now: float, counts: Counter[str]) -> None:

@@ -42,6 +42,10 @@ MISFIT_REASONS = {
     "full": "the run keeps no more webhooks before its binding",
 }
 MISFITS = frozenset(MISFIT_REASONS)
+# ingest.lua's verdict for a hint whose nonce is not its record's: the URL was made for an earlier
+# record of that run id (expired, the id used again) or before records had a nonce. The ingest
+# task looks the messageId up instead; a receiver applies nothing for it.
+REUSED = "reused"
 
 
 def log_hinted(
@@ -49,7 +53,16 @@ def log_hinted(
 ) -> None:
     """How ingest.lua applied a webhook that named its run, logged alike by the ingest task and
     the receiver."""
-    if verdict in MISFITS:
+    if verdict == REUSED:
+        log.info(
+            "webhook %s for message %s names run %s (attempt %d) of another record of that id: "
+            "looked up by messageId",
+            status,
+            message_id,
+            run_id,
+            attempt,
+        )
+    elif verdict in MISFITS:
         # Nen signs the body only: a hint that does not fit the signed body is refused.
         log.warning(
             "webhook %s for message %s names run %s (attempt %d): ignored, %s (%s)",

@@ -10,8 +10,9 @@ handlers, with ``add_redaction()``.
 
 What is removed from the message (``msg % args``), the traceback text and the stack text:
 
-- the configured secrets, read from the environment (and the loaded settings) when the record is
-  filtered: ``NEN_API_KEY``,
+- the configured secrets, read from the environment, the installed framework settings (Django's
+  ``NEN_CELERY``, Flask's ``NEN_*`` config: from the moment they are installed) and the loaded
+  settings when the record is filtered: ``NEN_API_KEY``,
   ``NEN_SIGNING_KEY``, every ``NEN_WEBHOOK_SECRET`` and ``NEN_SECRETS_KEY`` entry (and the base64
   part of a ``whsec_`` secret), passwords in ``NEN_REDIS_URL`` / ``NEN_BROKER_URL`` /
   ``NEN_RESULT_BACKEND``, plus anything registered with ``add_secret()``; also their
@@ -36,10 +37,13 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pydantic import SecretStr
+
 from nen_celery.errors import ConfigurationError
-from nen_celery.settings import Settings, get_settings
+from nen_celery.settings import Settings, get_settings, installed_override_values
 
 REDACTED = "[REDACTED]"
 
@@ -53,7 +57,8 @@ _BARE_PATH_QUERY_RE = re.compile(r"(?P<lead>(?:^|[\s\"'(=]))(?P<path>/[^\s?#'\"<
 _HEADER_RE = re.compile(
     r"(?P<name>\b(?:x-api-key|proxy-authorization|authorization|set-cookie|cookie))"
     r"(?P<sep>['\"]?\s*[:=,]\s*(?:b?['\"])?)"
-    r"(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^'\"\s,)}\]]+)",
+    # a value already replaced by a secret's [REDACTED] is taken whole, so it is not redacted twice
+    r"(?P<value>\[REDACTED\]|(?:(?:Bearer|Basic|Token)\s+)?(?:\[REDACTED\]|[^'\"\s,)}\]]+))",
     re.IGNORECASE,
 )
 _MIN_VARIANT = 1  # any non-empty secret is redacted, however short
@@ -153,13 +158,29 @@ def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     return values
 
 
+def settings_override_secrets(values: Mapping[str, Any]) -> list[str]:
+    """The secret values among installed overrides (Django's ``NEN_CELERY``, Flask's config),
+    keyed by setting name: redacted from the moment they are installed, before settings load."""
+    environ = {f"nen_{name}": str(value) for name, value in values.items() if isinstance(value, str)}
+    environ.update(
+        {
+            f"nen_{name}": value.get_secret_value()
+            for name, value in values.items()
+            if isinstance(value, SecretStr)
+        }
+    )
+    return env_secrets(environ)
+
+
 def _current_secrets() -> list[str]:
-    """The secrets in the environment and in the loaded settings, read without side effects.
+    """The secrets in the environment, in installed overrides and in the loaded settings, read
+    without side effects.
 
     Settings are used only once something loaded them (``get_settings`` is never called from
     here: doing so would cache settings read from whatever the environment is at that moment).
     """
     values = env_secrets()
+    values += settings_override_secrets(installed_override_values())
     if get_settings.cache_info().currsize:
         with contextlib.suppress(ConfigurationError):  # only if the cache was cleared meanwhile
             values += settings_secrets(get_settings())

@@ -22,6 +22,7 @@ from nen_celery.ops.operator_commands import (
     metrics_group,
     secrets_key,
     simulate,
+    webhook_group,
     webhook_secret,
 )
 from nen_celery.ops.run_commands import deadletter_group, list_runs, runs, start, status
@@ -34,26 +35,21 @@ from nen_celery.ops.run_commands import deadletter_group, list_runs, runs, start
     "app_path",
     envvar="NEN_CELERY_APP",
     default=None,
-    help="Your Celery app, as for `celery -A` (proj, proj.celery:app): runs started or redriven "
-    "here are published through it. Default: nen's ready-made app (NEN_BROKER_URL).",
+    help="Your Celery app, as for `celery -A` (proj, proj.celery:app, a Flask factory): loaded as "
+    "celery loads it (Django's settings and NEN_CELERY included), every command reads the settings "
+    "it reads and publishes through it. Default: nen's ready-made app (NEN_BROKER_URL).",
 )
 def main(app_path: str | None) -> None:
     """Run Nen workflows from Celery: start runs, inspect them, run the local simulator."""
     if app_path:
-        from celery.app.utils import find_app
-
-        from nen_celery.celery.install import init_celery
-        from nen_celery.runtime.app import installed
+        from nen_celery.ops.app_loading import AppNotLoaded, install_app
 
         try:
-            app = find_app(app_path)
-        except Exception as exc:  # an import error of the user's module, or no app in it
-            raise click.BadParameter(f"cannot load the Celery app {app_path!r}: {exc}") from None
-        if installed() is not app:  # their module may have called init_celery itself
-            try:
-                init_celery(app)
-            except (ConfigurationError, TypeError) as exc:
-                raise click.UsageError(f"--app {app_path}: {exc}") from None
+            install_app(app_path)
+        except AppNotLoaded as exc:
+            raise click.BadParameter(str(exc), param_hint="'-A' / '--app'") from None
+        except ConfigurationError as exc:
+            raise click.UsageError(f"--app {app_path}: {exc}") from None
 
 
 for _command in (
@@ -66,6 +62,7 @@ for _command in (
     metrics_group,
     simulate,
     demo,
+    webhook_group,
     webhook_secret,
     secrets_key,
 ):

@@ -31,6 +31,7 @@ with requires_extra("demo", __name__):
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from nen_celery.lifecycle.api import RunHandle
 
 console = Console()
+
+
+def shown(value: object) -> str:
+    """Text from Nen or a run as a table cell or a line: rich markup escaped."""
+    return escape(str(value))
+
 
 OK_WORKFLOW = "12345678-1234-1234-1234-123456789abc"
 FAIL_WORKFLOW = "87654321-4321-4321-4321-cba987654321"
@@ -128,7 +135,7 @@ def run_demo(runs: int = 20, timeout: float = 120.0) -> int:
         try:
             return _run(stack, runs, timeout, Fernet.generate_key().decode())
         except DemoError as exc:
-            console.print(f"[red]demo failed:[/] {exc}")
+            console.print(f"[red]demo failed:[/] {shown(exc)}")
             return 2
 
 
@@ -294,14 +301,11 @@ def _report(handles: list[RunHandle]) -> int:
         tags = [c["tag"] for c in _callbacks() if c["run_id"] == handle.run_id]
         ok &= per_run[handle.run_id] == 1
         seconds = f"{run.finished_at - run.created_at:.2f}" if run.finished_at else "-"
-        table.add_row(
-            handle.run_id[:8],
-            run.workflow_id[:8],
-            run.status,
-            (run.message_id or "-")[:8],
+        table.add_row(  # Nen's ids and statuses shown as text, never markup
+            *map(shown, (handle.run_id[:8], run.workflow_id[:8], run.status, (run.message_id or "-")[:8])),
             str(run.attempts),
             seconds,
-            ",".join(tags) or "-",
+            shown(",".join(tags) or "-"),
         )
     console.print(table)
     console.print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))

@@ -1,5 +1,6 @@
 """The commands that look after a deployment rather than its runs: ``config check``,
-``metrics ...``, ``simulate``, ``demo`` and the ``webhook-secret`` / ``secrets-key`` generators.
+``webhook test``, ``metrics ...``, ``simulate``, ``demo`` and the ``webhook-secret`` /
+``secrets-key`` generators.
 
 Several need an extra beyond ``cli`` (the simulator, the receiver, the demo's): they import it
 when run, so that ``nen-celery`` itself works without it and the command says what to install.
@@ -16,6 +17,7 @@ from nen_celery.extras import MissingExtra, requires_extra
 
 with requires_extra("cli", "the nen-celery command"):
     import click
+    from rich.markup import escape
     from rich.table import Table
 
 from nen_celery.ops.output import console
@@ -45,10 +47,40 @@ def config_check(as_json: bool) -> None:
     else:
         colour = {"ok": "green", "warning": "yellow", "error": "red"}
         table = Table("check", "result", "detail")
-        for p in probes:
-            table.add_row(p.name, f"[{colour[p.level]}]{p.level}[/]", p.detail)
+        for p in probes:  # details quote URLs, hosts and answers: shown as text, never markup
+            table.add_row(escape(p.name), f"[{colour[p.level]}]{p.level}[/]", escape(p.detail))
         console.print(table)
     sys.exit(0 if result["ok"] else 2)
+
+
+@click.group(name="webhook")
+def webhook_group() -> None:
+    """The webhook receiver, seen from outside."""
+
+
+@webhook_group.command(name="test")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the answer")
+@click.option("--json", "as_json", is_flag=True)
+def webhook_test(timeout: float, as_json: bool) -> None:
+    """POST a signed test webhook to NEN_WEBHOOK_URL, as Nen would, and say what came back
+    (its messageId is no run's: the receiver parks it, no run changes). Exit 2 unless 2xx."""
+    from dataclasses import asdict
+
+    from nen_celery.checks.webhook_test import send_test_webhook
+    from nen_celery.errors import ConfigurationError
+    from nen_celery.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = send_test_webhook(settings, timeout)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+    else:
+        colour = "green" if result.level == "ok" else "red"
+        console.print(f"[{colour}]{result.level}[/]: {escape(result.detail)}")
+    sys.exit(0 if result.level == "ok" else 2)
 
 
 @click.group(name="metrics")
@@ -84,41 +116,19 @@ def metrics_show() -> None:
     click.echo(render()[0].decode(), nl=False)
 
 
-@click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8700, show_default=True, envvar="NEN_SIM_PORT")
-@click.option("--api-key", envvar="NEN_API_KEY", default="sim-api-key")
-@click.option("--signing-key", envvar="NEN_SIGNING_KEY", default="sim-signing-key")
-@click.option("--webhook-secret", envvar="NEN_WEBHOOK_SECRET", default="sim-webhook-secret")
-@click.option("--processing-delay", default=0.05, show_default=True)
-@click.option("--terminal-delay", default=0.1, show_default=True)
-@click.option("--fail-workflow", "fail_workflows", multiple=True)
-def simulate(
-    host: str,
-    port: int,
-    api_key: str,
-    signing_key: str,
-    webhook_secret: str,
-    processing_delay: float,
-    terminal_delay: float,
-    fail_workflows: tuple[str, ...],
-) -> None:
-    """Run the local Nen API simulator."""
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulate(args: tuple[str, ...]) -> None:
+    """Run the local Nen API simulator: the options of `python -m nen_celery.simulator` (--help)."""
     try:
-        from nen_celery.simulator import SimulatorConfig, serve
+        from nen_celery.simulator.cli import main as simulator_main
     except MissingExtra as exc:
         _missing(exc)
 
-    secret = webhook_secret.split(",")[0].strip()
-    config = SimulatorConfig(
-        api_key=api_key,
-        signing_key=signing_key,
-        webhook_secret=secret,
-        processing_delay=processing_delay,
-        terminal_delay=terminal_delay,
-        fail_workflows=set(fail_workflows),
-    )
-    serve(config, host=host, port=port)
+    sys.exit(simulator_main(list(args), prog="nen-celery simulate"))
 
 
 @click.command()

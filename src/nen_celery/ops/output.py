@@ -1,6 +1,9 @@
 """What the ``nen-celery`` commands print with: one rich console, timestamps, runs as tables.
 
-Shared by the run commands and the operator commands, which is why it is neither of them.
+Shared by the run commands and the operator commands, which is why it is neither of them. Text
+that came from Nen or from users (ids, statuses, errors, reasons) is printed as text, never read
+as rich markup: ``shown()`` escapes it (a ``[/]`` in an error message would otherwise raise, and
+a ``[link=...]`` would render).
 """
 
 from __future__ import annotations
@@ -13,11 +16,17 @@ from nen_celery.extras import requires_extra
 with requires_extra("cli", "the nen-celery command"):
     import click
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
 from nen_celery.domain.models import Run
 
 console = Console()
+
+
+def shown(value: object) -> str:
+    """``value`` as text for a table cell or a printed line: rich markup escaped."""
+    return escape(str(value))
 
 
 def ts(value: float | None) -> str:
@@ -45,7 +54,7 @@ def print_run(run: Run, as_json: bool) -> None:
         ("error", json.dumps(run.error) if run.error else "-"),
         ("redrives", str(run.redrives)),
     ]:
-        table.add_row(f"[bold]{key}[/]", value)
+        table.add_row(f"[bold]{key}[/]", shown(value))
     console.print(table)
 
 
@@ -54,6 +63,8 @@ def runs_table(runs: list[Run]) -> Table:
     table = Table("run_id", "workflow_id", "status", "message_id", "created", "finished")
     for r in runs:
         table.add_row(
-            r.run_id, r.workflow_id, r.status, r.message_id or "-", ts(r.created_at), ts(r.finished_at)
+            *map(shown, (r.run_id, r.workflow_id, r.status, r.message_id or "-")),
+            ts(r.created_at),
+            ts(r.finished_at),
         )
     return table

@@ -18,7 +18,7 @@ with requires_extra("cli", "the nen-celery command"):
 
 from nen_celery.domain.models import Run
 from nen_celery.errors import ConfigurationError
-from nen_celery.ops.output import console, print_run, runs_table, ts
+from nen_celery.ops.output import console, print_run, runs_table, shown, ts
 
 
 def _kv(pairs: tuple[str, ...], label: str) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def start(
         with console.status(f"waiting for run {handle.run_id}", spinner="dots"):
             run = handle.wait(timeout=timeout)
     except TimeoutError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{shown(exc)}[/]")
         sys.exit(1)
     print_run(run, as_json)
     sys.exit(0 if run.status == "success" else 1)
@@ -78,7 +78,7 @@ def status(run_id: str, as_json: bool) -> None:
 
     run = get_run(run_id)
     if run is None:
-        console.print(f"[red]run {run_id} not found[/]")
+        console.print(f"[red]run {shown(run_id)} not found[/]")
         sys.exit(3)
     print_run(run, as_json)
 
@@ -121,9 +121,9 @@ def runs_redrive(run_id: str, force: bool) -> None:
     try:
         redrive_run(run_id, force=force)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{shown(exc)}[/]")
         sys.exit(3 if "not found" in str(exc) else 2)
-    console.print(f"run {run_id} redriven: a new attempt is queued")
+    console.print(f"run {shown(run_id)} redriven: a new attempt is queued")
 
 
 @click.command(name="list")
@@ -214,12 +214,8 @@ def deadletter_list(limit: int, as_json: bool) -> None:
     table = Table("run_id", "status", "callback", "task", "attempts", "at", "reason")
     for e in entries:
         table.add_row(
-            str(e.get("run_id")),
-            str(e.get("status")),
-            str(e.get("callback")),
-            str(e.get("task")),
-            str(e.get("attempts")),
+            *map(shown, (e.get(k) for k in ("run_id", "status", "callback", "task", "attempts"))),
             ts(e.get("at")),
-            str(e.get("reason")),
+            shown(e.get("reason")),
         )
     console.print(table)

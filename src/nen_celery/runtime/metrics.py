@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from nen_celery.errors import ConfigurationError
+from nen_celery.settings import get_settings
 
 log = logging.getLogger("nen_celery.runtime.metrics")
 
@@ -65,6 +70,13 @@ WEBHOOKS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+WEBHOOK_REFUSALS = Counter(
+    "nen_webhook_refusals",
+    "Webhook deliveries the receiver refused, by why (web/refusals.py: signature_missing, "
+    "signature_prefix, bad_signature, stale_timestamp, no_secret, unknown_path, body_timeout, ...).",
+    ["reason"],
+    registry=REGISTRY,
+)
 RECONCILE_ACTIONS = Counter(
     "nen_reconcile_actions", "Actions taken by the reconcile sweep.", ["action"], registry=REGISTRY
 )
@@ -99,6 +111,10 @@ def webhook_answered(status_code: int, body: dict[str, Any], hint_refused: bool 
     if child is None:
         child = _webhook_children.setdefault(key, WEBHOOKS.labels(result=result))
     child.inc()
+
+
+def webhook_refused(reason: str) -> None:
+    WEBHOOK_REFUSALS.labels(reason=reason).inc()
 
 
 def reconciled(counts: dict[str, int]) -> None:
@@ -154,6 +170,35 @@ def render(include_store: bool = True) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(counters, path=directory)
     sources = [counters, _RedisGauges()] if include_store else [counters]
     return generate_latest(_Exposition(sources)), CONTENT_TYPE_LATEST
+
+
+def public_on_receiver() -> bool:
+    """Whether the receiver's mounts serve ``GET /metrics`` (NEN_RECEIVER_METRICS; off, and
+    off with invalid settings)."""
+    try:
+        return get_settings().receiver_metrics
+    except ConfigurationError:
+        return False
+
+
+_scrapes: ThreadPoolExecutor | None = None
+_scrapes_lock = threading.Lock()
+
+
+def scrape_executor() -> ThreadPoolExecutor:
+    """One thread of its own for scrapes: their Redis reads never take a thread the webhook
+    path needs (the ASGI receiver's pool, a WSGI server's), and scrapes never pile up threads."""
+    global _scrapes
+    with _scrapes_lock:
+        if _scrapes is None:
+            _scrapes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nen-metrics")
+        return _scrapes
+
+
+def render_apart(timeout: float) -> tuple[bytes, str]:
+    """``render()`` on the scrape thread, for a caller that must block (a WSGI view): it waits at
+    most ``timeout`` s (TimeoutError past it), whatever the run store does."""
+    return scrape_executor().submit(render).result(timeout)
 
 
 def process_exited(pid: int) -> None:

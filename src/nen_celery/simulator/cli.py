@@ -1,4 +1,6 @@
-"""Command line of the simulator (``python -m nen_celery.simulator``), reusable by ``nen-celery simulate``.
+"""Command line of the simulator: ``python -m nen_celery.simulator`` and ``nen-celery simulate``
+share this one option set (the latter passes its arguments here). At start it prints its URL and
+the ``export`` lines that point an app at it.
 
 Secrets default from the same environment variables the package reads (NEN_API_KEY,
 NEN_SIGNING_KEY, NEN_WEBHOOK_SECRET), so they need not appear in ``ps`` output.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +26,9 @@ from nen_celery.simulator.control import (
     parse_config_update,
     planned_error_from_json,
 )
-from nen_celery.simulator.server import serve
+from nen_celery.simulator.server import _url_host, serve
+
+PROG = "python -m nen_celery.simulator"
 
 #: An option kind: (config key, default config) -> keyword arguments of ``add_argument``.
 _Kind = Callable[[str, SimulatorConfig], dict[str, Any]]
@@ -192,13 +197,21 @@ def _add_options(
         group.add_argument(flag, help=help_text, **kind(flag[2:].replace("-", "_"), defaults))
 
 
-def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser; defaults come from ``environ`` (default: ``os.environ``)."""
+def _first_entry(value: str | None) -> str | None:
+    """NEN_WEBHOOK_SECRET may list several secrets (rotation): the simulator signs with the first."""
+    entries = [part.strip() for part in (value or "").split(",") if part.strip()]
+    return entries[0] if entries else None
+
+
+def build_parser(environ: Mapping[str, str] | None = None, prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser (``python -m nen_celery.simulator`` and ``nen-celery simulate`` alike);
+    defaults come from ``environ`` (default: ``os.environ``)."""
     env = os.environ if environ is None else environ
     defaults = SimulatorConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m nen_celery.simulator",
-        description="A local, honest simulation of the Nen workflow-run API.",
+        prog=prog,
+        description="A local, honest simulation of the Nen workflow-run API. It prints its URL and the "
+        "NEN_* settings an app needs to use it.",
     )
     parser.add_argument("--host", default=env.get("NEN_SIM_HOST", "127.0.0.1"), help="bind address")
     parser.add_argument(
@@ -209,7 +222,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     for flag, variable, help_text in _SECRET_OPTIONS:
         key = flag[2:].replace("-", "_")
-        parser.add_argument(flag, default=env.get(variable) or getattr(defaults, key), help=help_text)
+        parser.add_argument(
+            flag, default=_first_entry(env.get(variable)) or getattr(defaults, key), help=help_text
+        )
     _add_options(parser, _RUN_OPTIONS, defaults)
     faults = parser.add_argument_group("fault injection (all off by default; POST /_sim/config changes them)")
     _add_options(faults, _FAULT_OPTIONS, defaults)
@@ -248,8 +263,30 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and serve until interrupted."""
-    args = build_parser().parse_args(argv)
-    serve(config_from_args(args), host=args.host, port=args.port)
+def app_settings(config: SimulatorConfig, host: str, port: int, environ: Mapping[str, str]) -> list[str]:
+    """The ``export`` lines that point an app at this simulator. A key the simulator took from the
+    environment is not printed (it may be a real one): the app's environment has it already."""
+    url = f"http://{_url_host(host)}:{port}"
+    lines = [f"export NEN_API_URL={url}"]
+    for flag, variable, _ in _SECRET_OPTIONS:
+        value = getattr(config, flag[2:].replace("-", "_"))
+        if _first_entry(environ.get(variable)) == value:
+            lines.append(f"# {variable}: as in this environment (not printed)")
+        else:
+            lines.append(f"export {variable}={shlex.quote(value)}")
+    return lines
+
+
+def main(
+    argv: Sequence[str] | None = None, prog: str = PROG, environ: Mapping[str, str] | None = None
+) -> int:
+    """Parse ``argv``, print the URL and the settings an app needs, and serve until interrupted."""
+    env = os.environ if environ is None else environ
+    args = build_parser(env, prog).parse_args(argv)
+    config = config_from_args(args)
+    print(
+        f"Nen simulator on http://{_url_host(args.host)}:{args.port}; point your app at it with:", flush=True
+    )
+    print("\n".join(app_settings(config, args.host, args.port, env)), flush=True)
+    serve(config, host=args.host, port=args.port)
     return 0

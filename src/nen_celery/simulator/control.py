@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nen_celery.simulator.config import PlannedError, SimulatorConfig
@@ -196,3 +197,46 @@ def parse_config_update(update: Mapping[str, Any]) -> JSONDict:
     if unknown:
         raise InvalidConfig(f"unknown key(s): {', '.join(unknown)}")
     return {key: _PARSERS[key](key, value) for key, value in update.items()}
+
+
+#: The terminal statuses ``POST /_sim/outcomes`` can script.
+OUTCOME_STATUSES = ("success", "failed")
+_OUTCOME_KEYS = ("workflow_id", "status", "result", "error")
+
+
+@dataclass(frozen=True)
+class ScriptedOutcome:
+    """How runs of one workflow end (``POST /_sim/outcomes``): the terminal status, and the
+    ``result`` (a success's) or ``error`` (a failure's) its webhook and retrieval body carry.
+    None keeps the simulator's own body for that field."""
+
+    status: str
+    result: Any = None
+    error: Any = None
+
+
+def parse_outcome(body: Mapping[str, Any]) -> tuple[str, ScriptedOutcome]:
+    """``{"workflow_id", "status", "result"?, "error"?}`` -> (workflow id, outcome); InvalidConfig."""
+    unknown = sorted(set(body) - set(_OUTCOME_KEYS))
+    if unknown:
+        raise InvalidConfig(f"unknown key(s): {', '.join(unknown)}")
+    workflow_id = body.get("workflow_id")
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidConfig("workflow_id must be a non-empty string")
+    status = body.get("status")
+    if status not in OUTCOME_STATUSES:
+        raise InvalidConfig(f"status must be one of {', '.join(OUTCOME_STATUSES)}")
+    if status == "success" and body.get("error") is not None:
+        raise InvalidConfig("error is for a failed outcome; a success carries result")
+    if status == "failed" and body.get("result") is not None:
+        raise InvalidConfig("result is for a success; a failed outcome carries error")
+    return workflow_id, ScriptedOutcome(str(status), body.get("result"), body.get("error"))
+
+
+def outcome_to_json(workflow_id: str, outcome: ScriptedOutcome) -> JSONDict:
+    shown: JSONDict = {"workflow_id": workflow_id, "status": outcome.status}
+    if outcome.result is not None:
+        shown["result"] = outcome.result
+    if outcome.error is not None:
+        shown["error"] = outcome.error
+    return shown

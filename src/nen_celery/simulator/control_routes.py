@@ -1,4 +1,4 @@
-"""The simulator's own endpoints under ``/_sim``: stats, the live fault config, reset.
+"""The simulator's own endpoints under ``/_sim``: stats, the live fault config, scripted outcomes, reset.
 
 Not part of Nen's API; they let a test or a person steer and observe the simulator over HTTP.
 """
@@ -16,7 +16,13 @@ with requires_extra("simulator", __name__):
     from starlette.routing import Route
 
 from nen_celery.simulator.config import SimulatorConfig
-from nen_celery.simulator.control import InvalidConfig, config_view, parse_config_update
+from nen_celery.simulator.control import (
+    InvalidConfig,
+    config_view,
+    outcome_to_json,
+    parse_config_update,
+    parse_outcome,
+)
 from nen_celery.simulator.errors import ApiError
 from nen_celery.simulator.state import SimulatorState
 from nen_celery.simulator.validation import parse_json_object
@@ -43,6 +49,7 @@ class ControlApi:
         return [
             Route("/_sim/stats", self.sim_stats, methods=["GET"]),
             Route("/_sim/config", self.sim_config, methods=["GET", "POST"]),
+            Route("/_sim/outcomes", self.sim_outcomes, methods=["GET", "POST"]),
             Route("/_sim/reset", self.sim_reset, methods=["POST"]),
         ]
 
@@ -60,6 +67,21 @@ class ControlApi:
         if "seed" in update:
             self.state.reseed()
         return JSONResponse(config_view(self.config))
+
+    async def sim_outcomes(self, request: Request) -> Response:
+        """GET: every scripted outcome; POST ``{"workflow_id", "status", "result"?, "error"?}``:
+        that workflow's next runs end so (until ``/_sim/reset``)."""
+        if request.method == "POST":
+            try:
+                body = parse_json_object(await request.body())
+                workflow_id, outcome = parse_outcome(body)
+            except InvalidConfig as exc:
+                return ApiError(400, "invalid_outcome", str(exc)).response()
+            except ApiError as exc:
+                return exc.response()
+            self.state.set_outcome(workflow_id, outcome)
+        shown = [outcome_to_json(wf, outcome) for wf, outcome in sorted(self.state.outcomes().items())]
+        return JSONResponse({"outcomes": shown})
 
     async def sim_reset(self, request: Request) -> Response:
         await self.state.reset()

@@ -22,6 +22,7 @@ with requires_extra("simulator", __name__):
 
 from nen_celery.simulator.config import FAULT_FIELDS, SimulatorConfig
 from nen_celery.simulator.connection import wait_unless_gone
+from nen_celery.simulator.control import ScriptedOutcome
 from nen_celery.simulator.faults import FaultInjector
 from nen_celery.simulator.log import logger
 from nen_celery.simulator.runs import (
@@ -72,6 +73,7 @@ class SimulatorState:
         self._deliveries: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Event | None = None
+        self._outcomes: dict[str, ScriptedOutcome] = {}  # workflow id -> how its runs end
         self.faults = FaultInjector(config, self.count)
         self._webhooks = WebhookDelivery(config, self)
 
@@ -155,6 +157,32 @@ class SimulatorState:
             message_id = self._runs_by_key.get(idempotency_key)
             return self._runs.get(message_id) if message_id is not None else None
 
+    def in_flight(self) -> int:
+        """Run timelines and webhook deliveries still going (0: the simulator has nothing left to send)."""
+        return len(self._tasks)
+
+    # -- scripted outcomes (``/_sim/outcomes``) -------------------------------
+
+    def set_outcome(self, workflow_id: str, outcome: ScriptedOutcome) -> None:
+        """Runs of ``workflow_id`` accepted from now on end as ``outcome`` (until reset)."""
+        with self.changed:
+            self._outcomes[workflow_id] = outcome
+
+    def outcomes(self) -> dict[str, ScriptedOutcome]:
+        with self.changed:
+            return dict(self._outcomes)
+
+    def _terminal_payload(self, run: Run, status: str) -> JSONDict:
+        """The body for ``status``, with the scripted ``result`` / ``error`` of the run's workflow."""
+        payload = run_payload(run, status, self.config.result_ttl)
+        with self.changed:
+            outcome = self._outcomes.get(run.workflow_id)
+        if outcome is not None and status == SUCCESS and outcome.result is not None:
+            payload["result"] = copy.deepcopy(outcome.result)
+        if outcome is not None and status == FAILED and outcome.error is not None:
+            payload["error"] = copy.deepcopy(outcome.error)
+        return payload
+
     # -- faults (decided on the event loop, by ``faults``) -------------------
 
     def reseed(self) -> None:
@@ -182,12 +210,14 @@ class SimulatorState:
         """Store a new run and start its timeline on the running loop."""
         message_id = str(uuid.uuid4())
         never_terminal = self.config.never_terminal
+        scripted = self.outcomes().get(request.workflow_id)
+        failed = request.workflow_id in self.config.fail_workflows
         run = Run(
             message_id=message_id,
             workflow_id=request.workflow_id,
             idempotency_key=idempotency_key,
             callback_url=request.callback_url,
-            outcome=FAILED if request.workflow_id in self.config.fail_workflows else SUCCESS,
+            outcome=scripted.status if scripted is not None else (FAILED if failed else SUCCESS),
             secure_param_keys=request.secure_param_keys,
             status=ACCEPTED,
             payload={},
@@ -208,7 +238,7 @@ class SimulatorState:
 
     def _transition(self, run: Run, status: str) -> bytes:
         """Move ``run`` to ``status``; return the webhook body, serialised once."""
-        payload = run_payload(run, status, self.config.result_ttl)
+        payload = self._terminal_payload(run, status)
         with self.changed:
             run.status = status
             run.payload = payload
@@ -282,7 +312,7 @@ class SimulatorState:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reset(self) -> None:
-        """Forget every run and counter, and put the fault settings back to their start values.
+        """Forget every run, counter and scripted outcome; put the fault settings back to their start values.
 
         Pending deliveries are cancelled first; answers held back by injected latency go out now.
         """
@@ -294,6 +324,7 @@ class SimulatorState:
             setattr(self.config, name, copy.deepcopy(value))
         self.reseed()
         with self.changed:
+            self._outcomes.clear()
             self._runs.clear()
             self._runs_by_key.clear()
             self._posts = 0

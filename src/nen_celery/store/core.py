@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from nen_celery.settings import Settings
+from nen_celery.store.clock import TIME_SCRIPT, StoreClock
 from nen_celery.store.keys import KeyLayout
 from nen_celery.store.scripts import ARGS, Script, script_source
 from nen_celery.store.sealer import Sealer
@@ -24,6 +25,13 @@ class StoreCore(KeyLayout):
         self.settings = settings
         self.sealer = sealer
         self._scripts = {name: client.register_script(script_source(name)) for name in ARGS}
+        self._time_script = client.register_script(TIME_SCRIPT)
+        # every time a script compares or stores: the run store's, never this host's (clock.py)
+        self.clock = StoreClock(self._read_time)
+
+    def _read_time(self) -> tuple[int, int]:
+        seconds, micros = self._time_script(keys=[self.clock_key])
+        return int(seconds), int(micros)
 
     def next_check_after(self, status: str) -> float:
         """Seconds until reconciliation should look at a run that just entered ``status``."""

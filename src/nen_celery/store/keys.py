@@ -102,6 +102,11 @@ class KeyLayout:
         return [self._parked_due_key(k) for k in range(self.shards)]
 
     @property
+    def clock_key(self) -> str:
+        """Never written: it routes the clock's TIME to one node (clock.py)."""
+        return f"{self.prefix}:clock"
+
+    @property
     def reconcile_lock_key(self) -> str:
         return f"{self.prefix}:reconcile:lock"
 

@@ -10,9 +10,9 @@ callback leases and dead letters; core.py what they share.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, NamedTuple
 
+from nen_celery.domain.hints import new_nonce
 from nen_celery.store.callback_state import CallbackState
 from nen_celery.store.reads import Reads, callbacks
 from nen_celery.store.scripts import (
@@ -64,13 +64,14 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         what that call created."""
         fields: dict[str, str] = {
             "run_id": run_id,
+            "nonce": new_nonce(),  # in the run's hint (hints.py): a reused run id gets another
             "creator": creator,
             "workflow_id": workflow_id,
             "params": json.dumps(params),
             "on_complete": json.dumps(on_complete) if on_complete else "",
             "on_failure": json.dumps(on_failure) if on_failure else "",
         }
-        now = time.time()
+        now = self.clock.time()
         args = CreateArgs(
             run_id=run_id,
             now=now,
@@ -109,7 +110,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         res = self._call(
             ClaimSubmitArgs(
                 run_id,
-                now=time.time(),
+                now=self.clock.time(),
                 lease=lease,
                 retry_ambiguous="1" if self.settings.retry_unknown else "0",
                 holder=holder,
@@ -125,7 +126,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
 
         -1: the run is no longer queued; -2: another execution holds the submit lease.
         """
-        return int(self._call(BeginPostArgs(run_id, now=time.time(), execution=execution)))
+        return int(self._call(BeginPostArgs(run_id, now=self.clock.time(), execution=execution)))
 
     def post_not_sent(self, run_id: str, execution: str) -> None:
         """The last POST surely never reached Nen (connect error): uncount it. An earlier POST
@@ -150,7 +151,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         freed if still this run's: that message's webhooks without a run hint are then parked,
         not applied to the new attempt (a new 202 that carries it again indexes it again).
         """
-        now = time.time()
+        now = self.clock.time()
         next_check = now + self.settings.queued_grace
         res = self._call(RedriveArgs(run_id, now=now, next_check=next_check, force="1" if force else "0"))
         if res[0] == "ok" and len(res) > 2 and res[2]:
@@ -175,7 +176,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         ``message_id``: Nen's word is for that message; a run bound to another (or none) is
         left as it is (``foreign``)."""
         sealed = self.sealer.seal_if_enabled(json.dumps(payload).encode()) if payload is not None else ""
-        now = time.time()
+        now = self.clock.time()
         res = self._call(
             ApplyArgs(
                 run_id,
@@ -195,7 +196,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
     def claim_completion(self, run_id: str, holder: str) -> Claim:
         """verdict claimed | busy | done | not_terminal | missing; with claimed, the record."""
         lease = self.settings.completion_lease
-        res = self._call(ClaimCompletionArgs(run_id, now=time.time(), lease=lease, holder=holder))
+        res = self._call(ClaimCompletionArgs(run_id, now=self.clock.time(), lease=lease, holder=holder))
         return Claim(str(res[0]), str(res[1]), pairs(res[2]) if len(res) > 2 else {}, None)
 
     def release_completion(self, run_id: str, holder: str) -> bool:
@@ -205,6 +206,6 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         """Mark ``holder``'s claimed completion sent once the broker took the callback (or there
         is none): from then on nothing dispatches it again. False: not this holder's claim."""
         done = FinishCompletionArgs(
-            now=time.time(), callback_task_id=callback_task_id, run_id=run_id, holder=holder
+            now=self.clock.time(), callback_task_id=callback_task_id, run_id=run_id, holder=holder
         )
         return bool(self._call(done))

@@ -245,6 +245,7 @@ class IngestArgs(Script):
     attempt: int
     workflow_id: str
     claimed: str
+    nonce: str
 
     def keys(self, layout: KeyLayout) -> list[str]:
         return layout.run_keys(self.run_id)

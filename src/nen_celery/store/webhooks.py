@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from typing import Any
 
 from redis.cluster import RedisCluster
 
+from nen_celery.domain.hints import RunRef
 from nen_celery.domain.status import is_terminal
 from nen_celery.store.core import StoreCore
 from nen_celery.store.scripts import BindArgs, IndexArgs, IngestArgs, ParkArgs, ReconcileLockArgs, pairs
@@ -40,7 +40,7 @@ class Webhooks(StoreCore):
         messageId (no hint, park.lua). The binding and the messageId index sit in different
         slots: one pipelined trip on a single server, two on a cluster.
         """
-        now = time.time()
+        now = self.clock.time()
         binding = BindArgs(
             run_id,
             message_id=message_id,
@@ -103,7 +103,7 @@ class Webhooks(StoreCore):
                 ttl=self.settings.retention_seconds,
                 max_parked=PARKED_MAX,
                 message_id=message_id,
-                due_at=time.time() + self.settings.parked_grace,
+                due_at=self.clock.time() + self.settings.parked_grace,
             )
         )
         return str(res) if res else None
@@ -117,16 +117,17 @@ class Webhooks(StoreCore):
         pipe.zrem(self.parked_due_key(message_id), message_id)
         pipe.execute()
 
-    def take_run_parked(self, run_id: str) -> tuple[int, list[str]]:
-        """(the run's attempt, the webhooks kept with it), removing them: one pipelined trip.
+    def take_run_parked(self, run_id: str) -> tuple[RunRef, list[str]]:
+        """(the run attempt, as its URL's hint names it; the webhooks kept with it), removing
+        them: one pipelined trip.
 
         A kept ``processing`` webhook (ingest.lua keeps only its messageId and workflow) comes
         back as a sealed body of its own, first, like the others."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.run_key(run_id), "redrives")
+        pipe.hmget(self.run_key(run_id), "redrives", "nonce")
         pipe.hgetall(self.run_parked_key(run_id))
         pipe.delete(self.run_parked_key(run_id))
-        redrives, kept, _ = pipe.execute()
+        (redrives, nonce), kept, _ = pipe.execute()
         processing, others = [], []
         for field, sealed in sorted(kept.items()):
             status, _, message_id = str(field).partition(":")
@@ -135,13 +136,12 @@ class Webhooks(StoreCore):
                 processing.append(self.sealer.seal_if_enabled(json.dumps(fields).encode()))
             else:
                 others.append(str(sealed))
-        return int(redrives or 0), processing + others
+        return RunRef(run_id, int(redrives or 0), nonce or ""), processing + others
 
     # -- a webhook that named its run -----------------------------------------------------------
     def ingest(
         self,
-        run_id: str,
-        attempt: int,
+        hint: RunRef,
         body: dict[str, Any],
         sealed_body: str,
         *,
@@ -153,7 +153,8 @@ class Webhooks(StoreCore):
         run it binds.
 
         Returns (verdict, status now, completion, record): verdict applied | noop | parked |
-        mismatch | stale | missing | foreign (the body's workflow is not the run's) | taken (its
+        mismatch | stale | reused (the hint's nonce is not the record's) | missing | foreign
+        (the body's workflow is not the run's) | taken (its
         messageId is bound to another run) | full (no room left with the run before its
         binding) | unbound (only with ``bind=False``: the webhook would bind an ``unknown``
         run); with a ``holder``, a terminal run's completion comes back ``claimed`` with the
@@ -163,11 +164,11 @@ class Webhooks(StoreCore):
         the run first, only if no other run has it, then ingest.lua binds and applies; a claim
         whose binding did not happen is released. Three trips, once per such run.
         """
-        args = self.ingest_args(run_id, attempt, body, sealed_body, source, holder)
+        args = self.ingest_args(hint, body, sealed_body, source, holder)
         res = self.ingest_result(self._call(args))
         if res[0] != "unbound" or not bind:
             return res
-        message_id = str(body["message_id"])
+        run_id, message_id = hint.run_id, str(body["message_id"])
         other = self.claim_message(message_id, run_id)
         if other:
             return "taken", res[1], "", {}
@@ -178,8 +179,7 @@ class Webhooks(StoreCore):
 
     def ingest_args(
         self,
-        run_id: str,
-        attempt: int,
+        hint: RunRef,
         body: dict[str, Any],
         sealed_body: str,
         source: str,
@@ -188,10 +188,10 @@ class Webhooks(StoreCore):
         """ingest.lua's arguments: ``ingest`` runs them, the receiver too (asyncio, web/apply.py)."""
         status = str(body["status"])
         payload = self.sealer.seal_if_enabled(json.dumps(body).encode()) if is_terminal(status) else ""
-        now = time.time()
+        now = self.clock.time()
         workflow_id = body.get("workflow_id")
         return IngestArgs(
-            run_id,
+            hint.run_id,
             message_id=str(body["message_id"]),
             status=status,
             now=now,
@@ -204,9 +204,10 @@ class Webhooks(StoreCore):
             sealed_body=sealed_body,
             completion_lease=self.settings.completion_lease,
             holder=holder,
-            attempt=attempt,
+            attempt=hint.attempt,
             workflow_id=workflow_id if isinstance(workflow_id, str) else "",
             claimed="0",  # ingest sets it once it holds the messageId index
+            nonce=hint.nonce,
         )
 
     @staticmethod

@@ -25,3 +25,9 @@ NOT_DURABLE = Answer(503, {"error": "unavailable", "message": "webhook not store
 
 def too_large(limit: int) -> Answer:
     return Answer(413, {"error": "body_too_large", "message": f"limit is {limit} bytes"})
+
+
+def body_timeout(seconds: float) -> Answer:
+    """The body did not arrive within NEN_WEBHOOK_BODY_TIMEOUT: the reader stops, the
+    connection is closed (a trickled body must not hold it, nor a thread, for longer)."""
+    return Answer(408, {"error": "body_timeout", "message": f"body not received within {seconds:g} s"})

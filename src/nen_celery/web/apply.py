@@ -26,27 +26,33 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from nen_celery import connections
+from nen_celery.domain.hints import RunRef
 from nen_celery.domain.status import is_terminal
-from nen_celery.lifecycle.webhook import MISFITS, log_hinted
+from nen_celery.lifecycle.webhook import MISFITS, REUSED, log_hinted
 from nen_celery.store.runs import RunStore
 from nen_celery.store.scripts import IngestArgs, script_source
 from nen_celery.web.answers import APPLIED, IGNORED, Answer
 
 log = logging.getLogger("nen_celery.web")
 
-# (run_id, attempt, parsed body) -> (verdict, status now)
-BlockingApply = Callable[[str, int, dict[str, Any]], tuple[str, str]]
+# (the hinted run attempt, parsed body) -> (verdict, status now)
+BlockingApply = Callable[[RunRef, dict[str, Any]], tuple[str, str]]
 
 # ingest.lua keeps only the messageId of a processing webhook that came before the binding, never
 # its body: nothing is sealed for it
 _NO_BODY = ""
 
 # ingest.lua's verdict for a webhook that would bind an `unknown` run: queued for the ingest task,
-# which claims the messageId index first (RunStore.ingest)
+# which claims the messageId index first (RunStore.ingest). A hint of another record of the run id
+# (REUSED) is queued the same way: the ingest task looks its messageId up.
 BINDS = "unbound"
 
 
-def wanted(enabled: bool, parsed: dict[str, Any], hint: tuple[str, int] | None) -> bool:
+def _queue_or(verdict: str) -> str:
+    return BINDS if verdict == REUSED else verdict
+
+
+def wanted(enabled: bool, parsed: dict[str, Any], hint: RunRef | None) -> bool:
     """Whether this verified webhook is applied here rather than queued."""
     return enabled and hint is not None and not is_terminal(str(parsed["status"]))
 
@@ -66,9 +72,9 @@ def answer_for(
 def blocking(store: RunStore) -> BlockingApply:
     """The apply for the receiver's thread path (Flask, Django, a clustered run store)."""
 
-    def apply(run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
-        verdict, now, _, _ = store.ingest(run_id, attempt, parsed, _NO_BODY, source="webhook", bind=False)
-        return verdict, now
+    def apply(ref: RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
+        verdict, now, _, _ = store.ingest(ref, parsed, _NO_BODY, source="webhook", bind=False)
+        return _queue_or(verdict), now
 
     return apply
 
@@ -98,12 +104,12 @@ class AsyncApply:
             script = self._scripts[loop] = client.register_script(script_source(IngestArgs.NAME))
         return script
 
-    async def __call__(self, run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
-        keys, args = self.store.ingest_args(run_id, attempt, parsed, _NO_BODY, "webhook").call(self.store)
+    async def __call__(self, ref: RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
+        keys, args = self.store.ingest_args(ref, parsed, _NO_BODY, "webhook").call(self.store)
         async with asyncio.timeout(self.timeout):
             res = await self._script()(keys=keys, args=args)
         verdict, now, _, _ = RunStore.ingest_result(res)
-        return verdict, now
+        return _queue_or(verdict), now
 
 
 def for_url(store: RunStore, url: str, timeout: float) -> AsyncApply | None:

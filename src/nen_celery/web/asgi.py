@@ -1,6 +1,11 @@
 """The ASGI webhook receiver: ``uvicorn nen_celery.web.asgi:app``.
 
-``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. ``GET /healthz``.
+``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. Its body must
+arrive within ``NEN_WEBHOOK_BODY_TIMEOUT`` (6 s): past it, 408 and the connection is closed.
+``GET /healthz``: 200, or 503 with the reason while every webhook would be refused (no secret).
+``GET /metrics`` only with ``NEN_RECEIVER_METRICS=true`` (404 otherwise): it shows volumes and
+refusal counts, so it is not public unless you say so (or serve it apart: ``nen-celery metrics
+serve``). A POST to any other path is logged as a refused webhook (a wrong NEN_WEBHOOK_URL).
 ``create_app()`` builds a fresh app for mounting (``Mount("/nen", create_app())``): a guest in
 your process, it changes no logging and no garbage-collector state (put
 ``nen_celery.logs.redaction.RedactingFilter`` on your own handlers). Served on its own, it reads
@@ -16,6 +21,7 @@ of the collector. A mounted receiver makes that publisher on its first webhook, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import gc
@@ -29,8 +35,9 @@ with requires_extra("receiver", __name__):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import Headers
+    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
     from starlette.types import Receive, Scope, Send
 
@@ -39,34 +46,40 @@ from nen_celery.errors import ConfigurationError
 from nen_celery.logs import runlog
 from nen_celery.logs.redaction import add_redaction
 from nen_celery.runtime import app as app_state
+from nen_celery.runtime import metrics
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
-from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, QUEUED, Answer, too_large
+from nen_celery.web.answers import NOT_CONFIGURED, QUEUED, Answer, body_timeout, too_large
 from nen_celery.web.delivery import deliver_checked, deliver_hinted
-from nen_celery.web.metrics import metrics_endpoint
+from nen_celery.web.metrics import receiver_metrics
+from nen_celery.web.refusals import refused, shown
 from nen_celery.web.resources import direct_publisher, durability
-from nen_celery.web.verify import check, refused_early
+from nen_celery.web.verify import check, readiness, refused_early
 
 log = logging.getLogger("nen_celery.web")
 
 
-async def _receive_limited(receive: Receive, headers: Headers, limit: int) -> bytes | None:
-    """The body, or None once it exceeds ``limit`` (reading stops there)."""
+async def _receive_limited(receive: Receive, headers: Headers, limit: int, timeout: float) -> bytes | None:
+    """The body, or None once it exceeds ``limit`` (reading stops there); TimeoutError when it
+    is not all in within ``timeout`` s. Without that deadline a trickled body held its
+    connection and up to ``limit`` bytes of buffer forever (issue 29: 200 such connections,
+    +206 MB). One timer per request: ~7 µs, the cheapest bound asyncio has."""
     if _declared_too_large(headers, limit):
         return None
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 def _declared_too_large(headers: Headers, limit: int) -> bool:
@@ -75,20 +88,30 @@ def _declared_too_large(headers: Headers, limit: int) -> bool:
 
 
 def _json(answer: Answer) -> JSONResponse:
-    return _QUEUED if answer is QUEUED else JSONResponse(answer.body, answer.status_code)
+    if answer is QUEUED:
+        return _QUEUED
+    # 408: the rest of the body is never read, so the connection cannot be reused: close it
+    headers = {"connection": "close"} if answer.status_code == 408 else None
+    return JSONResponse(answer.body, answer.status_code, headers=headers)
 
 
 # the common answer, rendered once (a response holds no per-request state)
 _QUEUED = JSONResponse(QUEUED.body, QUEUED.status_code)
 
 
-async def _answer(read: Callable[[int], Awaitable[bytes | None]], headers: Headers, query: bytes) -> Answer:
-    """The answer to one webhook delivery; ``read(limit)`` gives its body, or None if too large."""
+async def _answer(
+    read: Callable[[int, float], Awaitable[bytes | None]], headers: Headers, query: bytes
+) -> Answer:
+    """The answer to one webhook delivery; ``read(limit, timeout)`` gives its body, or None if
+    too large (TimeoutError if it is not in within ``timeout`` s)."""
     try:
         ctx = get_context()
     except ConfigurationError:
         return refused_early(NOT_CONFIGURED)
-    body = await read(ctx.settings.webhook_max_body)
+    try:
+        body = await read(ctx.settings.webhook_max_body, ctx.settings.webhook_body_timeout)
+    except TimeoutError:
+        return refused_early(body_timeout(ctx.settings.webhook_body_timeout))
     if body is None:
         return refused_early(too_large(ctx.settings.webhook_max_body))
     # check() matches header names case-insensitively (X-Hmac-Signature, x-hmac-signature, ...)
@@ -121,7 +144,21 @@ class WebhookApp:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    return _json(HEALTHY)
+    """200 ``{"status": "ok"}``, or 503 ``{"status": "not_ready", "reason": ...}`` while every
+    webhook would be refused (no NEN_WEBHOOK_SECRET, invalid settings): a load balancer or
+    orchestrator sees the misconfiguration before Nen's deliveries do."""
+    return _json(readiness())
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """404 as Starlette answers it; a POST is a webhook sent to a wrong URL: logged and counted."""
+    if request.method == "POST":
+        path = request.url.path  # never the query: it may carry a run hint's token
+        refused("unknown_path", f"POST to {shown(path)}, not a route of the receiver (.../webhooks/nen)")
+        metrics.webhook_answered(404, {"error": "not_found"})
+    if isinstance(exc, HTTPException):
+        return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+    return PlainTextResponse("Not Found", 404)
 
 
 @contextlib.asynccontextmanager
@@ -191,8 +228,9 @@ def _build(lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManage
         routes=[
             Route("/webhooks/nen", WebhookApp(), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/metrics", receiver_metrics, methods=["GET"]),
         ],
+        exception_handlers={404: _not_found},
         lifespan=lifespan,
     )
 

@@ -47,11 +47,15 @@ def ingest_message(
     body: bytes,
     parsed: dict[str, Any],
     received_at: float | None,
-    hint: tuple[str, int] | None,
+    hint: hints.RunRef | None,
 ) -> Outgoing:
     """The ingest_webhook message for one verified webhook (its body sealed when a key is set)."""
     received_at = time.time() if received_at is None else received_at
-    kwargs: dict[str, Any] = {"run_id": hint[0], "attempt": hint[1]} if hint else {}
+    kwargs: dict[str, Any] = {}
+    if hint:
+        kwargs = {"run_id": hint.run_id, "attempt": hint.attempt}
+        if hint.nonce:  # absent for a record made before records had one (hints.py)
+            kwargs["nonce"] = hint.nonce
     return Outgoing(
         (sealer.seal_if_enabled(body),),
         kwargs,
@@ -91,7 +95,7 @@ def enqueue(
     parsed: dict[str, Any],
     publish_timeout: float,
     received_at: float | None = None,
-    hint: tuple[str, int] | None = None,
+    hint: hints.RunRef | None = None,
     publisher: DirectPublisher | None = None,
 ) -> Answer:
     """Queue ingest_webhook (with one LPUSH when ``publisher`` is given, else apply_async); 503
@@ -145,8 +149,8 @@ def _then_durable(ctx: Context, applier: apply.BlockingApply | None) -> apply.Bl
         return None
     inner = applier
 
-    def apply_durably(run_id: str, attempt: int, parsed: dict[str, Any]) -> tuple[str, str]:
-        result = inner(run_id, attempt, parsed)
+    def apply_durably(ref: hints.RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
+        result = inner(ref, parsed)
         durability(ctx).wait()
         return result
 
@@ -183,7 +187,7 @@ async def deliver_hinted(
         if applier is None:
             return None  # a clustered run store: the thread path applies it
         try:
-            verdict, now = await applier(hint[0], hint[1], parsed)
+            verdict, now = await applier(hint, parsed)
         except Exception as exc:  # run store down or slow: queue it instead
             _apply_failed(parsed, hint, exc)
         else:
@@ -243,7 +247,7 @@ def _not_durable(parsed: dict[str, Any], exc: BaseException) -> Answer:
 
 
 def _applied(
-    verdict: str, now: str, parsed: dict[str, Any], hint: tuple[str, int], parked_status: int
+    verdict: str, now: str, parsed: dict[str, Any], hint: hints.RunRef, parked_status: int
 ) -> Answer:
     with runlog.bound(message_id=str(parsed["message_id"]), run_id=hint[0]):
         answer = apply.answer_for(verdict, now, hint[0], hint[1], parsed, parked_status)
@@ -251,7 +255,7 @@ def _applied(
     return answer
 
 
-def _apply_failed(parsed: dict[str, Any], hint: tuple[str, int], exc: BaseException) -> None:
+def _apply_failed(parsed: dict[str, Any], hint: hints.RunRef, exc: BaseException) -> None:
     log.warning(
         "webhook %s for run %s: applying it failed (%s); queued instead",
         parsed["status"],
@@ -267,7 +271,7 @@ def deliver(
     parsed: dict[str, Any],
     publish_timeout: float,
     parked_status: int = 202,
-    hint: tuple[str, int] | None = None,
+    hint: hints.RunRef | None = None,
     publisher: DirectPublisher | None = None,
     applier: apply.BlockingApply | None = None,
     *,
@@ -283,7 +287,7 @@ def deliver(
         if hint is not None:
             if applier is not None and apply.wanted(True, parsed, hint):
                 try:
-                    verdict, now = applier(hint[0], hint[1], parsed)
+                    verdict, now = applier(hint, parsed)
                 except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
                     _apply_failed(parsed, hint, exc)
                 else:

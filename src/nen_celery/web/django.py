@@ -9,12 +9,18 @@ urls.py::
 
     path("nen/", include("nen_celery.web.django"))   # POST nen/webhooks/nen, GET nen/healthz
 
+``GET nen/metrics`` answers only with ``"RECEIVER_METRICS": True`` in ``NEN_CELERY`` (404
+otherwise; it shows volumes and refusal counts: protect it as you protect your admin URLs).
+``GET nen/healthz`` is 503 ``not_ready`` with the reason while no webhook secret is set.
+
 Keys of ``NEN_CELERY`` are the setting names with or without the ``NEN_`` prefix, in any case;
 anything not given there comes from the environment. They are installed process-wide when
 Django starts (``AppConfig.ready``) and again when a test changes them (``override_settings``),
 so start the Celery worker after ``django.setup()`` too. The view answers exactly as the ASGI
-receiver does; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further (under WSGI;
-Django's ASGI handler buffers the whole body before any view runs).
+receiver does; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further, within
+``NEN_WEBHOOK_BODY_TIMEOUT`` (408 past it; checked between reads, see web/host.py: give your WSGI
+server a timeout too, docs/operations.md). Django's ASGI handler buffers the whole body before any
+view runs.
 
 Logging is yours: the app adds no handler, filter or formatter. To keep nen's secrets and URL
 queries out of your logs, add the redaction filter to your handlers in ``LOGGING``::
@@ -32,20 +38,27 @@ from nen_celery.extras import requires_extra
 with requires_extra("django", __name__):
     from django.apps import AppConfig
     from django.conf import settings as django_settings
+    from django.core import checks
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
-    from django.http import HttpRequest, HttpResponse, JsonResponse
+    from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
     from django.urls import path
     from django.views.decorators.csrf import csrf_exempt
     from django.views.decorators.http import require_GET, require_POST
 
+from nen_celery.checks.django_settings import system_check
 from nen_celery.errors import ConfigurationError
 from nen_celery.runtime import metrics
 from nen_celery.settings import install_overrides
-from nen_celery.web.answers import HEALTHY, Answer
+from nen_celery.web.answers import Answer
 from nen_celery.web.host import receive
+from nen_celery.web.verify import readiness
 
 SETTING = "NEN_CELERY"
+
+# nen_celery.E001 (NEN_CELERY set, this AppConfig not installed): registered here and by
+# init_celery, so `manage.py check` reports it whether or not the AppConfig is installed
+checks.register(system_check)
 
 
 def install_from_settings() -> None:
@@ -93,13 +106,19 @@ def webhook(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    return _json(HEALTHY)
+    return _json(readiness())
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition (nen_celery.runtime.metrics); protect it as you protect your admin URLs."""
-    body, content_type = metrics.render()
+    """Prometheus exposition (nen_celery.runtime.metrics), only with NEN_RECEIVER_METRICS (else
+    404); rendered on the scrape thread, waited for at most 5 s."""
+    if not metrics.public_on_receiver():
+        raise Http404("metrics are off (NEN_RECEIVER_METRICS)")
+    try:
+        body, content_type = metrics.render_apart(5.0)
+    except TimeoutError:
+        return HttpResponse("metrics timed out", status=503, content_type="text/plain")
     return HttpResponse(body, content_type=content_type)
 
 

@@ -5,6 +5,9 @@
     from nen_celery.web.fastapi import router
     app.include_router(router, prefix="/nen")     # POST /nen/webhooks/nen, GET /nen/healthz
 
+``GET /nen/metrics`` answers only with ``NEN_RECEIVER_METRICS=true`` (404 otherwise: it shows
+volumes and refusal counts); ``GET /nen/healthz`` is 503 ``not_ready`` while no secret is set.
+
 or mount the whole Starlette receiver: ``app.mount("/nen", nen_celery.web.asgi.create_app())``.
 Both run the very endpoint functions of ``nen_celery.web.asgi`` (same answers, same streamed
 size limit); settings come from the environment (``NEN_*``). The webhook is left out of the
@@ -23,15 +26,15 @@ with requires_extra("fastapi", __name__):
     from fastapi import APIRouter
 
 from nen_celery.web.asgi import healthz, webhook
-from nen_celery.web.metrics import metrics_endpoint
+from nen_celery.web.metrics import receiver_metrics
 
 
 def create_router() -> APIRouter:
-    """A fresh router with ``POST /webhooks/nen`` and ``GET /healthz``."""
+    """A fresh router with ``POST /webhooks/nen``, ``GET /healthz`` and the opt-in ``GET /metrics``."""
     router = APIRouter(tags=["nen-celery"])
     router.add_api_route("/webhooks/nen", webhook, methods=["POST"], include_in_schema=False)
     router.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
-    router.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/metrics", receiver_metrics, methods=["GET"], include_in_schema=False)
     return router
 
 

@@ -5,14 +5,18 @@
     app = Flask(__name__)
     app.config["NEN_WEBHOOK_SECRET"] = "..."     # any NEN_* setting; the rest from the environment
     nen = NenCelery(app)                          # or NenCelery() ... nen.init_app(app)
-    # POST /webhooks/nen and GET /healthz (url_prefix="/nen" moves them)
+    # POST /nen/webhooks/nen, GET /nen/healthz, /nen/metrics (url_prefix= moves them; None: the root)
 
 ``init_app`` installs the app's ``NEN_*`` config keys over the environment, process-wide
 (the settings are per process, shared with ``start_run`` and in-process workers): create the
 app before the worker reads its settings, and use one configured app per process. An unknown
 ``NEN_*`` key or an invalid value raises ``ConfigurationError`` naming it. The route is
 exempted from Flask-WTF's CSRF protection when that is installed. Answers are exactly the
-ASGI receiver's; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further.
+ASGI receiver's; the body is read up to ``NEN_WEBHOOK_MAX_BODY`` and no further, within
+``NEN_WEBHOOK_BODY_TIMEOUT`` (408 past it; checked between reads, see web/host.py: give your WSGI
+server a timeout too, docs/operations.md). ``GET .../healthz`` is 503 ``not_ready`` with the
+reason while no webhook secret is set; ``GET .../metrics`` answers only with
+``app.config["NEN_RECEIVER_METRICS"] = True`` (404 otherwise: it shows volumes and refusals).
 
 Logging is yours: the extension adds no handler, filter or formatter. To keep nen's secrets and
 URL queries out of your logs, add the redaction to your handlers::
@@ -26,12 +30,13 @@ from __future__ import annotations
 from nen_celery.extras import requires_extra
 
 with requires_extra("flask", __name__):
-    from flask import Blueprint, Flask, Response, jsonify, request
+    from flask import Blueprint, Flask, Response, abort, jsonify, request
 
 from nen_celery.runtime import metrics
 from nen_celery.settings import install_overrides
-from nen_celery.web.answers import HEALTHY, Answer
+from nen_celery.web.answers import Answer
 from nen_celery.web.host import receive
+from nen_celery.web.verify import readiness
 
 blueprint = Blueprint("nen_celery", __name__)
 
@@ -50,20 +55,26 @@ def webhook() -> tuple[Response, int]:
 
 @blueprint.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    return _json(HEALTHY)
+    return _json(readiness())
 
 
 @blueprint.get("/metrics")
 def metrics_endpoint() -> Response:
-    """Prometheus exposition (nen_celery.runtime.metrics)."""
-    body, content_type = metrics.render()
+    """Prometheus exposition (nen_celery.runtime.metrics), only with NEN_RECEIVER_METRICS (else
+    404); rendered on the scrape thread, waited for at most 5 s."""
+    if not metrics.public_on_receiver():
+        abort(404)
+    try:
+        body, content_type = metrics.render_apart(5.0)
+    except TimeoutError:
+        return Response("metrics timed out", status=503, content_type="text/plain")
     return Response(body, content_type=content_type)
 
 
 class NenCelery:
     """The Flask extension: ``NenCelery(app)`` or ``NenCelery()`` then ``init_app(app)``."""
 
-    def __init__(self, app: Flask | None = None, *, url_prefix: str | None = None) -> None:
+    def __init__(self, app: Flask | None = None, *, url_prefix: str | None = "/nen") -> None:
         self.url_prefix = url_prefix
         if app is not None:
             self.init_app(app)

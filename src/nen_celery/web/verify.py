@@ -2,7 +2,8 @@
 
 Kept apart from delivery because they are pure: nothing is read or written, so every adapter
 (and a test) can call ``check`` without Redis or a broker. A refusal is counted here, in
-``nen_webhooks``, the same way whichever adapter made it.
+``nen_webhooks`` and by reason in ``nen_webhook_refusals``, and logged (refusals.py), the same
+way whichever adapter made it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from nen_celery.domain import hints, signing
+from nen_celery.errors import ConfigurationError
 from nen_celery.lifecycle.webhook import parse_webhook
 from nen_celery.runtime import metrics
-from nen_celery.settings import Settings
-from nen_celery.web.answers import NOT_CONFIGURED, Answer
+from nen_celery.settings import Settings, get_settings
+from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, Answer
+from nen_celery.web.refusals import refused, shown
 
 log = logging.getLogger("nen_celery.web")
 
@@ -24,22 +27,36 @@ SIGNATURE_HEADER = "x-hmac-signature"
 
 
 def refused_early(answer: Answer) -> Answer:
-    """A refusal an adapter makes before ``check`` runs (settings, size): counted like the rest."""
+    """A refusal an adapter makes before ``check`` runs (settings, size, body deadline): counted
+    and logged like the rest."""
     if answer is NOT_CONFIGURED:
         # Never log the error text itself: a settings error may quote the values it was given.
-        log.error("webhook refused: the receiver's settings are invalid (see its start-up error)")
+        refused("not_configured", "the receiver's settings are invalid (see its start-up error)")
+    else:
+        refused(str(answer.body.get("error")), str(answer.body.get("message")))
     metrics.webhook_answered(answer.status_code, answer.body)
     return answer
 
 
-def run_hint(settings: Settings, query: str | bytes) -> tuple[tuple[str, int] | None, hints.Hint | None]:
-    """(run id, attempt) of the query's run hint if its token checks out (hints.py), else None;
+def readiness() -> Answer:
+    """``GET /healthz``: 200, or 503 with the reason when every webhook would be refused."""
+    try:
+        settings = get_settings()
+    except ConfigurationError:  # its text may quote values: not repeated here
+        return Answer(503, {"status": "not_ready", "reason": "invalid settings (see the start-up error)"})
+    if not settings.webhook_secrets:
+        return Answer(503, {"status": "not_ready", "reason": "NEN_WEBHOOK_SECRET is not set"})
+    return HEALTHY
+
+
+def run_hint(settings: Settings, query: str | bytes) -> tuple[hints.RunRef | None, hints.Hint | None]:
+    """The run attempt the query's hint names if its token checks out (hints.py), else None;
     and the refused hint (``hints.Hint``) when there was one whose token is missing or wrong."""
     hint = hints.hint_from_query(query, settings.webhook_run_param)
     if hint is None:
         return None, None
     if hints.verify(settings.hint_keys, hint):
-        return (hint.run_id, hint.attempt), None
+        return hints.RunRef(hint.run_id, hint.attempt, hint.nonce), None
     return None, hint
 
 
@@ -48,14 +65,32 @@ def verify_signature(settings: Settings, body: bytes, headers: Mapping[str, str]
 
     ``headers`` must have lower-case names. Raises ValueError for a malformed configured secret.
     """
+    refusal = signature_refusal(settings, body, headers, now)
+    return None if refusal is None else refusal[1]
+
+
+def signature_refusal(
+    settings: Settings, body: bytes, headers: Mapping[str, str], now: float
+) -> tuple[str, str] | None:
+    """None when the signature checks out, else (reason code, why): a sender's mistake named
+    precisely (no header, no ``sha256=`` prefix, stale timestamp), never a value it sent."""
     secrets = settings.webhook_secrets
     if settings.webhook_scheme == "standard":
-        return signing.verify_standard_webhook(
+        why = signing.verify_standard_webhook(
             secrets, body, headers, now=now, tolerance=settings.webhook_tolerance
         )
-    if signing.verify_webhook(secrets, body, headers.get(SIGNATURE_HEADER)):
+        if why is None:
+            return None
+        code = "stale_timestamp" if "tolerance" in why else "signature_missing" if "required" in why else ""
+        return code or "bad_signature", why
+    header = headers.get(SIGNATURE_HEADER)
+    if signing.verify_webhook(secrets, body, header):
         return None
-    return "X-Hmac-Signature missing or wrong"
+    if not header:
+        return "signature_missing", "X-Hmac-Signature header missing"
+    if not header.strip().lower().startswith(signing.WEBHOOK_SIGNATURE_PREFIX):
+        return "signature_prefix", "X-Hmac-Signature missing sha256= prefix"
+    return "bad_signature", "X-Hmac-Signature does not match the body under any configured secret"
 
 
 def check(
@@ -72,31 +107,42 @@ def check(
     return error, parsed
 
 
+def _refusal(reason: str, status: int, error: str, message: str, detail: str = "") -> Answer:
+    refused(reason, detail or message)
+    return Answer(status, {"error": error, "message": message})
+
+
 def _check(
     settings: Settings, body: bytes, headers: Mapping[str, str], now: float | None
 ) -> tuple[Answer | None, dict[str, Any]]:
     headers = {name.lower(): value for name, value in headers.items()}
 
     if len(body) > settings.webhook_max_body:
-        return Answer(
-            413, {"error": "body_too_large", "message": f"limit is {settings.webhook_max_body} bytes"}
+        message = f"limit is {settings.webhook_max_body} bytes"
+        return _refusal("body_too_large", 413, "body_too_large", message), {}
+    # no Content-Type is refused too (docs/security.md): Nen always sends application/json
+    declared = headers.get("content-type")
+    if declared is None or declared.split(";")[0].strip().lower() != "application/json":
+        detail = "no Content-Type" if declared is None else f"Content-Type {shown(declared)}"
+        return _refusal(
+            "unsupported_media_type", 415, "unsupported_media_type", "expected application/json", detail
         ), {}
-    content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        return Answer(415, {"error": "unsupported_media_type", "message": "expected application/json"}), {}
     if not settings.webhook_secrets:
-        log.error("webhook refused: NEN_WEBHOOK_SECRET is not set on the receiver")
-        return Answer(503, {"error": "not_configured", "message": "receiver has no webhook secret"}), {}
+        message = "receiver has no webhook secret"
+        return _refusal("no_secret", 503, "not_configured", message, "NEN_WEBHOOK_SECRET is not set"), {}
     try:
-        reason = verify_signature(settings, body, headers, time.time() if now is None else now)
+        refusal = signature_refusal(settings, body, headers, time.time() if now is None else now)
     except ValueError:
-        log.error("webhook refused: NEN_WEBHOOK_SECRET is not valid for NEN_WEBHOOK_SCHEME")
-        return Answer(503, {"error": "not_configured", "message": "receiver secret is invalid"}), {}
-    if reason is not None:
-        log.info("webhook refused (401): %s", reason)
-        return Answer(401, {"error": "invalid_signature", "message": reason}), {}
+        detail = "NEN_WEBHOOK_SECRET is not valid for NEN_WEBHOOK_SCHEME"
+        return _refusal("invalid_secret", 503, "not_configured", "receiver secret is invalid", detail), {}
+    if refusal is not None:
+        return _refusal(refusal[0], 401, "invalid_signature", refusal[1]), {}
     try:
-        parsed = parse_webhook(body)
+        return None, parse_webhook(body)
     except ValueError as exc:
-        return Answer(400, {"error": "invalid_body", "message": str(exc)}), {}
-    return None, parsed
+        message = str(exc)
+    except RecursionError:  # signed JSON nested deeper than the parser goes
+        message = "body is nested too deeply"
+    except Exception:  # any other failure on the sender's bytes is a 400, never a 500
+        message = "body could not be parsed"
+    return _refusal("invalid_body", 400, "invalid_body", message), {}

@@ -3,9 +3,10 @@
 -- KEYS: run hash, secure key, timers, the run's kept webhooks (hash)
 -- ARGV: message_id, status, now, payload ('' = none), source, retention, next check,
 --       keep ttl, max kept, sealed body, completion lease, holder ('' = do not claim), attempt,
---       workflow_id (the body's), claimed ('1': the caller holds the messageId index for this run)
+--       workflow_id (the body's), claimed ('1': the caller holds the messageId index for this run),
+--       nonce (the hint's: '' in URLs made before records had one)
 -- Returns {verdict, status, completion[, record]}: applied | noop | late | parked | unbound |
--- mismatch | stale | missing | foreign | full (late: Nen's word on a run that ended submit_failed
+-- mismatch | stale | reused | missing | foreign | full (late: Nen's word on a run that ended submit_failed
 -- as "may have started": recorded in fields of its own, the end and its callback kept as they are) (stale: a webhook of an attempt before the run was redriven;
 -- unbound: the run is `unknown` and this webhook may bind it once the caller claimed its
 -- messageId in the index, which lives on another slot: RunStore.ingest does, then calls again).
@@ -17,6 +18,9 @@
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'missing', '', ''} end
 if (redis.call('HGET', key, 'redrives') or '0') ~= ARGV[13] then return {'stale', '', ''} end
+-- reused: the URL was made for another record of this run id (hints.py): the caller looks the
+-- messageId up instead
+if (redis.call('HGET', key, 'nonce') or '') ~= ARGV[16] then return {'reused', '', ''} end
 local now = ARGV[3]
 local bound = redis.call('HGET', key, 'message_id') or ''
 local late = may_have_started_late(key)

@@ -105,6 +105,14 @@ def test_a_refused_run_id_is_invalid_params_naming_it(unchanged: None) -> None:
     refused("run_id", run_id=42)
 
 
+def test_a_run_id_that_names_another_runs_key_is_refused(unchanged: None) -> None:
+    """Issue 29 finding 1: ``X:secure`` was accepted, and its record overwrote run X's sealed
+    secure params when both ids fell in one shard (tried on c89bfbc)."""
+    for bad in ("X:secure", "X:kept", "X:callback:0:done", "X:callback:1:lease"):
+        error = refused("run_id", run_id=bad)
+        assert "'secure', 'kept', 'callback'" in str(error)
+
+
 def test_lone_surrogate_in_callback_arguments_is_refused(unchanged: None) -> None:
     refused("on_failure", on_failure=record.s(tag=LONE))
 

@@ -54,7 +54,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+from nen_celery.domain.run_ids import valid_run_id
+
 PARAM_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOKEN_BYTES = 16  # 128 bits
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 bytes in unpadded base64url
@@ -152,7 +153,7 @@ def hint_from_query(query: str | bytes, param: str) -> Hint | None:
     if len(values) != 1:
         return None
     parts = values[0].split("~")
-    if len(parts) > 4 or not RUN_ID_RE.match(parts[0]):
+    if len(parts) > 4 or not valid_run_id(parts[0]):
         return None
     if len(parts) == 1:
         return Hint(parts[0], 0, "")

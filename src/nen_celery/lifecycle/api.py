@@ -10,9 +10,9 @@ from typing import Any
 
 from celery.canvas import Signature
 
-from nen_celery.domain.hints import RUN_ID_RE
 from nen_celery.domain.models import Run
 from nen_celery.domain.params import utf8_problem, validate_params
+from nen_celery.domain.run_ids import RULE, valid_run_id
 from nen_celery.errors import ConfigurationError, InvalidCallback, InvalidParams
 from nen_celery.lifecycle.callback_args import check_callback_args
 from nen_celery.runtime import metrics
@@ -101,12 +101,12 @@ def start_run(
     failure_sig = _signature_dict("on_failure", on_failure)
     if run_id is None:
         run_id = str(uuid.uuid4())
-    elif not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+    elif not isinstance(run_id, str) or not valid_run_id(run_id):
         if not isinstance(run_id, str):
             shown = f"of type {type(run_id).__name__}"
         else:  # repr: ASCII-safe even for a lone surrogate
             shown = repr(run_id) if len(run_id) <= 128 else f"of {len(run_id)} characters"
-        raise InvalidParams([("run_id", f"{shown} must be 1-128 characters of A-Z a-z 0-9 . _ : -")])
+        raise InvalidParams([("run_id", f"{shown} {RULE}")])
 
     ctx = get_context()
     sealed: str | None = None

@@ -55,6 +55,9 @@ def sweep(task: Task) -> dict[str, int]:
     return dict(counts)
 
 
+# a timer whose run record cannot be read or acted on (counted in nen_reconcile_total)
+BAD_ENTRY = "bad_entry"
+BAD_ENTRY_RECHECK = 3600.0
 # what a sweep counts without having done anything for a run
 QUIET_ACTIONS = frozenset({reconcile.WAIT, reconcile.DROP, f"parked_{reconcile.WAIT}"})
 
@@ -65,9 +68,22 @@ def _sweep_runs(store: RunStore, settings: Settings, now: float, counts: Counter
     timers: dict[str, float] = {}
     drop: list[str] = []
     for run_id, data in zip(run_ids, store.raw_many(run_ids), strict=True):
-        decision = reconcile.decide(data, now, settings)
+        if data is None:  # another type under its key (logged by the store): nothing to watch
+            counts[BAD_ENTRY] += 1
+            drop.append(run_id)
+            continue
+        try:
+            decision = reconcile.decide(data, now, settings)
+            _act(run_id, data, decision.action)
+        except (ValueError, KeyError, TypeError) as exc:
+            # one damaged record never stops the sweep: counted, logged, looked at again in an
+            # hour (not dropped: a record ours could not read is still a run), and the rest go
+            # on; a Redis error still fails the whole tick
+            log.error("reconcile: skipped run %s (%s: %s); next look in 1 h", run_id, type(exc).__name__, exc)
+            counts[BAD_ENTRY] += 1
+            timers[run_id] = now + BAD_ENTRY_RECHECK
+            continue
         counts[decision.action] += 1
-        _act(run_id, data, decision.action)
         if decision.action == reconcile.DROP:
             drop.append(run_id)
         elif decision.next_check is not None:

@@ -42,6 +42,8 @@ class KeyLayout:
     def run_key(self, run_id: str) -> str:
         return f"{self.prefix}:run:{{{self.shard(run_id)}}}:{run_id}"
 
+    # Every other key of a run is <run key>:<suffix>, the suffix's first word one of the words a
+    # run id may not hold as a part (domain/run_ids.py), so no run id reaches another run's keys.
     def secure_key(self, run_id: str) -> str:
         return f"{self.run_key(run_id)}:secure"
 

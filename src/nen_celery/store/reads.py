@@ -4,21 +4,41 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 from typing import Any, cast
+
+import redis
 
 from nen_celery.domain.models import Run
 from nen_celery.store.core import StoreCore
+
+log = logging.getLogger("nen_celery.store")
 
 
 class Reads(StoreCore):
     def raw(self, run_id: str) -> dict[str, str]:
         return cast("dict[str, str]", self.redis.hgetall(self.run_key(run_id)))
 
-    def raw_many(self, run_ids: list[str]) -> list[dict[str, str]]:
+    def raw_many(self, run_ids: list[str]) -> list[dict[str, str] | None]:
+        """Each run's record; None for a key that holds no run record (a foreign or damaged
+        entry: another type under the run's key), logged with its key, so one bad entry never
+        fails the batch. Any other Redis error raises."""
+        return self._records(run_ids)
+
+    def _records(self, run_ids: list[str]) -> list[dict[str, str] | None]:
         pipe = self.redis.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hgetall(self.run_key(rid))
-        return list(pipe.execute())
+        records: list[dict[str, str] | None] = []
+        for rid, got in zip(run_ids, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(got, redis.ResponseError) and str(got).startswith("WRONGTYPE"):
+                log.error("run store: %s holds no run record (%s): skipped", self.run_key(rid), got)
+                records.append(None)
+            elif isinstance(got, Exception):
+                raise got
+            else:
+                records.append(got)
+        return records
 
     def get(self, run_id: str) -> Run | None:
         data = self.raw(run_id)
@@ -48,20 +68,27 @@ class Reads(StoreCore):
             if not ids:
                 break
             offset += batch
-            pipe = self.redis.pipeline(transaction=False)
-            for rid in ids:
-                pipe.hgetall(self.run_key(str(rid)))
-            for data in pipe.execute():
+            for rid, data in zip(ids, self._records(ids), strict=True):
                 if not data:
                     continue
                 if status and data.get("status") != status:
                     continue
                 if workflow_id and data.get("workflow_id") != workflow_id:
                     continue
-                runs.append(self.to_run(data))
+                run = self._readable(rid, data)
+                if run is not None:
+                    runs.append(run)
                 if len(runs) >= limit:
                     break
         return runs
+
+    def _readable(self, run_id: str, data: dict[str, str]) -> Run | None:
+        """The record as a Run, or None (logged with its key) when it cannot be read as one."""
+        try:
+            return self.to_run(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("run store: %s is not a readable run record (%s): skipped", self.run_key(run_id), exc)
+            return None
 
 
 def callbacks(data: dict[str, str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -450,3 +450,27 @@ def test_finding_5_through_the_receiver_the_old_webhook_is_looked_up_by_messagei
         assert store.run_for_message(first) is None
     finally:
         _forget(store, run_id, first)
+
+
+@pytest.mark.integration
+def test_a_redrive_with_a_fresh_key_drops_the_webhooks_kept_for_the_old_attempt(store: Any) -> None:
+    """They name the old attempt's messageIds: a fresh Idempotency-Key gets another from Nen.
+    A forced redrive of a run that may have started keeps its key, and the kept webhooks with it
+    (a deduplicating Nen answers the old messageId, whose webhooks then apply)."""
+    for maybe_started in (False, True):
+        run_id = f"kept-{uuid.uuid4()}"
+        assert store.create(run_id, WF, {"A": 1}, None, None, None)
+        body, raw = _webhook(f"m-{uuid.uuid4()}", "success")
+        assert store.ingest(run_ref(store, run_id), body, raw, source="webhook")[0] == "parked"
+        if maybe_started:
+            assert store.apply(run_id, "unknown", source="submit:ambiguous")[0] == "applied"
+            assert store.apply(run_id, "submit_failed", source="reconcile:unknown_timeout")[0] == "applied"
+        else:
+            assert store.apply(run_id, "rejected", source="nen:422", expect="queued")[0] == "applied"
+        try:
+            assert store.redrive(run_id, force=maybe_started)[0] == "ok"
+            kept = store.redis.hlen(store.run_parked_key(run_id))
+            assert kept == (1 if maybe_started else 0), maybe_started
+        finally:
+            _forget(store, run_id)
+            store.redis.delete(store.run_parked_key(run_id))

@@ -176,7 +176,7 @@ class RedriveArgs(Script):
 
     def keys(self, layout: KeyLayout) -> list[str]:
         rid = self.run_id
-        return [layout.run_key(rid), layout.secure_key(rid), layout.timers_key(rid)]
+        return layout.run_keys(rid)
 
 
 # -- binding Nen's messageId and taking webhooks in ----------------------------------------------

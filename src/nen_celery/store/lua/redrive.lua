@@ -1,4 +1,4 @@
--- KEYS: run hash, secure key, timers
+-- KEYS: run hash, secure key, timers, the run's kept webhooks (hash)
 -- ARGV: now, next check, force ('1' or '0')
 -- Operator action: start a new attempt of a run Nen never ran (rejected / submit_failed /
 -- unknown), keeping its history. Returns {verdict, detail}; 'ok' also carries the messageId
@@ -20,7 +20,12 @@ local n = redis.call('HINCRBY', key, 'redrives', 1)
 local run_id = redis.call('HGET', key, 'run_id')
 -- may have started: Nen may hold the first POST, so keep its key (a deduplicating Nen returns
 -- it); otherwise a fresh key, so a cached refusal is not replayed
-if not maybe_started then redis.call('HSET', key, 'idem_key', run_id .. '.' .. n) end
+-- (and the webhooks kept for the old attempt's messageIds go: a fresh key gets a fresh messageId;
+-- with the same key a deduplicating Nen answers the old messageId, whose kept webhooks then apply)
+if not maybe_started then
+  redis.call('HSET', key, 'idem_key', run_id .. '.' .. n)
+  redis.call('DEL', KEYS[4])
+end
 local err = redis.call('HGET', key, 'error')
 if err and err ~= '' then
   local prev = redis.call('HGET', key, 'previous_errors')

@@ -1,0 +1,100 @@
+"""The docs stay true: each reference table is held to the code it describes, each test the
+guarantees page names exists and carries the marker that selects it, and the module names in
+comments exist. How and why: docs/architecture.md, "How we keep the docs true"."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.docs_truth import (
+    DOCS,
+    ROOT,
+    default_problem,
+    layout_patterns,
+    read,
+    setting_rows,
+    table_rows,
+)
+
+README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+@pytest.mark.parametrize("page", [README, OPERATIONS], ids=lambda p: p.name)
+def test_the_settings_tables_show_each_default_and_bound_as_the_code_has_them(page: object) -> None:
+    expected = setting_rows()
+    problems = []
+    rows = table_rows(read(page), "| variable | default | bounds | meaning |")  # type: ignore[arg-type]
+    assert rows, f"{page}: no settings table"
+    for row in rows:
+        variable = row[0].strip("`")
+        if variable not in expected:
+            problems.append(f"{variable}: in the table, not a setting")
+            continue
+        default, bounds = expected[variable]
+        problems.append(default_problem(variable, row[1], default) or "")
+        if row[2] != bounds:
+            problems.append(f"{variable}: bounds {row[2]!r}, the code has {bounds!r}")
+    if page == README:
+        listed = {row[0].strip("`") for row in rows}
+        problems += [f"{name}: a setting the table lacks" for name in expected if name not in listed]
+    assert [p for p in problems if p] == []
+
+
+def test_the_settings_table_fails_on_a_changed_default_or_bound() -> None:
+    """The check above can fail: a row as it would read after a change in Settings."""
+    assert default_problem("NEN_RECONCILE_INTERVAL", "`10`", "15") is not None
+    rows = table_rows(read(README), "| variable | default | bounds | meaning |")
+    bounds = {row[0].strip("`"): row[2] for row in rows}
+    assert bounds["NEN_CALLBACK_LEASE"] == setting_rows()["NEN_CALLBACK_LEASE"][1] == "> 0, ≤ 120"
+
+
+def test_module_names_in_the_settings_comments_exist() -> None:
+    source = read(ROOT / "src" / "nen_celery" / "settings.py")
+    named = set(re.findall(r"[\w/]+\.py\b", source))
+    package = ROOT / "src" / "nen_celery"
+    assert named and sorted(n for n in named if not (package / n).is_file()) == []
+
+
+def test_every_page_links_to_files_that_exist() -> None:
+    """Paths to the repository's own files in links and code spans (src/, tests/, bench/, ...)."""
+    missing = []
+    for page in DOCS:
+        for path in re.findall(r"`((?:src|tests|bench|scripts|examples|constraints)/[\w./-]+)`", read(page)):
+            target = path.split("::")[0].rstrip(".")
+            if not (ROOT / target).exists():
+                missing.append(f"{page.name}: {path}")
+    assert missing == []
+
+
+def test_the_key_table_is_the_key_layout() -> None:
+    """docs/operations.md's key table names exactly the keys store/keys.py builds."""
+    rows = table_rows(read(OPERATIONS), "| key | type | slot (hash tag) | what |")
+    documented = {row[0].strip("`") for row in rows}
+    assert documented == layout_patterns()
+
+
+def test_keys_built_outside_the_layout_are_the_layouts() -> None:
+    """Only store/keys.py spells key names; nen/ratelimit.py (a layer that may not import
+    store) and the demo's own key are the exceptions, and the limiter's is the layout's."""
+    from nen_celery.nen.ratelimit import RateLimiter
+    from nen_celery.settings import Settings
+    from nen_celery.store.keys import KeyLayout
+
+    package = ROOT / "src" / "nen_celery"
+    spelled = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "key_prefix}:" in read(path)
+    )
+    assert spelled == ["nen/ratelimit.py", "ops/demo_tasks.py"]
+
+    class Client:
+        def register_script(self, source: str) -> object:
+            return source
+
+    settings = Settings(rate_limit=1, key_prefix="PFX")
+    limiter = RateLimiter.from_settings(Client(), settings)  # type: ignore[arg-type]
+    assert limiter.key == KeyLayout("PFX", 16).ratelimit_key

@@ -71,7 +71,8 @@ def render_default(name: str, field: FieldInfo) -> str | None:
 
 def render_bounds(field: FieldInfo) -> str:
     """The bounds cell: the numeric bounds (> 0, ≤ 60), or the choices of a Literal."""
-    choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
+    literal = typing.get_origin(field.annotation) is typing.Literal
+    choices = typing.get_args(field.annotation) if literal else ()
     if choices:
         return ", ".join(f"`{c}`" for c in choices)
     parts = []

@@ -112,13 +112,15 @@ CONTINUED = re.compile(r"`(::\w+(?:\[[^\]]+\])?|\.\.\.\[[^\]]+\])`")
 
 
 def fault_table_refs(text: str) -> list[tuple[str, str]]:
-    """(selecting marker, node id) for every test the fault table names, in its last column:
-    ``test_x.py::name[param]``, ``...[param]`` (the row above's test), ``::name`` (its file)."""
+    """(selecting marker, node id) for every test the fault table names in its third column:
+    ``test_x.py::name[param]``, ``...[param]`` (the row above's test), ``::name`` (its file).
+    The last column gives the marker, or one per test named, in order."""
     refs: list[tuple[str, str]] = []
     last_file, last_name = "", ""
     for row in table_rows(text, "| fault | what happens | test |"):
-        marker, cell = row[3], row[2]
-        for match in re.finditer(rf"{TEST_REF.pattern}|{CONTINUED.pattern}", cell):
+        markers, cell = [m.strip(" `") for m in row[3].split(",")], row[2]
+        for number, match in enumerate(re.finditer(rf"{TEST_REF.pattern}|{CONTINUED.pattern}", cell)):
+            marker = markers[min(number, len(markers) - 1)]
             if match.group(1):
                 last_file = match.group(1)
                 tail = match.group(2)
@@ -129,7 +131,7 @@ def fault_table_refs(text: str) -> list[tuple[str, str]]:
                 node = f"tests/{last_file}{match.group(3)}"
             else:
                 node = f"tests/{last_file}::{last_name}{match.group(3)[3:]}"
-            refs.append((marker.strip("`"), node))
+            refs.append((marker, node))
     return refs
 
 
@@ -144,12 +146,11 @@ def markers_of(node_id: str) -> set[str]:
 
     path, _, name = node_id.partition("::")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    marks: list[Any] = list(getattr(module, "pytestmark", []) or [])
-    if not isinstance(marks, list):
-        marks = [marks]
+    declared: Any = getattr(module, "pytestmark", [])
+    marks: list[Any] = list(declared) if isinstance(declared, list) else [declared]
     function = getattr(module, name.split("[")[0], None)
     marks += list(getattr(function, "pytestmark", []))
-    return {mark.name for mark in marks}
+    return {mark.name for mark in marks} - {"parametrize", "timeout"}
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -188,3 +189,29 @@ def layout_patterns() -> set[str]:
             key = key.replace(sample, placeholder)
         patterns.add(key)
     return patterns
+
+
+def missing_test(node_id: str) -> str | None:
+    """Why ``tests/test_x.py[::name[param]]`` names no test (``*`` in the name is a glob)."""
+    import fnmatch
+    import importlib
+
+    path, _, rest = node_id.partition("::")
+    if not (ROOT / path).is_file():
+        return f"{node_id}: no such file"
+    if not rest:
+        return None
+    name, _, param = rest.partition("[")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    names = [n for n in vars(module) if n.startswith("test_") and fnmatch.fnmatch(n, name)]
+    if not names:
+        return f"{node_id}: no such test"
+    if param:
+        ids: set[str] = set()
+        for mark in getattr(getattr(module, names[0]), "pytestmark", []):
+            if mark.name == "parametrize":
+                given = mark.kwargs.get("ids")
+                ids |= {str(i) for i in given} if isinstance(given, list) else {str(v) for v in mark.args[1]}
+        if param.rstrip("]") not in ids:
+            return f"{node_id}: no such parameter"
+    return None

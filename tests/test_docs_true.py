@@ -12,7 +12,11 @@ from tests.docs_truth import (
     DOCS,
     ROOT,
     default_problem,
+    fault_table_refs,
     layout_patterns,
+    markers_of,
+    missing_test,
+    page_refs,
     read,
     setting_rows,
     table_rows,
@@ -98,3 +102,35 @@ def test_keys_built_outside_the_layout_are_the_layouts() -> None:
     settings = Settings(rate_limit=1, key_prefix="PFX")
     limiter = RateLimiter.from_settings(Client(), settings)  # type: ignore[arg-type]
     assert limiter.key == KeyLayout("PFX", 16).ratelimit_key
+
+
+GUARANTEES = ROOT / "docs" / "guarantees.md"
+
+
+def test_every_test_the_fault_table_names_exists_and_carries_its_marker() -> None:
+    refs = fault_table_refs(read(GUARANTEES))
+    assert len(refs) >= 40
+    problems = []
+    for markers, node in refs:
+        problems.append(missing_test(node) or "")
+        if problems[-1]:
+            continue
+        marks = markers_of(node)
+        if "slow" in marks:
+            problems.append(f"{node}: marked slow, so make test does not run it")
+        if markers not in marks:
+            problems.append(f"{node}: the page says -m {markers}, the test has {sorted(marks)}")
+    assert [p for p in problems if p] == []
+
+
+def test_every_test_a_page_names_exists() -> None:
+    problems = [missing_test(node) for page in DOCS for node in page_refs(read(page))]
+    assert [p for p in problems if p] == []
+
+
+def test_the_reference_check_can_fail() -> None:
+    assert missing_test("tests/test_faults.py::test_no_such_thing") is not None
+    assert missing_test("tests/test_faults.py::test_pool_process_killed_at_each_point_finishes_the_run_once[x]")
+    assert markers_of("tests/test_lifecycle.py::test_duplicate_and_out_of_order_webhooks_fire_one_callback") == {
+        "integration"
+    }

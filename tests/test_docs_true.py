@@ -5,6 +5,7 @@ comments exist. How and why: docs/architecture.md, "How we keep the docs true"."
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ from tests.docs_truth import (
     setting_rows,
     table_rows,
 )
+
+if TYPE_CHECKING:
+    from tests.conftest import Stack
 
 README = ROOT / "README.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -129,8 +133,44 @@ def test_every_test_a_page_names_exists() -> None:
 
 
 def test_the_reference_check_can_fail() -> None:
+    killed = "tests/test_faults.py::test_pool_process_killed_at_each_point_finishes_the_run_once"
     assert missing_test("tests/test_faults.py::test_no_such_thing") is not None
-    assert missing_test("tests/test_faults.py::test_pool_process_killed_at_each_point_finishes_the_run_once[x]")
-    assert markers_of("tests/test_lifecycle.py::test_duplicate_and_out_of_order_webhooks_fire_one_callback") == {
-        "integration"
-    }
+    assert missing_test(f"{killed}[x]") is not None and missing_test(f"{killed}[submit:before_post]") is None
+    duplicates = "tests/test_lifecycle.py::test_duplicate_and_out_of_order_webhooks_fire_one_callback"
+    assert markers_of(duplicates) == {"integration"}
+
+
+WF = "12345678-1234-1234-1234-123456789abc"
+
+
+@pytest.mark.integration
+def test_the_exit_code_table_is_the_commands(stack: Stack) -> None:
+    """docs/operations.md's exit codes are ops/exit_codes.py's, and the command exits with each."""
+    import httpx
+    from click.testing import CliRunner
+
+    from nen_celery import start_run
+    from nen_celery.ops.cli import main
+    from nen_celery.ops.exit_codes import MEANINGS
+
+    rows = table_rows(read(OPERATIONS), "| exit code | meaning |")
+    assert {int(row[0]): row[1] for row in rows} == MEANINGS
+
+    def code(*argv: str) -> int:
+        return CliRunner().invoke(main, list(argv), catch_exceptions=False).exit_code
+
+    done = start_run(WF, {"A": "1"})
+    done.wait(timeout=30)
+    refused = httpx.post(f"{stack.sim.url}/_sim/config", json={"post_errors": [{"status": 400}]}, timeout=5)
+    assert refused.status_code == 200
+    cases = [
+        (0, ("status", done.run_id, "--json")),
+        (1, ("start", WF, "--param", "A=1", "--wait", "--timeout", "30", "--json")),  # Nen's 400
+        (2, ("start", "not-a-uuid")),  # invalid params
+        (2, ("start", WF, "--param", "no-value")),  # a usage error
+        (2, ("--app", "no_such_module_of_ours", "status", done.run_id)),
+        (3, ("status", "no-such-run")),
+        (3, ("runs", "redrive", "no-such-run")),
+    ]
+    assert [(expected, code(*argv)) for expected, argv in cases] == [(e, e) for e, _ in cases]
+    assert {expected for expected, _ in cases} == set(MEANINGS)

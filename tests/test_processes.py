@@ -192,9 +192,9 @@ def test_cli_exit_codes(deployed: dict[str, str]) -> None:
     assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
     assert cli(deployed, "status", "no-such-run").returncode == 3
     bad = cli(deployed, "start", "not-a-uuid")
-    assert bad.returncode != 0 and "workflow_id" in bad.stderr
+    assert bad.returncode == 2 and "workflow_id" in bad.stderr
     secure_without_key = cli({**deployed, "NEN_SECRETS_KEY": ""}, "start", WF, "--secure-param", "p=x")
-    assert secure_without_key.returncode != 0 and "NEN_SECRETS_KEY" in secure_without_key.stderr
+    assert secure_without_key.returncode == 2 and "NEN_SECRETS_KEY" in secure_without_key.stderr
 
 
 def _receiver(tmp_path: Path, **settings: str) -> tuple[Procs, str]:

@@ -215,3 +215,28 @@ def missing_test(node_id: str) -> str | None:
         if param.rstrip("]") not in ids:
             return f"{node_id}: no such parameter"
     return None
+
+
+# -- figures and the runs they cite ---------------------------------------------------------
+CITED_RUN = re.compile(r"\brun (\d{4}-\d\d-\d\d) (\d\d:\d\d)\b|\brun (\d\d:\d\d)\)")
+
+
+def recorded_runs() -> set[str]:
+    """``YYYY-MM-DD HH:MM`` of every run bench/results.md records: a heading's date and time, or
+    a section's date with a ``(HH:MM UTC)`` in its text."""
+    runs: set[str] = set()
+    date = ""
+    for line in read(ROOT / "bench" / "results.md").splitlines():
+        heading = re.match(r"#+ (\d{4}-\d\d-\d\d)(?: (\d\d:\d\d))?", line)
+        if heading:
+            date = heading.group(1)
+            if heading.group(2):
+                runs.add(f"{date} {heading.group(2)}")
+        elif date:
+            runs |= {f"{date} {t}" for t in re.findall(r"\((\d\d:\d\d) UTC\)", line)}
+    return runs
+
+
+def cited_runs(text: str) -> list[str]:
+    """Every ``run YYYY-MM-DD HH:MM`` a page cites."""
+    return [f"{m.group(1)} {m.group(2)}" for m in CITED_RUN.finditer(text) if m.group(1)]

@@ -12,6 +12,7 @@ import pytest
 from tests.docs_truth import (
     DOCS,
     ROOT,
+    cited_runs,
     default_problem,
     fault_table_refs,
     layout_patterns,
@@ -19,6 +20,7 @@ from tests.docs_truth import (
     missing_test,
     page_refs,
     read,
+    recorded_runs,
     setting_rows,
     table_rows,
 )
@@ -174,3 +176,12 @@ def test_the_exit_code_table_is_the_commands(stack: Stack) -> None:
     ]
     assert [(expected, code(*argv)) for expected, argv in cases] == [(e, e) for e, _ in cases]
     assert {expected for expected, _ in cases} == set(MEANINGS)
+
+
+def test_every_run_a_page_cites_is_recorded_in_the_bench_results() -> None:
+    """A figure cites its run as ``run YYYY-MM-DD HH:MM``; that run must be in bench/results.md."""
+    recorded = recorded_runs()
+    cited = {f"{page.name}: {run}" for page in DOCS for run in cited_runs(read(page))}
+    assert len(cited) >= 5
+    assert sorted(c for c in cited if c.split(": ")[1] not in recorded) == []
+    assert "2026-11-29 08:53" in recorded and "2026-11-29 08:54" not in recorded

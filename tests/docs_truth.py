@@ -153,10 +153,6 @@ def markers_of(node_id: str) -> set[str]:
     return {mark.name for mark in marks} - {"parametrize", "timeout"}
 
 
-if __name__ == "__main__":  # pragma: no cover
-    for variable, (default, bounds) in setting_rows().items():
-        print(f"| `{variable}` | {'`' + default + '`' if default else 'unset'} | {bounds} | ... |")
-
 
 # -- the Redis key layout ----------------------------------------------------------------------
 SAMPLE = {"run_id": "RUN-1", "message_id": "MSG-1", "attempt": "7", "name": "NAME-1"}
@@ -240,3 +236,8 @@ def recorded_runs() -> set[str]:
 def cited_runs(text: str) -> list[str]:
     """Every ``run YYYY-MM-DD HH:MM`` a page cites."""
     return [f"{m.group(1)} {m.group(2)}" for m in CITED_RUN.finditer(text) if m.group(1)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    for variable, (default, bounds) in setting_rows().items():
+        print(f"| `{variable}` | {'`' + default + '`' if default else 'unset'} | {bounds} | ... |")

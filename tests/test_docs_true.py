@@ -185,3 +185,20 @@ def test_every_run_a_page_cites_is_recorded_in_the_bench_results() -> None:
     assert len(cited) >= 5
     assert sorted(c for c in cited if c.split(": ")[1] not in recorded) == []
     assert "2026-11-29 08:53" in recorded and "2026-11-29 08:54" not in recorded
+
+
+def test_no_countdown_exceeds_60_s_the_callback_lease_is_bounded() -> None:
+    """A copy of a callback waiting on the lease comes back in half of NEN_CALLBACK_LEASE: the
+    setting stops at 120 s, so that countdown stays within the 60 s every other one keeps."""
+    from pydantic import ValidationError
+
+    from nen_celery.nen.ratelimit import MAX_COUNTDOWN
+    from nen_celery.settings import Settings
+
+    with pytest.raises(ValidationError, match="callback_lease"):
+        Settings(callback_lease=121)
+    bounded = {"callback_lease": 2, "reschedule_delay": 1, "completion_lease": 1}
+    longest = {name: Settings.model_fields[name].metadata[-1].le / half for name, half in bounded.items()}
+    assert longest == {"callback_lease": 60, "reschedule_delay": 60, "completion_lease": 60} == {
+        name: MAX_COUNTDOWN for name in bounded
+    }

@@ -298,6 +298,16 @@ def _rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
 
 
+def rabbitmq_restart() -> None:
+    """``rabbitmqctl stop_app`` then ``start_app``: the whole local broker restarts, every vhost
+    with it (only for tests marked ``faults``); returns once it is up again, and always starts it."""
+    try:
+        _rabbitmqctl("stop_app")
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+
+
 @contextmanager
 def rabbitmq_vhost() -> Iterator[str]:
     """A private vhost for this test run (deleted after), so parallel runs never share queues

@@ -30,6 +30,8 @@ from tests.callbacks import calls, record
 from tests.conftest import Stack, env
 from tests.helpers import snapshot, wait_for
 
+pytestmark = pytest.mark.integration
+
 WF = "12345678-1234-1234-1234-123456789abc"
 LONE = "\ud800"  # a lone surrogate: a valid Python str that has no UTF-8 encoding
 

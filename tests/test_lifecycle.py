@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,15 +236,28 @@ def test_healthz(stack: Stack) -> None:
     assert httpx.get(stack.receiver_url + "/healthz").json() == {"status": "ok"}
 
 
-def test_nen_unreachable_ends_submit_failed_after_bounded_reschedules(stack: Stack) -> None:
-    with env(NEN_API_URL=f"http://127.0.0.1:{free_port()}", NEN_SUBMIT_DEADLINE="0.3"):
+def test_nen_unreachable_ends_submit_failed_after_bounded_reschedules(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with (
+        caplog.at_level(logging.WARNING, logger="nen_celery"),
+        env(NEN_API_URL=unreachable, NEN_SUBMIT_DEADLINE="0.3", NEN_SUBMIT_RESCHEDULES="2"),
+    ):
         handle = start(params={})
         run = handle.wait(timeout=30)
         (call,) = wait_callbacks(handle.run_id)
     assert run.status == "submit_failed"
     assert run.error is not None and "ConnectError" in run.error["message"]
-    assert run.attempts >= 2  # in-task retries, then one re-schedule through Celery
+    assert run.attempts >= 3  # in-task retries in each of the three executions
     assert call["tag"] == "failure" and call["run"]["status"] == "submit_failed"
+    # Exactly NEN_SUBMIT_RESCHEDULES re-schedules through Celery, then the end: no more, no fewer.
+    rescheduled = [
+        r.getMessage().rsplit("(", 1)[1]
+        for r in caplog.records
+        if handle.run_id in r.getMessage() and "re-scheduling" in r.getMessage()
+    ]
+    assert rescheduled == ["1/2)", "2/2)"]
 
 
 def test_same_run_id_is_idempotent_and_conflicts_are_refused(stack: Stack) -> None:

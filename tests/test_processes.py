@@ -24,6 +24,7 @@ from nen_celery.domain.signing import webhook_signature
 from nen_celery.worker import INGEST_QUEUE
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, TEST_REDIS_URL
 from tests.helpers import free_port, wait_for
+from tests.own_redis import OwnRedis
 
 pytestmark = pytest.mark.integration
 
@@ -192,9 +193,9 @@ def test_cli_exit_codes(deployed: dict[str, str]) -> None:
     assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
     assert cli(deployed, "status", "no-such-run").returncode == 3
     bad = cli(deployed, "start", "not-a-uuid")
-    assert bad.returncode != 0 and "workflow_id" in bad.stderr
+    assert bad.returncode == 2 and "workflow_id" in bad.stderr
     secure_without_key = cli({**deployed, "NEN_SECRETS_KEY": ""}, "start", WF, "--secure-param", "p=x")
-    assert secure_without_key.returncode != 0 and "NEN_SECRETS_KEY" in secure_without_key.stderr
+    assert secure_without_key.returncode == 2 and "NEN_SECRETS_KEY" in secure_without_key.stderr
 
 
 def _receiver(tmp_path: Path, **settings: str) -> tuple[Procs, str]:
@@ -239,6 +240,32 @@ def test_receiver_answers_503_when_the_broker_is_down(tmp_path: Path) -> None:
             assert response.json()["error"] == "unavailable"
     finally:
         procs.stop()
+
+
+def test_receiver_answers_503_while_its_redis_restarts(tmp_path: Path) -> None:
+    """One Redis (AOF) as run store and broker, stopped and started again under a running
+    receiver: 2xx before; while it is down, 503 on both paths within Nen's 5 s (Nen redelivers);
+    2xx again once it is back, without restarting the receiver."""
+    with OwnRedis(tmp_path / "redis", "--appendonly", "yes") as server:
+        procs, url = _receiver(tmp_path, NEN_REDIS_URL=server.url(), NEN_BROKER_URL=server.url())
+        try:
+            body, headers = _signed_webhook("success")
+
+            def answers() -> list[int]:  # hinted (pushed at once), then looked up by messageId
+                return [
+                    httpx.post(url + query, content=body, headers=headers, timeout=5).status_code
+                    for query in (SOME_RUN, "")
+                ]
+
+            assert answers() == [200, 202], procs.logs()  # queued; parked (m-1 is no run's)
+            server.stop()
+            assert answers() == [503, 503], procs.logs()
+            assert answers() == [503, 503], procs.logs()
+            server.start()
+            wait_for(lambda: answers() == [200, 202], 30, "2xx once Redis is back")
+            assert server.client().llen(INGEST_QUEUE) >= 2  # the messages are on the broker
+        finally:
+            procs.stop()
 
 
 def test_receiver_queues_a_processing_webhook_when_its_run_store_is_down(tmp_path: Path) -> None:

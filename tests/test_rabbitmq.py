@@ -21,12 +21,15 @@ from nen_celery.simulator.config import PlannedError
 from tests.cluster import (
     QUEUES,
     Cluster,
+    amqp_ready_messages,
     db_url,
     logs_on_failure,
     rabbitmq_queue_types,
+    rabbitmq_restart,
     rabbitmq_vhost_or_skip,
 )
 from tests.conftest import TEST_REDIS_URL, sim_config
+from tests.helpers import wait_for
 from tests.test_faults import (
     test_pool_process_killed_at_each_point_finishes_the_run_once as pool_process_killed,
 )
@@ -125,3 +128,20 @@ def test_whole_worker_killed_is_redelivered_at_once_without_a_visibility_timeout
 
 def test_two_workers_racing_duplicated_webhooks(cluster: Cluster) -> None:
     racing_workers(cluster)  # the Redis-broker fault test, on RabbitMQ
+
+
+def test_a_callback_in_its_quorum_queue_survives_a_broker_restart(cluster: Cluster, amqp_url: str) -> None:
+    """The promise behind "use RabbitMQ where a lost callback matters": a callback RabbitMQ
+    confirmed is kept through a restart of the broker (rabbitmqctl stop_app / start_app), and
+    runs once when a worker consumes its queue."""
+    nen_only, _ = cluster.worker(queues="nen.submit,nen.ingest,nen.complete")  # not `celery`
+    run_id = cluster.start()
+    wait_for(lambda: cluster.store.raw(run_id).get("completion") == "sent", 60, "callback published")
+    wait_for(lambda: amqp_ready_messages(amqp_url, ("celery",)) == 1, 30, "the callback in its queue")
+    cluster.stop(nen_only)
+    rabbitmq_restart()
+    assert amqp_ready_messages(amqp_url, ("celery",)) == 1  # still there after the restart
+    cluster.worker(queues="celery")
+    cluster.settle([run_id], timeout=60)
+    assert [c["tag"] for c in cluster.calls(run_id)] == ["complete"]
+    assert cluster.posts(run_id) == 1

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     webhook_url: str | None = None
     webhook_field: str = "webhook_callback"
-    # query parameter carrying our run id and its token in each run's webhook URL (hints.py);
+    # query parameter carrying our run id and its token in each run's webhook URL (domain/hints.py);
     # "" turns it off
     webhook_run_param: str = "nen_run"
     retrieval_path: str = "/runs/{message_id}"
@@ -40,12 +40,12 @@ class Settings(BaseSettings):
     webhook_max_body: int = Field(default=1024 * 1024, gt=0)
     webhook_body_timeout: float = Field(default=6.0, gt=0, le=30)  # s for a whole body (Nen waits 5)
     receiver_metrics: bool = False  # GET /metrics on the receiver's mounts: opt-in (it shows volumes)
-    # Opt-in fast paths (fastpath.py), all off by default: stock Celery behaviour. Each is
+    # Opt-in fast paths (fastpath/), all off by default: stock Celery behaviour. Each is
     # installed only in a process that asked for it (never on import or init_celery), used only
-    # with celery/kombu inside its tested range (fastpath.TESTED) and after its start-up check;
+    # with celery/kombu inside its tested range (fastpath/gate.py: TESTED) and after its start-up check;
     # otherwise it steps aside with one WARNING (logger nen_celery.fastpath.gate) naming why.
     # Receiver: push ingest_webhook messages onto a redis:// broker with one LPUSH
-    # (direct_publish.py) rather than through apply_async, once a probe message built both ways
+    # (fastpath/direct_publish.py) rather than through apply_async, once a probe message built both ways
     # matched; false (default): apply_async
     webhook_direct_publish: bool = False
     # start_run / redrive_run (outside a task, no countdown) push submit_run, and the ready-made
@@ -57,13 +57,13 @@ class Settings(BaseSettings):
     # run state
     webhook_apply_processing: bool = True
     # Opt-in fast paths that change kombu/Celery behaviour in nen's worker processes only,
-    # installed at a worker's start: kombu's Redis transport patches (redis_transport.py;
+    # installed at a worker's start: kombu's Redis transport patches (fastpath/kombu_redis.py;
     # signatures checked first), and task events sent in 50 ms batches by the ready-made app's
-    # workers (event_batches.py; the dispatcher's hooks checked first). Default false.
+    # workers (fastpath/event_batches.py; the dispatcher's hooks checked first). Default false.
     patch_kombu_redis: bool = False
     event_batches: bool = False
 
-    # Secrets at rest: comma-separated Fernet-format keys, the first encrypts, all decrypt (crypto.py).
+    # Secrets at rest: comma-separated Fernet-format keys, the first encrypts, all decrypt (store/sealer.py).
     secrets_key: SecretStr | None = None
 
     # Redis / Celery
@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     key_prefix: str = "nen"
-    # Start workers on a run-store Redis whose maxmemory-policy evicts keys (durability.py)
+    # Start workers on a run-store Redis whose maxmemory-policy evicts keys (checks/durability.py)
     allow_eviction: bool = False
-    # Wait until a write is durable before a side effect that cannot be taken back (store/
-    # durable.py): aof = WAITAOF 1 0, replicas = WAIT; auto = aof when the server has it on
+    # Wait until a write is durable before a side effect that cannot be taken back
+    # (store/durable.py): aof = WAITAOF 1 0, replicas = WAIT; auto = aof when the server has it on
     durability: Literal["auto", "aof", "replicas", "off"] = "auto"
     durability_timeout: int = Field(default=2000, gt=0)  # ms: past it, the side effect waits
     durability_replicas: int = Field(default=1, ge=1)
@@ -122,8 +122,9 @@ class Settings(BaseSettings):
     retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     completion_lease: float = Field(default=60.0, gt=0, le=60)
     # how long one execution of a callback holds its (run, attempt) in CallbackTask before a
-    # copy of its message may run it; renewed every third of it while the callback runs
-    callback_lease: float = Field(default=30.0, gt=0)
+    # copy of its message may run it; renewed every third of it while the callback runs. A copy
+    # waiting on it comes back in half of it: at most 120, so no countdown exceeds 60 s
+    callback_lease: float = Field(default=30.0, gt=0, le=120)
     publish_timeout: float = Field(default=2.0, gt=0)
     poll_interval: float = Field(default=5.0, gt=0, le=60)
     # start_run refuses params (and, counted on their own, secure params) larger than this as
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
     lookup_path: str | None = None  # optional: find a run by Idempotency-Key (not documented by Nen)
     parked_grace: float = Field(default=30.0, gt=0)  # re-check parked webhooks after this
 
-    # Testing only: comma-separated failpoint names (see faults.py). Never set in production.
+    # Testing only: comma-separated failpoint names (see runtime/faults.py). Never set in production.
     failpoints: str = ""
 
     # --- security settings ---
@@ -172,7 +173,7 @@ class Settings(BaseSettings):
         """The bucket's capacity: NEN_RATE_LIMIT_BURST, or one second's worth (at least 1)."""
         return self.rate_limit_burst if self.rate_limit_burst is not None else max(1.0, self.rate_limit)
 
-    # Logs: "json" = one JSON object per line with run_id/message_id/workflow_id (see runlog.py).
+    # Logs: "json" = one JSON object per line with run_id/message_id/workflow_id (see logs/runlog.py).
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("webhook_scheme", mode="before")
@@ -310,7 +311,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def hint_keys(self) -> tuple[bytes, ...]:
-        """Keys of the run hint's token (hints.py), one derived from each NEN_WEBHOOK_SECRET
+        """Keys of the run hint's token (domain/hints.py), one derived from each NEN_WEBHOOK_SECRET
         entry: the first signs, all verify. Read on every hinted webhook: derived once."""
         return hint_keys(self.webhook_secrets)
 
@@ -329,7 +330,7 @@ class Settings(BaseSettings):
 _overrides: dict[str, Any] = {}
 
 # What other modules build from the settings and must drop when install_overrides changes them
-# (context.py registers its cache). A hook, not an import: this module stays below them.
+# (runtime/context.py registers its cache). A hook, not an import: this module stays below them.
 _on_change: list[Callable[[], None]] = []
 
 

@@ -1,7 +1,7 @@
 """The ``nen-celery`` command (needs the ``cli`` extra; ``nen_celery.ops.cli`` is its entry point).
 
-Exit codes: 0 ok; 1 the run ended failed/rejected/submit_failed (``start --wait``) or a
-wait timed out; 2 bad input or configuration (``config check`` found an error); 3 run not found.
+Exit codes: ``exit_codes.MEANINGS`` (0 ok; 1 the run ended other than success or a wait timed
+out; 2 bad input or configuration; 3 run not found), the table docs/operations.md shows.
 Every read command takes ``--json`` (``runs watch --json`` prints one JSON array per refresh).
 
 This module holds the top group and its ``--app`` option; the commands are defined in

@@ -35,6 +35,8 @@ with requires_extra("demo", __name__):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+from nen_celery.ops.exit_codes import BAD_INPUT, NOT_SUCCESS, OK
+
 if TYPE_CHECKING:
     from nen_celery.lifecycle.api import RunHandle
 
@@ -136,7 +138,7 @@ def run_demo(runs: int = 20, timeout: float = 120.0) -> int:
             return _run(stack, runs, timeout, Fernet.generate_key().decode())
         except DemoError as exc:
             console.print(f"[red]demo failed:[/] {shown(exc)}")
-            return 2
+            return BAD_INPUT
 
 
 def _run(stack: ExitStack, runs: int, timeout: float, secrets_key: str) -> int:
@@ -311,6 +313,6 @@ def _report(handles: list[RunHandle]) -> int:
     console.print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
     if not ok:
         console.print("[red]some runs did not get exactly one callback[/]")
-        return 1
+        return NOT_SUCCESS
     console.print("[green]every run finished with exactly one callback[/]")
-    return 0
+    return OK

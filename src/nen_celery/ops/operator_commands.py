@@ -20,13 +20,14 @@ with requires_extra("cli", "the nen-celery command"):
     from rich.markup import escape
     from rich.table import Table
 
+from nen_celery.ops.exit_codes import BAD_INPUT, OK, BadInput
 from nen_celery.ops.output import console
 
 
 def _missing(exc: MissingExtra) -> NoReturn:
     """A command whose extra is not installed: say which, exit 2 (bad configuration)."""
     click.echo(str(exc), err=True)
-    sys.exit(2)
+    sys.exit(BAD_INPUT)
 
 
 @click.group(name="config")
@@ -50,7 +51,7 @@ def config_check(as_json: bool) -> None:
         for p in probes:  # details quote URLs, hosts and answers: shown as text, never markup
             table.add_row(escape(p.name), f"[{colour[p.level]}]{p.level}[/]", escape(p.detail))
         console.print(table)
-    sys.exit(0 if result["ok"] else 2)
+    sys.exit(OK if result["ok"] else BAD_INPUT)
 
 
 @click.group(name="webhook")
@@ -73,14 +74,14 @@ def webhook_test(timeout: float, as_json: bool) -> None:
     try:
         settings = get_settings()
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     result = send_test_webhook(settings, timeout)
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
     else:
         colour = "green" if result.level == "ok" else "red"
         console.print(f"[{colour}]{result.level}[/]: {escape(result.detail)}")
-    sys.exit(0 if result.level == "ok" else 2)
+    sys.exit(OK if result.level == "ok" else BAD_INPUT)
 
 
 @click.group(name="metrics")

@@ -18,6 +18,7 @@ with requires_extra("cli", "the nen-celery command"):
 
 from nen_celery.domain.models import Run
 from nen_celery.errors import ConfigurationError
+from nen_celery.ops.exit_codes import BAD_INPUT, NOT_FOUND, NOT_SUCCESS, OK, BadInput
 from nen_celery.ops.output import console, print_run, runs_table, shown, ts
 
 
@@ -55,7 +56,7 @@ def start(
             workflow_id, _kv(params, "--param"), secure_params=_kv(secure, "--secure-param") or None
         )
     except (InvalidParams, ConfigurationError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if not wait:
         click.echo(json.dumps({"run_id": handle.run_id}) if as_json else handle.run_id)
         return
@@ -64,9 +65,9 @@ def start(
             run = handle.wait(timeout=timeout)
     except TimeoutError as exc:
         console.print(f"[red]{shown(exc)}[/]")
-        sys.exit(1)
+        sys.exit(NOT_SUCCESS)
     print_run(run, as_json)
-    sys.exit(0 if run.status == "success" else 1)
+    sys.exit(OK if run.status == "success" else NOT_SUCCESS)
 
 
 @click.command()
@@ -79,7 +80,7 @@ def status(run_id: str, as_json: bool) -> None:
     run = get_run(run_id)
     if run is None:
         console.print(f"[red]run {shown(run_id)} not found[/]")
-        sys.exit(3)
+        sys.exit(NOT_FOUND)
     print_run(run, as_json)
 
 
@@ -122,7 +123,7 @@ def runs_redrive(run_id: str, force: bool) -> None:
         redrive_run(run_id, force=force)
     except ValueError as exc:
         console.print(f"[red]{shown(exc)}[/]")
-        sys.exit(3 if "not found" in str(exc) else 2)
+        sys.exit(NOT_FOUND if "not found" in str(exc) else BAD_INPUT)
     console.print(f"run {shown(run_id)} redriven: a new attempt is queued")
 
 
@@ -142,7 +143,7 @@ def _fetch(status_: str | None, workflow: str | None, limit: int) -> list[Run]:
     try:
         return get_context().store.list(limit=limit, status=status_, workflow_id=workflow)
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def _list(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
@@ -207,7 +208,7 @@ def deadletter_list(limit: int, as_json: bool) -> None:
     try:
         entries = get_context().store.dead_letters(limit)
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if as_json:
         click.echo(json.dumps(list(entries), indent=2))
         return

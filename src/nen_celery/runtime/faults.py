@@ -13,6 +13,7 @@ import os
 import time
 
 from nen_celery.runtime.context import get_context
+from nen_celery.store.keys import KeyLayout
 
 log = logging.getLogger("nen_celery.runtime.faults")
 
@@ -21,7 +22,7 @@ def failpoint(name: str) -> None:
     ctx = get_context()
     if name not in ctx.settings.failpoint_names:
         return
-    key = f"{ctx.settings.key_prefix}:failpoint:{name}"
+    key = KeyLayout(ctx.settings.key_prefix, ctx.settings.store_shards).failpoint_key(name)
     if not ctx.redis.delete(f"{key}:armed"):
         return
     ctx.redis.set(key, os.getpid())

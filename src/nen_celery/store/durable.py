@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from nen_celery import connections
 from nen_celery.errors import ConfigurationError
 from nen_celery.settings import Settings
+from nen_celery.store.keys import KeyLayout
 
 log = logging.getLogger("nen_celery.store")
 
@@ -101,7 +102,7 @@ def resolve(client: Any, settings: Settings) -> Barrier:
     supported and appendonly yes). Raises a Redis error if the server cannot be reached (the
     verdict is then not kept), ConfigurationError for a barrier a Cluster cannot give."""
     mode: str = settings.durability
-    mark = f"{settings.key_prefix}:durable"
+    mark = KeyLayout(settings.key_prefix, settings.store_shards).durable_key
     made = Barrier(OFF, settings.durability_timeout, settings.durability_replicas, mark)
     if mode == OFF:
         return made

@@ -11,7 +11,8 @@ spread over the cluster's masters with the records they index. Keys (prefix ``NE
 - ``<p>:run:{k}:<run_id>:secure``       sealed secure params, deleted once Nen accepted/refused them
 - ``<p>:run:{k}:<run_id>:kept``         hash: webhooks that named the run (hints.py) before its
                                         binding, one per ``<status>:<message_id>``
-- ``<p>:run:{k}:<run_id>:callback:<attempt>:lease`` / ``...:done``  one callback execution at a time
+- ``<p>:run:{k}:<run_id>:callback:<attempt>:lease`` / ``...:done`` / ``...:fence``  one callback
+                                        execution at a time (CallbackTask), its fence tokens
 - ``<p>:runs:{k}``                      zset run_id by creation time (listing)
 - ``<p>:timers:{k}``                    zset run_id by next reconcile check (sweeps read due runs only)
 - ``<p>:msg:{k}:<message_id>``          run_id bound to Nen's messageId (O(1) webhook lookup)
@@ -19,6 +20,13 @@ spread over the cluster's masters with the records they index. Keys (prefix ``NE
 - ``<p>:parked:due:{k}``                zset message_id by next check of its parked webhooks
 - ``<p>:reconcile:lock``                the sweep's lock (a single key)
 - ``<p>:deadletter``                    callbacks that could not be dispatched (a single key)
+- ``<p>:ratelimit``                     the shared token bucket towards Nen (nen/ratelimit.py)
+- ``<p>:durable``                       the durability barrier's marker write (durable.py)
+- ``<p>:clock``                         never written: routes the clock's TIME to one node
+- ``<p>:failpoint:<name>``              testing only (runtime/faults.py; ``...:armed`` beside it)
+
+docs/operations.md shows this layout as a table; tests/test_docs_true.py builds every key named
+here for a sample id and holds that table to them.
 
 ``NEN_STORE_SHARDS`` is part of the layout: keep it fixed for the life of a deployment.
 """
@@ -74,7 +82,6 @@ class KeyLayout:
         base = f"{self.run_key(run_id)}:callback:{attempt}"
         return f"{base}:lease", f"{base}:done", f"{base}:fence"
 
-
     # -- one messageId (all in the messageId's slot) --------------------------------------------
     def msg_key(self, message_id: str) -> str:
         return f"{self.prefix}:msg:{{{self.shard(message_id)}}}:{message_id}"
@@ -116,3 +123,17 @@ class KeyLayout:
     def deadletter_key(self) -> str:
         """``<p>:deadletter``: list of JSON entries, newest first (a single key)."""
         return f"{self.prefix}:deadletter"
+
+    @property
+    def ratelimit_key(self) -> str:
+        """The token bucket (nen/ratelimit.py builds the same name: it may not import store)."""
+        return f"{self.prefix}:ratelimit"
+
+    @property
+    def durable_key(self) -> str:
+        """The durability barrier's marker (durable.py)."""
+        return f"{self.prefix}:durable"
+
+    def failpoint_key(self, name: str) -> str:
+        """Testing only (runtime/faults.py)."""
+        return f"{self.prefix}:failpoint:{name}"

@@ -181,7 +181,7 @@ class Steps(World):
         ex.stage = "dispatched"
 
     def complete_finish(self, ex: Exec) -> None:
-        if self.store.finish_completion(self.run_id, ex.task_id, ex.holder):
+        if self.store.finish_completion(self.run_id, ex.task_id, ex.holder, ex.attempt):
             now = int(self.raw().get("redrives") or 0)
             assert now == ex.attempt, f"attempt {ex.attempt}'s dispatcher marked attempt {now} sent"
             self.mirror.sent.add(ex.attempt)
@@ -189,7 +189,7 @@ class Steps(World):
 
     def complete_release(self, ex: Exec) -> None:
         """The broker refused the callback: release, and the task retries (same task id)."""
-        self.store.release_completion(self.run_id, ex.holder)
+        self.store.release_completion(self.run_id, ex.holder, ex.attempt)
         self.end_exec(ex, redeliver=True)
 
     # -- the sweep and the operator -----------------------------------------------------------------

@@ -244,7 +244,7 @@ def test_finding_8_a_forced_redrive_after_a_late_webhook_completes(store: Any, s
         )
         assert (verdict, status, completion) == ("applied", "success", "claimed")  # was: late, not_terminal
         assert data["status"] == "success" and not data.get("nen_status")
-        assert store.finish_completion(run_id, "cb-2", "ingest-2")
+        assert store.finish_completion(run_id, "cb-2", "ingest-2", 1)
         assert store.get(run_id).redrives == 1
     finally:
         _forget(store, run_id, old, new)
@@ -301,9 +301,33 @@ def test_model_finding_an_earlier_attempts_finish_cannot_mark_the_redriven_attem
         assert store.redrive(run_id)[0] == "ok"
         assert store.apply(run_id, "submit_failed", source="reconcile:run_timeout")[2] == "pending"
         assert store.claim_completion(run_id, "complete-b").verdict == "claimed"  # attempt 1's, not out yet
-        assert not store.finish_completion(run_id, "attempt-0-callback-id", "complete-a")
+        assert not store.finish_completion(run_id, "attempt-0-callback-id", "complete-a", 0)
         record = store.raw(run_id)
         assert (record["completion"], record["completion_holder"]) == ("sending", "complete-b")
+    finally:
+        _forget(store, run_id)
+
+
+@pytest.mark.integration
+def test_model_finding_a_redelivered_copy_of_one_holder_cannot_mark_another_attempt_sent(store: Any) -> None:
+    """Found by tests/test_model.py (12 steps, 2026-12-06 21:46): one complete_run message
+    (holder H) publishes attempt 0's on_failure; the run is redriven and ends again; a redelivered
+    copy of that same message (the same holder H) claims attempt 1's completion. The first
+    copy's late finish passed the holder check and marked attempt 1 sent with no callback out.
+    finish and release now compare the attempt the dispatch was for as well."""
+    run_id = f"mf-{uuid.uuid4()}"
+    assert store.create(run_id, WF, {"A": 1}, None, None, {"task": "cb.fail"})
+    try:
+        assert store.apply(run_id, "submit_failed", source="reconcile:run_timeout")[2] == "pending"
+        assert store.claim_completion(run_id, "complete-h").verdict == "claimed"  # publishes attempt 0's
+        assert store.redrive(run_id)[0] == "ok"
+        assert store.apply(run_id, "submit_failed", source="reconcile:run_timeout")[2] == "pending"
+        assert store.claim_completion(run_id, "complete-h").verdict == "claimed"  # its redelivered copy
+        assert not store.finish_completion(run_id, "attempt-0-callback-id", "complete-h", 0)
+        assert not store.release_completion(run_id, "complete-h", 0)
+        record = store.raw(run_id)
+        assert (record["completion"], record["completion_holder"]) == ("sending", "complete-h")
+        assert store.finish_completion(run_id, "attempt-1-callback-id", "complete-h", 1)
     finally:
         _forget(store, run_id)
 

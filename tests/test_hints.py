@@ -218,7 +218,7 @@ def test_bound_run_applies_and_a_terminal_status_claims_the_completion_once(stor
     # the holder's own redelivery (its worker died around the dispatch) dispatches again ...
     assert store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="t2")[2] == "claimed"
     # ... until the broker took the callback: then never again, whoever asks
-    assert store.finish_completion(run_id, "cb-1", "t2")
+    assert store.finish_completion(run_id, "cb-1", "t2", 0)
     done = store.raw(run_id)
     assert (done["completion"], done["callback_task_id"]) == ("sent", "cb-1")
     assert "completion_holder" not in done
@@ -243,7 +243,7 @@ def test_a_run_that_ended_otherwise_is_claimed_for_complete_run_style_finishing(
     )
     assert (verdict, now, completion, record["completion"]) == ("noop", "failed", "claimed", "sending")
     assert store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="t2")[2] == "busy"
-    assert store.finish_completion(run_id, "cb-failed", "t1")
+    assert store.finish_completion(run_id, "cb-failed", "t1", 0)
 
 
 @pytest.mark.integration
@@ -251,8 +251,8 @@ def test_a_failed_dispatch_releases_the_claimed_completion(store: Any) -> None:
     run_id = _run(store, message_id="m-rel")
     body, raw = _hook("m-rel", "failed")
     assert store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="t1")[2] == "claimed"
-    assert not store.release_completion(run_id, "other")
-    assert store.release_completion(run_id, "t1")
+    assert not store.release_completion(run_id, "other", 0)
+    assert store.release_completion(run_id, "t1", 0)
     assert store.raw(run_id)["completion"] == "pending"
     assert store.ingest(run_ref(store, run_id), body, raw, source="webhook", holder="t1")[2] == "claimed"
 

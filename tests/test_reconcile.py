@@ -184,7 +184,7 @@ def test_a_callback_the_broker_took_is_never_dispatched_again(stack: Stack, beat
         store.bind(sent, f"m-{sent}", {})
         store.apply(sent, "success", source="test", payload={"status": "success"})
         assert store.claim_completion(sent, "holder")[0] == "claimed"
-        assert store.finish_completion(sent, "cb-sent", "holder")  # published... and the message vanished
+        assert store.finish_completion(sent, "cb-sent", "holder", 0)  # published... and the message vanished
         # a due timer, as a record of the earlier layout kept one to check on the callback
         store.redis.zadd(store.timers_key(sent), {sent: time.time() - 1})
         handle = start_run(WF, {}, on_complete=record.s(tag="complete"))

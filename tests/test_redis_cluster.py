@@ -67,7 +67,7 @@ def test_every_store_operation_runs_on_a_cluster_and_spreads_over_masters(cluste
     assert store.apply(rid, "processing", source="webhook")[:2] == ("applied", "processing")
     assert store.apply(rid, "success", source="webhook", payload={"ok": 1})[2] == "pending"
     assert store.claim_completion(rid, "c1")[0] == "claimed"
-    assert store.finish_completion(rid, "cb-task", "c1")
+    assert store.finish_completion(rid, "cb-task", "c1", 0)
     assert store.claim_completion(rid, "c2")[0] == "done"
     assert store.get(rid).status == "success"  # type: ignore[union-attr]
 

@@ -73,13 +73,13 @@ def test_completion_is_claimed_once(store: Any) -> None:
     verdict, left, _, _ = store.claim_completion(run_id, "t2")  # a duplicate task
     assert verdict == "busy" and float(left) > 0
     assert store.claim_completion(run_id, "t1")[0] == "claimed"  # the holder, redelivered
-    assert not store.release_completion(run_id, "t2")
-    assert store.release_completion(run_id, "t1")  # dispatch failed: claimable again
+    assert not store.release_completion(run_id, "t2", 0)
+    assert store.release_completion(run_id, "t1", 0)  # dispatch failed: claimable again
     assert store.claim_completion(run_id, "t2")[0] == "claimed"
-    assert not store.finish_completion(run_id, "task-1", "t1")  # not t1's claim any more
-    assert store.finish_completion(run_id, "task-1", "t2")
+    assert not store.finish_completion(run_id, "task-1", "t1", 0)  # not t1's claim any more
+    assert store.finish_completion(run_id, "task-1", "t2", 0)
     assert store.claim_completion(run_id, "t1")[0] == "done"
-    assert not store.finish_completion(run_id, "task-2", "t2")
+    assert not store.finish_completion(run_id, "task-2", "t2", 0)
 
 
 def test_completion_lease_lapses_for_a_dead_holder(store: Any) -> None:

@@ -136,11 +136,11 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
                 countdown = argument_mismatch(run_id, run, sig, exc, holder)
                 if countdown is None:
                     return ""  # dead-lettered: the completion is marked done
-            ctx.store.release_completion(run_id, holder)
+            ctx.store.release_completion(run_id, holder, run.redrives)
             log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
             raise task.retry(countdown=countdown, max_retries=None) from exc
     failpoint("complete:after_dispatch")
-    ctx.store.finish_completion(run_id, task_id, holder)
+    ctx.store.finish_completion(run_id, task_id, holder, run.redrives)
     metrics.RUNS_COMPLETED.labels(status=run.status).inc()
     received_at = request_header(task.request, RECEIVED_AT_HEADER)
     if received_at:

@@ -60,7 +60,7 @@ def argument_mismatch(
             delay,
         )
         return delay
-    if not store.finish_completion(run_id, "", holder):
+    if not store.finish_completion(run_id, "", holder, run.redrives):
         return None  # the claim lapsed and another worker holds the completion now
     entry = {
         "run_id": run_id,

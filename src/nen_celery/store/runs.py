@@ -199,13 +199,19 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         res = self._call(ClaimCompletionArgs(run_id, now=self.clock.time(), lease=lease, holder=holder))
         return Claim(str(res[0]), str(res[1]), pairs(res[2]) if len(res) > 2 else {}, None)
 
-    def release_completion(self, run_id: str, holder: str) -> bool:
-        return bool(self._call(ReleaseCompletionArgs(run_id, holder=holder)))
+    def release_completion(self, run_id: str, holder: str, attempt: int) -> bool:
+        """``holder`` could not dispatch ``attempt``'s callback: claimable again."""
+        return bool(self._call(ReleaseCompletionArgs(run_id, holder=holder, attempt=attempt)))
 
-    def finish_completion(self, run_id: str, callback_task_id: str, holder: str) -> bool:
-        """Mark ``holder``'s claimed completion sent once the broker took the callback (or there
-        is none): from then on nothing dispatches it again. False: not this holder's claim."""
+    def finish_completion(self, run_id: str, callback_task_id: str, holder: str, attempt: int) -> bool:
+        """Mark ``holder``'s claimed completion of ``attempt`` (the record's redrives it
+        dispatched for) sent once the broker took the callback (or there is none): from then on
+        nothing dispatches it again. False: not this holder's claim of that attempt."""
         done = FinishCompletionArgs(
-            now=self.clock.time(), callback_task_id=callback_task_id, run_id=run_id, holder=holder
+            now=self.clock.time(),
+            callback_task_id=callback_task_id,
+            run_id=run_id,
+            holder=holder,
+            attempt=attempt,
         )
         return bool(self._call(done))

@@ -283,6 +283,7 @@ class ClaimCompletionArgs(OnRunRecord):
 class ReleaseCompletionArgs(OnRunRecord):
     NAME: ClassVar[str] = "release_completion"
     holder: str
+    attempt: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,6 +293,7 @@ class FinishCompletionArgs(Script):
     callback_task_id: str
     run_id: str
     holder: str
+    attempt: int
 
     def keys(self, layout: KeyLayout) -> list[str]:
         return [layout.run_key(self.run_id), layout.timers_key(self.run_id)]

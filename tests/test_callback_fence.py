@@ -193,6 +193,8 @@ def test_the_callbacks_own_retries_count_and_their_error_shows_no_run(worker: Wo
         run_id = f"r-{uuid.uuid4()}"
         task_id = send(worker.tasks["own_retries"], run_id)
         wait_for(lambda: task_id in worker.seen.failed, 20, "the retries to run out")
+        # Celery logs the failure after its task_failure signal: wait for the line itself
+        wait_for(lambda: any("MaxRetriesExceededError" in r for r in records), 20, "the failure logged")
     finally:
         logging.getLogger().removeHandler(handler)
     assert [e["retries"] for e in worker.seen.get(run_id)] == [0, 1, 2, 3]

@@ -76,10 +76,10 @@ def test_pool_process_killed_at_each_point_finishes_the_run_once(
     # does not know the callback's task (tests.callbacks), so it hands the callback to complete_run
     queued = {"NEN_WEBHOOK_APPLY_PROCESSING": "false"} if point == "ingest:before_apply" else {}
     with fresh_cluster(tmp_path, sim, **queued) as cluster:
-        _killed_at(cluster, point)
+        killed_at_point(cluster, point)
 
 
-def _killed_at(cluster: Cluster, point: str) -> None:
+def killed_at_point(cluster: Cluster, point: str) -> None:
     cluster.worker(failpoints=point)
     cluster.arm(point)
     run_id = cluster.start()
@@ -189,10 +189,10 @@ def test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run(
     terminal webhook race in the receiver's threads, each claiming the completion to publish
     the callback itself."""
     with fresh_cluster(tmp_path, sim, receiver) as cluster:
-        _race(cluster)
+        race_duplicated_webhooks(cluster)
 
 
-def _race(cluster: Cluster) -> None:
+def race_duplicated_webhooks(cluster: Cluster) -> None:
     cluster.sim.state.config.webhook_duplicates = 4  # each webhook delivered 5 times, concurrently
     cluster.worker(concurrency=2)
     cluster.worker(concurrency=2)

@@ -162,7 +162,8 @@ class Procs:
         self.logs = Path(tempfile.mkdtemp(prefix=f"nen-bench-{name}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], **env: str | None) -> subprocess.Popen[bytes]:
+        """``env``: more variables for this process; None removes one (an unset setting)."""
         if PROFILE:  # BENCH_PROFILE=1: py-spy samples the process tree (collapsed stacks, logs dir)
             out_file = str(self.logs / f"{name}.folded")
             argv = [
@@ -178,7 +179,10 @@ class Procs:
                 "--",
                 *argv,
             ]
-        proc = spawn_logged(argv, self.logs / f"{name}.log", {**self.env, **env})
+        merged = {**self.env, **env}
+        proc = spawn_logged(
+            argv, self.logs / f"{name}.log", {k: v for k, v in merged.items() if v is not None}
+        )
         self.procs.append(proc)
         return proc
 
@@ -197,7 +201,13 @@ class Procs:
         return node
 
     def uvicorn(
-        self, name: str, target: str, port: int, workers: int = 1, server: tuple[str, ...] = (), **env: str
+        self,
+        name: str,
+        target: str,
+        port: int,
+        workers: int = 1,
+        server: tuple[str, ...] = (),
+        **env: str | None,
     ) -> str:
         """``server``: more uvicorn options (``--http h11 --loop asyncio``, ...)."""
         argv = [str(BIN / "uvicorn"), target, "--port", str(port), "--workers", str(workers)]

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import CHILD_PYTHONPATH, spawn_logged
 from tests.helpers import ROOT as ROOT  # shared by tests and benchmarks
-from tests.helpers import spawn_logged
 from tests.helpers import wait_for as wait_for
 
 BIN = Path(sys.executable).parent
+# the standalone receiver with the bench's callback task registered (as NEN_CELERY_APP loads a
+# project's tasks), so it publishes the callback itself
+RECEIVER = "bench.receiver_app:app"
 
 _BASE = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13").rsplit("/", 1)[0]
 RUN_DB, BROKER_DB, BOOK_DB = 11, 12, 10
@@ -100,7 +103,7 @@ def configure(**extra: str | None) -> dict[str, str]:
 
     reset_settings()
     reset_context()
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH}
 
 
 def flush() -> None:
@@ -159,7 +162,8 @@ class Procs:
         self.logs = Path(tempfile.mkdtemp(prefix=f"nen-bench-{name}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], **env: str | None) -> subprocess.Popen[bytes]:
+        """``env``: more variables for this process; None removes one (an unset setting)."""
         if PROFILE:  # BENCH_PROFILE=1: py-spy samples the process tree (collapsed stacks, logs dir)
             out_file = str(self.logs / f"{name}.folded")
             argv = [
@@ -175,7 +179,10 @@ class Procs:
                 "--",
                 *argv,
             ]
-        proc = spawn_logged(argv, self.logs / f"{name}.log", {**self.env, **env})
+        merged = {**self.env, **env}
+        proc = spawn_logged(
+            argv, self.logs / f"{name}.log", {k: v for k, v in merged.items() if v is not None}
+        )
         self.procs.append(proc)
         return proc
 
@@ -183,7 +190,7 @@ class Procs:
         """A real `celery worker` of the project's app, with the benchmark tasks loaded;
         ``queues``: its ``-Q`` (default: every queue)."""
         node = f"{name}-{os.getpid()}@localhost"
-        argv = [str(BIN / "celery"), "-A", "nen_celery.worker", "worker", "-I", "bench.tasks"]
+        argv = [str(BIN / "celery"), "-A", "nen_celery.worker", "worker", "-I", "bench.tasks,bench.hand"]
         argv += ["-P", pool, "-c", str(concurrency), "-n", node, "--loglevel", "WARNING"]
         argv += ["-Q", queues] if queues else []
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -194,7 +201,13 @@ class Procs:
         return node
 
     def uvicorn(
-        self, name: str, target: str, port: int, workers: int = 1, server: tuple[str, ...] = (), **env: str
+        self,
+        name: str,
+        target: str,
+        port: int,
+        workers: int = 1,
+        server: tuple[str, ...] = (),
+        **env: str | None,
     ) -> str:
         """``server``: more uvicorn options (``--http h11 --loop asyncio``, ...)."""
         argv = [str(BIN / "uvicorn"), target, "--port", str(port), "--workers", str(workers)]
@@ -245,7 +258,7 @@ def broker_quiet() -> bool:
     import redis
 
     r = redis.Redis.from_url(BROKER_URL)
-    queues = ("celery", "nen.submit", "nen.ingest", "nen.complete")
+    queues = ("celery", "nen.submit", "nen.ingest", "nen.complete")  # the hand-written tasks: celery
     return sum(int(r.llen(q)) for q in queues) == 0 and int(r.hlen("unacked")) == 0
 
 

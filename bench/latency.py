@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import (
+    RECEIVER,
     WF,
     Result,
     broker_quiet,
@@ -103,7 +104,7 @@ def run() -> list[Result]:
             port = free_port()
             env = configure(NEN_API_URL=sim.url, NEN_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/nen")
             with processes(env, "latency") as procs:
-                procs.uvicorn("receiver", "nen_celery.web.asgi:app", port)
+                procs.uvicorn("receiver", RECEIVER, port)
                 procs.worker("lat", concurrency=2)
                 _bare(20, 1)  # warm up both paths
                 _ours(sim, 20, 1)

@@ -29,7 +29,14 @@ from nen_celery.store.sealer import Sealer
 from nen_celery.worker import celery_config
 from tests.callbacks import record
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET
-from tests.helpers import OTHER_PROCESS_HEADER, ROOT, free_port, spawn_logged, stop_group, wait_for
+from tests.helpers import (
+    CHILD_PYTHONPATH,
+    OTHER_PROCESS_HEADER,
+    free_port,
+    spawn_logged,
+    stop_group,
+    wait_for,
+)
 
 BIN = Path(sys.executable).parent
 WF = "12345678-1234-1234-1234-123456789abc"
@@ -78,7 +85,7 @@ class Cluster:
         self.env = {
             **os.environ,
             **FAST_ENV,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": CHILD_PYTHONPATH,
             "NEN_REDIS_URL": redis_url,
             "NEN_BROKER_URL": self.broker_url,
             "NEN_KEY_PREFIX": self.prefix,
@@ -109,17 +116,21 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def receiver(self) -> subprocess.Popen[bytes]:
+    def receiver(self, target: str = "nen_celery.web.asgi:app", **env: str) -> subprocess.Popen[bytes]:
+        """The standalone receiver on the cluster's port; ``target``: tests.receiver_app:app has
+        the tests' callbacks registered (it dispatches them itself); ``env``: its own settings."""
+        name = "receiver" if not (self.tmp / "receiver.log").exists() else f"receiver{len(self.procs)}"
         proc = self.spawn(
-            "receiver",
+            name,
             [
                 str(BIN / "uvicorn"),
-                "nen_celery.web.asgi:app",
+                target,
                 "--port",
                 str(self.receiver_port),
                 "--log-level",
                 "warning",
             ],
+            **env,
         )
         wait_for(lambda: healthy(f"http://127.0.0.1:{self.receiver_port}/healthz"), 30, "receiver")
         return proc

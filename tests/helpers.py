@@ -43,6 +43,9 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "con
 
 
 ROOT = Path(__file__).resolve().parent.parent
+# PYTHONPATH of the processes the tests and benchmarks start: the tests and bench packages, and
+# this checkout's own code ahead of whatever nen-celery is installed (a worktree, a venv shared)
+CHILD_PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "src")])
 
 
 def spawn_logged(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -141,6 +141,17 @@ class Steps(World):
             verdict = self.store.ingest(hint, body, "", source="webhook", bind=False)[0]
             self.barrier()
             self.nen_applied(message_id, status, verdict)
+        elif path == "receiver":  # apply.BlockingApply.end: applied, the completion claimed with it
+            holder = f"receiver-{uuid.uuid4().hex[:8]}"
+            verdict, _, completion, data = self.store.ingest(
+                hint, body, sealed, source="webhook", holder=holder, bind=False
+            )
+            self.note(f"receiver_end:{verdict}")
+            self.nen_applied(message_id, status, verdict)
+            if completion == "claimed":  # then the barrier, dispatch_here, the 2xx: steps of their own
+                ex = self.add_exec("complete", holder, stage="claimed", data=data, redeliverable=False)
+                assert ex is not None
+                self.claimed(ex)
         elif path == "unhinted":  # ingest without a run hint: the messageId index, then apply
             found = self.store.find_or_park(message_id, sealed)
             if found is not None:
@@ -173,8 +184,10 @@ class Steps(World):
         self.claimed(ex)
 
     def complete_dispatch(self, ex: Exec) -> None:
-        if ex.lost_write:
-            self.end_exec(ex, redeliver=True)  # the barrier before the publish failed
+        if ex.lost_write:  # the barrier before the publish failed
+            if not ex.redeliverable:  # the receiver releases its claim and answers 503
+                self.store.release_completion(self.run_id, ex.holder, ex.attempt)
+            self.end_exec(ex, redeliver=True)  # a task's message comes back
             return
         self.barrier()
         self.record_dispatch(ex)
@@ -188,9 +201,12 @@ class Steps(World):
         self.end_exec(ex)
 
     def complete_release(self, ex: Exec) -> None:
-        """The broker refused the callback: release, and the task retries (same task id)."""
+        """The broker refused the callback: release, and the task retries (same task id); a
+        receiver hands it to complete_run (completion.dispatch_here), a message of its own."""
         self.store.release_completion(self.run_id, ex.holder, ex.attempt)
         self.end_exec(ex, redeliver=True)
+        if not ex.redeliverable:
+            self.add_exec("complete")
 
     # -- the sweep and the operator -----------------------------------------------------------------
     def sweep_read(self) -> None:

@@ -73,6 +73,9 @@ class Exec:
     task_id: str = ""
     wrote_at: int = -1  # the step of its last Redis write
     lost_write: bool = False  # a rollback lost a write of its: its next barrier fails
+    # False: a receiver's dispatch (web/delivery.py), no task message: nothing comes back when it
+    # dies (Nen redelivers the webhook: the mailbox keeps every one)
+    redeliverable: bool = True
 
 
 @dataclass
@@ -133,7 +136,7 @@ class World:
         """The execution is over; ``redeliver``: it died and its message comes back (late acks)."""
         if ex in self.execs:
             self.execs.remove(ex)
-        if redeliver:
+        if redeliver and ex.redeliverable:
             self.add_exec(ex.kind, ex.holder)
 
     def raw(self) -> dict[str, str]:

@@ -28,7 +28,7 @@ from nen_celery.settings import Settings
 from nen_celery.store.durable import AOF, OFF, NotDurable, resolve, same_server
 from tests.cluster import BIN
 from tests.conftest import env
-from tests.helpers import ROOT, run_ref, spawn_logged, stop_group, wait_for
+from tests.helpers import CHILD_PYTHONPATH, run_ref, spawn_logged, stop_group, wait_for
 from tests.own_redis import OwnRedis
 
 DURABLE = {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"}
@@ -118,7 +118,7 @@ def _worker(tmp_path: Path, url: str, name: str, **env: str) -> tuple[subprocess
     proc = spawn_logged(
         argv,
         log,
-        {**os.environ, "PYTHONPATH": str(ROOT), "NEN_REDIS_URL": url, "NEN_BROKER_URL": url, **env},
+        {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "NEN_REDIS_URL": url, "NEN_BROKER_URL": url, **env},
     )
     return proc, log
 

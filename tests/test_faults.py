@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
+RAN = re.compile(r"Task ([\w.]+)\[[0-9a-f-]+\] received")  # a worker's log at INFO
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,16 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 @contextmanager
-def fresh_cluster(tmp_path: Path, sim: SimulatorServer, **settings: str) -> Iterator[Cluster]:
-    """A cluster with its receiver on a flushed DB; logs printed on failure, processes stopped."""
+def fresh_cluster(
+    tmp_path: Path, sim: SimulatorServer, receiver: str = "nen_celery.web.asgi:app", **settings: str
+) -> Iterator[Cluster]:
+    """A cluster with its receiver (``receiver``: its ASGI app) on a flushed DB; logs printed on
+    failure, processes stopped."""
     url = db_url(TEST_REDIS_URL, 2)
     redis.Redis.from_url(url).flushdb()
     sim.reset()
     c = Cluster(tmp_path, url, sim, **settings)
-    c.receiver()
+    c.receiver(receiver)
     try:
         yield c
     except BaseException:
@@ -63,7 +68,18 @@ def cluster(tmp_path: Path, sim: SimulatorServer) -> Iterator[Cluster]:
     "point",
     ["submit:before_post", "ingest:before_apply", "complete:before_dispatch", "complete:after_dispatch"],
 )
-def test_pool_process_killed_at_each_point_finishes_the_run_once(cluster: Cluster, point: str) -> None:
+def test_pool_process_killed_at_each_point_finishes_the_run_once(
+    tmp_path: Path, sim: SimulatorServer, point: str
+) -> None:
+    # the ingest task's point: only on the path where the receiver queues every webhook (a
+    # terminal one is otherwise applied by the receiver); the complete_run points: the receiver
+    # does not know the callback's task (tests.callbacks), so it hands the callback to complete_run
+    queued = {"NEN_WEBHOOK_APPLY_PROCESSING": "false"} if point == "ingest:before_apply" else {}
+    with fresh_cluster(tmp_path, sim, **queued) as cluster:
+        killed_at_point(cluster, point)
+
+
+def killed_at_point(cluster: Cluster, point: str) -> None:
     cluster.worker(failpoints=point)
     cluster.arm(point)
     run_id = cluster.start()
@@ -165,7 +181,18 @@ def test_a_running_submit_redelivered_by_a_broker_reconnect_waits_for_its_holder
     assert cluster.posts(run_id) == 1
 
 
-def test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run(cluster: Cluster) -> None:
+@pytest.mark.parametrize("receiver", ["nen_celery.web.asgi:app", "tests.receiver_app:app"])
+def test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run(
+    tmp_path: Path, sim: SimulatorServer, receiver: str
+) -> None:
+    """``tests.receiver_app``: the receiver knows the callback task, so the copies of each
+    terminal webhook race in the receiver's threads, each claiming the completion to publish
+    the callback itself."""
+    with fresh_cluster(tmp_path, sim, receiver) as cluster:
+        race_duplicated_webhooks(cluster)
+
+
+def race_duplicated_webhooks(cluster: Cluster) -> None:
     cluster.sim.state.config.webhook_duplicates = 4  # each webhook delivered 5 times, concurrently
     cluster.worker(concurrency=2)
     cluster.worker(concurrency=2)
@@ -176,6 +203,60 @@ def test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run(cluste
         assert cluster.posts(run_id) == 1
     delivered = cluster.sim.stats()["deliveries"]
     assert max(len(v) for v in delivered.values()) >= 5  # the duplicates really were sent
+
+
+@pytest.mark.parametrize("point", ["complete:before_dispatch", "complete:after_dispatch"])
+def test_a_receiver_killed_holding_the_completion_leaves_it_to_the_sweep(
+    tmp_path: Path, sim: SimulatorServer, point: str
+) -> None:
+    """The receiver ends the run with the terminal webhook and claims its completion (a lease),
+    then dies before the callback is out (before_dispatch) or before it marked it sent
+    (after_dispatch). No message of it comes back: Nen redelivers the webhook to the receiver
+    restarted (a duplicate: the claim is the dead one's until its lease lapses), and the sweep
+    dispatches the completion once the lease lapsed: one callback, or, in the one window
+    (after the broker took it), the same task id twice (docs/guarantees.md)."""
+    settings = {"NEN_COMPLETION_LEASE": "2", "NEN_RECONCILE_INTERVAL": "1"}
+    with fresh_cluster(tmp_path, sim, "tests.receiver_app:app", **settings) as cluster:
+        dying = cluster.procs[-1]
+        cluster.stop(dying)  # the same receiver again, with the failpoint
+        cluster.receiver("tests.receiver_app:app", NEN_FAILPOINTS=point)
+        dying = cluster.procs[-1]
+        cluster.worker()
+        cluster.beat()
+        cluster.arm(point)
+        run_id = cluster.start()
+        assert cluster.frozen_pid(point) == dying.pid  # the receiver holds the claim, not a worker
+        claim = cluster.store.raw(run_id)
+        assert claim["completion"] == "sending" and claim["completion_holder"].startswith("receiver-")
+        cluster.stop(dying, signal.SIGKILL)
+        cluster.receiver("tests.receiver_app:app")  # Nen's redeliveries land here
+        cluster.settle([run_id])
+        calls = cluster.calls(run_id)
+        if point == "complete:after_dispatch":
+            assert [c["tag"] for c in calls] in (["complete"], ["complete", "complete"]), cluster.logs()
+        else:
+            assert [c["tag"] for c in calls] == ["complete"], cluster.logs()
+        assert {c["task_id"] for c in calls} == {callback_task_id(run_id, "success")}
+        assert cluster.posts(run_id) == 1
+        record = cluster.store.raw(run_id)
+        assert record["status"] == "success" and record["completion"] == "sent"
+
+
+def test_the_receiver_publishes_the_callback_itself_when_it_knows_the_task(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """Two queue hops per run: submit_run, then the callback the receiver published; no
+    ingest_webhook and no complete_run task ever runs."""
+    with fresh_cluster(tmp_path, sim, "tests.receiver_app:app") as cluster:
+        cluster.worker(loglevel="INFO")
+        run_ids = [cluster.start() for _ in range(3)]
+        cluster.settle(run_ids)
+        for run_id in run_ids:
+            assert [c["tag"] for c in cluster.calls(run_id)] == ["complete"]
+            assert cluster.store.raw(run_id)["completion"] == "sent"
+        worker_log = (tmp_path / "worker1.log").read_text()
+        ran = {name for name in RAN.findall(worker_log)}
+        assert ran == {"nen_celery.submit_run", "tests.record"}, worker_log
 
 
 @pytest.mark.timeout(400)  # three processes and a Redis restarted: slow on a loaded 2-core box

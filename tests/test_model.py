@@ -3,13 +3,15 @@
 A Hypothesis state machine drives the real Lua scripts through RunStore on a real Redis, one run
 per example, through interleavings of: submit executions, duplicated and redelivered (claim,
 begin_post, a POST whose answer is a 202, lost, a connect error or a refusal, bind); Nen's
-webhooks duplicated, reordered, late and replayed, by the three ways in (the receiver's apply,
-the hinted ingest task that claims the completion, the messageId index); complete_run claims,
-dispatches, finishes and releases by several holders; sweep decisions read at one step and acted
-on later (so possibly stale); redrives, forced or not; a fake clock that lets leases and
-timeouts lapse; executions that die (their message comes back) or are paused; and Redis
-rollbacks: a snapshot of the run's keys (DUMP/PTTL) restored later with RESTORE REPLACE, which
-loses every write since, as an AOF cut back would.
+webhooks duplicated, reordered, late and replayed, by the three ways in (the receiver, which
+applies a processing webhook and ends the run with a terminal one, claiming its completion and
+dispatching the callback itself, and may die anywhere in between with nothing redelivered but
+Nen's webhook; the hinted ingest task that claims the completion; the messageId index);
+complete_run claims, dispatches, finishes and releases by several holders; sweep decisions
+read at one step and acted on later (so possibly stale); redrives, forced or not; a fake clock
+that lets leases and timeouts lapse; executions that die (their message comes back) or are
+paused; and Redis rollbacks: a snapshot of the run's keys (DUMP/PTTL) restored later with
+RESTORE REPLACE, which loses every write since, as an AOF cut back would.
 
 The model (tests/model_world.py) knows what Redis cannot: POSTs on the wire, Nen's own runs and
 their words, callbacks published. After every step: at most one POST per attempt that may have
@@ -119,7 +121,8 @@ class RunModel(RuleBasedStateMachine):
     def redelivered_beside(self, i: int) -> None:
         """A broker reconnect redelivers a message whose execution is still running."""
         ex = pick(self.w.execs, i)
-        self.w.add_exec(ex.kind, ex.holder)
+        if ex.redeliverable:  # a receiver's dispatch has no message
+            self.w.add_exec(ex.kind, ex.holder)
 
     # -- Nen ------------------------------------------------------------------------------------------
     @precondition(lambda self: any(r.progress < 2 for r in self.w.nen.values()))

@@ -30,12 +30,8 @@ from tests.cluster import (
 )
 from tests.conftest import TEST_REDIS_URL, sim_config
 from tests.helpers import wait_for
-from tests.test_faults import (
-    test_pool_process_killed_at_each_point_finishes_the_run_once as pool_process_killed,
-)
-from tests.test_faults import (
-    test_two_workers_racing_duplicated_webhooks_fire_one_callback_per_run as racing_workers,
-)
+from tests.test_faults import killed_at_point as pool_process_killed
+from tests.test_faults import race_duplicated_webhooks as racing_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -166,22 +166,27 @@ def test_every_receiver_counts_refusals_and_serves_metrics(receivers: dict[str, 
     assert {n: r.status for n, r in answers.items()} == dict.fromkeys(receivers, 200)
 
 
+@pytest.mark.parametrize("applied_here", [True, False], ids=["receiver applies", "all queued"])
 def test_every_receiver_passes_the_run_hint_to_the_ingest_task(
-    stack: Stack, receivers: dict[str, Call]
+    stack: Stack, receivers: dict[str, Call], applied_here: bool
 ) -> None:
-    """``?nen_run=<run id>~<attempt>~<token>``: queued at once (200, no messageId lookup, where
-    an unbound messageId alone gets 202), and the ingest task keeps it with that run until the
-    run binds."""
+    """``?nen_run=<run id>~<attempt>~<token>``: no messageId lookup (where an unbound messageId
+    alone gets 202 parked, and nothing is kept with the run). The webhook is kept with that run
+    until the run binds: by the receiver itself, which ends a run with a terminal webhook
+    (202 parked: the run is not bound yet), or, with NEN_WEBHOOK_APPLY_PROCESSING=false, by the
+    ingest task it is queued for at once (200 queued)."""
     from nen_celery.runtime.context import get_context
 
+    expected = Reply(202, {"status": "parked"}) if applied_here else Reply(200, {"status": "queued"})
     store = get_context().store
     kept = {}
-    for name, call in receivers.items():
-        run_id = f"parity-run-{uuid.uuid4()}"
-        assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
-        body = webhook_body(f"parity-{uuid.uuid4()}")
-        assert call("POST", hinted(run_id), body, signed(body)) == Reply(200, {"status": "queued"})
-        kept[name] = (run_id, body)
+    with env(NEN_WEBHOOK_APPLY_PROCESSING=str(applied_here).lower()):
+        for name, call in receivers.items():
+            run_id = f"parity-run-{uuid.uuid4()}"
+            assert store.create(run_id, "12345678-1234-1234-1234-123456789abc", {}, None, None, None)
+            body = webhook_body(f"parity-{uuid.uuid4()}")
+            assert call("POST", hinted(run_id), body, signed(body)) == expected, name
+            kept[name] = (run_id, body)
     stack.counter.wait_idle()
     for name, (run_id, body) in kept.items():
         parked = store.redis.hvals(store.run_parked_key(run_id))

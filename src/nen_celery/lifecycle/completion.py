@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
 from celery.canvas import signature
 from celery.utils.saferepr import saferepr
 
+from nen_celery.domain.models import Run
 from nen_celery.domain.status import Status, is_terminal
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
@@ -39,7 +42,7 @@ from nen_celery.runtime import metrics
 from nen_celery.runtime.app import CALLBACK_HEADER, current, nen_task, ready_made, request_header, run_repr
 from nen_celery.runtime.context import get_context, per_context
 from nen_celery.runtime.faults import failpoint
-from nen_celery.store.runs import callbacks
+from nen_celery.store.runs import RunStore, callbacks
 
 log = logging.getLogger("nen_celery.lifecycle")
 
@@ -103,6 +106,56 @@ def complete(task: Task, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": claim.data.get("status"), "callback_task_id": task_id}
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed completion, ready to dispatch: the run, its callback (None: none) and the
+    callback's task id ('' without one)."""
+
+    run_id: str
+    holder: str
+    run: Run
+    sig: dict[str, Any] | None
+    task_id: str
+
+
+def claimed(store: RunStore, run_id: str, holder: str, data: dict[str, str]) -> Claimed:
+    """The claim ``holder`` took, from the record that came back with it."""
+    run = store.to_run(data)
+    on_complete, on_failure = callbacks(data)
+    sig = on_complete if run.status == Status.SUCCESS else on_failure
+    task_id = callback_task_id(run_id, run.status, run.redrives) if sig is not None else ""
+    return Claimed(run_id, holder, run, sig, task_id)
+
+
+def publish_claimed(
+    claim: Claimed, durable: Callable[[], None], options: dict[str, Any] | None = None
+) -> None:
+    """Wait for ``durable`` (the end and the claim must survive a crash before the callback says
+    so), then publish the callback (nothing without one). Raises whatever stopped it: the
+    caller releases the claim."""
+    failpoint("complete:before_dispatch")
+    sig, run = claim.sig, claim.run
+    if sig is not None:
+        finished = run.to_dict()
+        # Flower shows the user's own arguments; of the run, only its ids and status
+        argsrepr = callback_argsrepr(sig, finished)
+        headers = {CALLBACK_HEADER: f"{claim.run_id}|{run.redrives}"}  # CallbackTask's guard
+        durable()
+        send_callback(sig, finished, claim.task_id, headers, argsrepr, options)
+    failpoint("complete:after_dispatch")
+
+
+def finish_claimed(store: RunStore, claim: Claimed, received_at: str | None) -> None:
+    """Mark the completion sent (the broker has the callback), count it, log it.
+    ``received_at``: when the receiver got the terminal webhook (the latency metric)."""
+    store.finish_completion(claim.run_id, claim.task_id, claim.holder, claim.run.redrives)
+    metrics.RUNS_COMPLETED.labels(status=claim.run.status).inc()
+    if received_at:
+        metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
+    sig = claim.sig
+    log.info("run %s completed %s; callback %s", claim.run_id, claim.run.status, sig["task"] if sig else None)
+
+
 def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, str]) -> str:
     """Send the claimed run's callback, then mark the completion sent; the callback's task id.
 
@@ -113,48 +166,96 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
     dispatched again, with the same task id (``callback_task_id``) for the user to dedupe on.
     """
     ctx = get_context()
-    run = ctx.store.to_run(data)  # the record came back with the claim
+    claim = claimed(ctx.store, run_id, holder, data)  # the record came back with the claim
+    run, sig = claim.run, claim.sig
     runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
-    on_complete, on_failure = callbacks(data)
-    sig = on_complete if run.status == Status.SUCCESS else on_failure
-    task_id = ""
-    failpoint("complete:before_dispatch")
-    if sig is not None:
-        task_id = callback_task_id(run_id, run.status, run.redrives)
-        try:
-            finished = run.to_dict()
-            # Flower shows the user's own arguments; of the run, only its ids and status
-            argsrepr = callback_argsrepr(sig, finished)
-            headers = {CALLBACK_HEADER: f"{run_id}|{run.redrives}"}  # CallbackTask's guard
-            # the end and the claim durable first: a crash must not undo what the callback says
-            ctx.durable()  # NotDurable: released below, retried
-            send_callback(sig, finished, task_id, headers, argsrepr)
-        except Exception as exc:
-            countdown: float | None = 1.0
-            if isinstance(exc, TypeError):
-                # its arguments do not fit the task: a few attempts, then the dead-letter list
-                countdown = argument_mismatch(run_id, run, sig, exc, holder)
-                if countdown is None:
-                    return ""  # dead-lettered: the completion is marked done
-            ctx.store.release_completion(run_id, holder, run.redrives)
-            log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
-            raise task.retry(countdown=countdown, max_retries=None) from exc
-    failpoint("complete:after_dispatch")
-    ctx.store.finish_completion(run_id, task_id, holder, run.redrives)
-    metrics.RUNS_COMPLETED.labels(status=run.status).inc()
-    received_at = request_header(task.request, RECEIVED_AT_HEADER)
-    if received_at:
-        metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
-    log.info("run %s completed %s; callback %s", run_id, run.status, sig["task"] if sig else None)
-    return task_id
+    try:
+        publish_claimed(claim, ctx.durable)  # NotDurable: released below, retried
+    except Exception as exc:
+        countdown: float | None = 1.0
+        if isinstance(exc, TypeError) and sig is not None:
+            # its arguments do not fit the task: a few attempts, then the dead-letter list
+            countdown = argument_mismatch(run_id, run, sig, exc, holder)
+            if countdown is None:
+                return ""  # dead-lettered: the completion is marked done
+        ctx.store.release_completion(run_id, holder, run.redrives)
+        log.error("run %s: callback not dispatched (%s); retrying", run_id, type(exc).__name__)
+        raise task.retry(countdown=countdown, max_retries=None) from exc
+    finish_claimed(ctx.store, claim, request_header(task.request, RECEIVED_AT_HEADER))
+    return claim.task_id
+
+
+def dispatch_here(
+    store: RunStore, run_id: str, holder: str, data: dict[str, str], received_at: str, publish_timeout: float
+) -> bool:
+    """The receiver's dispatch of a completion it claimed with the terminal webhook that ended
+    the run (web/delivery.py), after its durability barrier: publish the callback through the
+    app the receiver publishes through, then mark it sent. No worker hop.
+
+    A callback whose task this process does not know (its task class may route it, time it,
+    type-check it) or that could not be published is handed to complete_run instead, after
+    releasing the claim. False when neither happened (the broker is down): the caller answers
+    503 and Nen redelivers; the sweep re-queues complete_run meanwhile. A receiver that dies
+    holding the claim leaves it to lapse: the sweep dispatches it then (reconcile.py)."""
+    claim = claimed(store, run_id, holder, data)
+    if claim.sig is not None and not registered(claim.sig):
+        return _hand_over(store, claim, received_at, None)
+    retry = {
+        "max_retries": 2,
+        "interval_start": 0.1,
+        "interval_step": 0.2,
+        "interval_max": publish_timeout / 2,
+    }
+    try:
+        publish_claimed(claim, lambda: None, {"retry": True, "retry_policy": retry})  # the caller waited
+    except Exception as exc:  # TypeError (the task dead-letters it after its attempts), broker down
+        return _hand_over(store, claim, received_at, exc)
+    try:
+        finish_claimed(store, claim, received_at)
+    except Exception as exc:  # the callback is out: after the lease the sweep sends it again, same id
+        log.warning("run %s: callback sent, completion not marked sent (%s)", run_id, type(exc).__name__)
+    return True
+
+
+def registered(sig: dict[str, Any]) -> bool:
+    """Whether the app this process publishes through has the callback's task, so that the
+    message is the one a worker would publish (the task class's queue, options, type check)."""
+    return str(sig.get("task")) in current().tasks
+
+
+def _hand_over(store: RunStore, claim: Claimed, received_at: str, exc: BaseException | None) -> bool:
+    """Release the claim and queue complete_run; False if neither the run store nor the broker
+    could take that."""
+    if exc is None:
+        log.debug("run %s: callback task not registered here: complete_run", claim.run_id)
+    else:
+        log.warning(
+            "run %s: callback not published here (%s: %s): complete_run",
+            claim.run_id,
+            type(exc).__name__,
+            exc,
+        )
+    try:
+        store.release_completion(claim.run_id, claim.holder, claim.run.redrives)
+        enqueue_complete(claim.run_id, received_at)
+    except Exception as again:  # the run store or the broker down: Nen redelivers, the sweep waits
+        log.error("run %s: callback not dispatched nor queued (%s)", claim.run_id, type(again).__name__)
+        return False
+    return True
 
 
 def send_callback(
-    sig: dict[str, Any], run: dict[str, Any], task_id: str, headers: dict[str, str], argsrepr: str
+    sig: dict[str, Any],
+    run: dict[str, Any],
+    task_id: str,
+    headers: dict[str, str],
+    argsrepr: str,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """``signature(sig).apply_async(args=(run,), ...)`` through the current app: the callback
     may be a task of any app the workers load, or only a name. On the ready-made app, with one
-    LPUSH where that writes the same message (``direct_callback``)."""
+    LPUSH where that writes the same message (``direct_callback``). ``options``: more of
+    apply_async's (the receiver bounds its publish retries to its answer budget)."""
     app = current()
     conf = app.conf
     kwargs = dict(sig.get("kwargs") or {})
@@ -166,7 +267,12 @@ def send_callback(
         # a kwargsrepr the caller set on the signature (to hide its kwargs) is kept
         shown = {} if "kwargsrepr" in (sig.get("options") or {}) else {"kwargsrepr": kwargsrepr}
         signature(sig, app=app).apply_async(
-            args=(run,), task_id=task_id, headers=headers or None, argsrepr=argsrepr, **shown
+            args=(run,),
+            task_id=task_id,
+            headers=headers or None,
+            argsrepr=argsrepr,
+            **shown,
+            **(options or {}),
         )
         return
     task, publisher = direct

@@ -7,8 +7,12 @@ whose signature was verified and whose URL names its run with a valid token (hin
 ingest.lua checks the body's messageId against the run's (a stale hint is ignored) and keeps
 the messageId of one that came before the run's binding, which bind.lua then applies, exactly
 as when the task runs it. The receiver never binds a run: a webhook that would bind an
-``unknown`` one (``BINDS``) is queued, and the ingest task binds it. Terminal webhooks still go
-through the queue: their completion dispatch belongs to a worker.
+``unknown`` one (``BINDS``) is queued, and the ingest task binds it.
+
+A terminal webhook ends its run here too (``BlockingApply.end``, the thread path): the same
+script claims the run's completion for this receiver (a lease), and delivery.py publishes the
+callback after the durability barrier, then marks it sent (completion.dispatch_here). Two
+queue hops per run (submit, callback) instead of three.
 
 ``NEN_WEBHOOK_APPLY_PROCESSING=false`` queues every webhook, for deployments whose receiver
 must not write run state. If the run store fails or is slow, the webhook is queued instead.
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,8 +41,8 @@ from nen_celery.web.answers import APPLIED, IGNORED, Answer
 
 log = logging.getLogger("nen_celery.web")
 
-# (the hinted run attempt, parsed body) -> (verdict, status now)
-BlockingApply = Callable[[RunRef, dict[str, Any]], tuple[str, str]]
+# a barrier to wait for after an apply that wrote (delivery.py: one that could not be probed)
+After = Callable[[], None]
 
 # ingest.lua keeps only the messageId of a processing webhook that came before the binding, never
 # its body: nothing is sealed for it
@@ -69,14 +75,52 @@ def answer_for(
     return APPLIED
 
 
-def blocking(store: RunStore) -> BlockingApply:
-    """The apply for the receiver's thread path (Flask, Django, a clustered run store)."""
+def ends_here(enabled: bool, parsed: dict[str, Any], hint: RunRef | None) -> bool:
+    """Whether this verified webhook ends its run here (the thread path) rather than queued."""
+    return enabled and hint is not None and is_terminal(str(parsed["status"]))
 
-    def apply(ref: RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
-        verdict, now, _, _ = store.ingest(ref, parsed, _NO_BODY, source="webhook", bind=False)
+
+@dataclass(frozen=True)
+class Ended:
+    """ingest.lua's verdict on a terminal webhook; ``data``: the run's record when this receiver
+    claimed its completion (``holder``), for it to dispatch; empty otherwise."""
+
+    verdict: str
+    now: str
+    holder: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+
+class BlockingApply:
+    """ingest.lua from a thread (Flask, Django, a clustered run store, terminal webhooks):
+    ``apply(ref, parsed)`` -> (verdict, status now) for a ``processing`` webhook; ``end`` for a
+    terminal one. ``after``: waited for after each call (raising fails the apply)."""
+
+    def __init__(self, store: RunStore, after: After | None = None) -> None:
+        self.store = store
+        self.after = after
+
+    def __call__(self, ref: RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
+        verdict, now, _, _ = self.store.ingest(ref, parsed, _NO_BODY, source="webhook", bind=False)
+        if self.after is not None:
+            self.after()
         return _queue_or(verdict), now
 
-    return apply
+    def end(self, ref: RunRef, parsed: dict[str, Any], sealed_body: str) -> Ended:
+        """Apply a terminal webhook and claim the completion it makes pending (or left behind
+        by a receiver or task whose lease lapsed) for this call: one script."""
+        holder = f"receiver-{uuid.uuid4().hex}"
+        verdict, now, completion, data = self.store.ingest(
+            ref, parsed, sealed_body, source="webhook", holder=holder, bind=False
+        )
+        if self.after is not None:
+            self.after()
+        return Ended(_queue_or(verdict), now, holder, data if completion == "claimed" else {})
+
+
+def blocking(store: RunStore) -> BlockingApply:
+    """The apply for the receiver's thread path."""
+    return BlockingApply(store)
 
 
 class AsyncApply:

@@ -215,12 +215,22 @@ def _durability() -> None:
 
 def _install_named_app() -> None:
     """``NEN_CELERY_APP=proj`` (as for ``celery -A``): the standalone receiver publishes through
-    your Celery app; without it, through the ready-made one."""
+    your Celery app; without it, through the ready-made one. The app's task modules are imported
+    as a worker imports them, so the receiver knows a run's callback task and publishes it
+    itself when a terminal webhook ends the run (completion.dispatch_here); a module that fails
+    to import is logged, and such callbacks go through complete_run."""
     path = os.environ.get("NEN_CELERY_APP")
     if path and app_state.installed() is None:
         from celery.app.utils import find_app
 
-        init_celery(find_app(path))
+        app = find_app(path)
+        init_celery(app)
+        try:
+            app.loader.import_default_modules()
+        except Exception as exc:  # the user's modules: the receiver serves without them
+            log.warning(
+                "NEN_CELERY_APP=%s: its task modules not imported (%s: %s)", path, type(exc).__name__, exc
+            )
 
 
 def _build(lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]) -> Starlette:

@@ -16,6 +16,7 @@ import redis
 
 from nen_celery.domain import hints
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
+from nen_celery.lifecycle.completion import dispatch_here
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
 from nen_celery.logs import runlog
 from nen_celery.runtime import metrics
@@ -147,14 +148,7 @@ def _then_durable(ctx: Context, applier: apply.BlockingApply | None) -> apply.Bl
     (on a broker of its own durability), as for any failed apply."""
     if applier is None:
         return None
-    inner = applier
-
-    def apply_durably(ref: hints.RunRef, parsed: dict[str, Any]) -> tuple[str, str]:
-        result = inner(ref, parsed)
-        durability(ctx).wait()
-        return result
-
-    return apply_durably
+    return apply.BlockingApply(applier.store, after=lambda: durability(ctx).wait())
 
 
 def _hint_refused(parsed: dict[str, Any], hint: hints.Hint) -> None:
@@ -179,6 +173,8 @@ async def deliver_hinted(
     hint, _ = run_hint(ctx.settings, query)
     if hint is None:
         return None  # none, or refused: the thread path looks the messageId up (and logs it)
+    if apply.ends_here(ctx.settings.webhook_apply_processing, parsed, hint):
+        return None  # ends its run: the thread path applies it and publishes the callback
     barrier = durability_made(ctx)
     if barrier is None or (barrier.barrier.on and barrier.waiter is None):
         return None  # not probed yet, or a Sentinel run store: the thread path waits
@@ -285,18 +281,10 @@ def deliver(
     message_id = str(parsed["message_id"])
     with runlog.bound(message_id=message_id, workflow_id=parsed.get("workflow_id")):
         if hint is not None:
-            if applier is not None and apply.wanted(True, parsed, hint):
-                try:
-                    verdict, now = applier(hint, parsed)
-                except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
-                    _apply_failed(parsed, hint, exc)
-                else:
-                    if verdict != apply.BINDS:
-                        failed = _made_durable(durability, parsed)
-                        if failed is not None:
-                            metrics.webhook_answered(failed.status_code, failed.body)
-                            return failed
-                        return _applied(verdict, now, parsed, hint, parked_status)
+            if applier is not None:
+                applied = _apply_here(applier, sealer, body, parsed, hint, durability, publish_timeout)
+                if applied is not None:
+                    return _answered(applied, parsed, hint, parked_status)
             with runlog.bound(run_id=hint[0]):
                 answer = enqueue(sealer, body, parsed, publish_timeout, hint=hint, publisher=publisher)
                 answer = _queued_durably(answer, durability, parsed)
@@ -305,6 +293,58 @@ def deliver(
         answer = _deliver(lookup, sealer, body, parsed, publish_timeout, parked_status, publisher, durability)
         metrics.webhook_answered(answer.status_code, answer.body, hint_refused=hint_refused)
         return answer
+
+
+def _answered(
+    applied: Answer | tuple[str, str], parsed: dict[str, Any], hint: hints.RunRef, parked_status: int
+) -> Answer:
+    if isinstance(applied, Answer):  # not durable, or the callback neither sent nor queued: 503
+        metrics.webhook_answered(applied.status_code, applied.body)
+        return applied
+    return _applied(applied[0], applied[1], parsed, hint, parked_status)
+
+
+def _apply_here(
+    applier: apply.BlockingApply,
+    sealer: Sealer,
+    body: bytes,
+    parsed: dict[str, Any],
+    hint: hints.RunRef,
+    durability: Durability | None,
+    publish_timeout: float,
+) -> Answer | tuple[str, str] | None:
+    """Apply the webhook here: (verdict, status now) once durable (a terminal one: once its
+    callback is out too, or handed to complete_run); a 503 Answer; None: queue it instead."""
+    received_at = repr(time.time())
+    ended: apply.Ended | None = None
+    try:
+        if apply.ends_here(True, parsed, hint):
+            ended = applier.end(hint, parsed, sealer.seal_if_enabled(body))
+            verdict, now = ended.verdict, ended.now
+        else:
+            verdict, now = applier(hint, parsed)
+    except Exception as exc:  # any run-store error (a cluster's are not RedisErrors)
+        _apply_failed(parsed, hint, exc)
+        return None
+    if verdict == apply.BINDS:
+        return None
+    failed = _made_durable(durability, parsed)
+    if ended is not None and ended.data:  # this webhook claimed the completion
+        with runlog.bound(run_id=hint[0]):
+            if failed is not None:
+                _release(applier, hint, ended)  # Nen redelivers: that copy claims it again
+            elif not dispatch_here(
+                applier.store, hint[0], ended.holder, ended.data, received_at, publish_timeout
+            ):
+                failed = NOT_QUEUED
+    return (verdict, now) if failed is None else failed
+
+
+def _release(applier: apply.BlockingApply, hint: hints.RunRef, ended: apply.Ended) -> None:
+    try:
+        applier.store.release_completion(hint.run_id, ended.holder, hint.attempt)
+    except Exception as exc:  # the run store is down: the claim lapses, the sweep takes it over
+        log.warning("run %s: completion claim not released (%s)", hint[0], type(exc).__name__)
 
 
 def _queued_durably(answer: Answer, barrier: Durability | None, parsed: dict[str, Any]) -> Answer:

@@ -291,12 +291,11 @@ def test_the_asgi_receiver_pushes_hinted_webhooks_from_its_event_loop(
         return await original(self, outgoing)
 
     monkeypatch.setattr(direct_publish.DirectPublisher, "apublish", spy)
+    # terminal: queued (NEN_WEBHOOK_APPLY_PROCESSING=false below; else the receiver applies it)
     body = webhook_body(f"unknown-{uuid.uuid4()}", "success")
     headers = signed(body, SIM_WEBHOOK_SECRET)
     before = stack.counter.published[ingest_webhook.name]
-    # a context of its own (no publisher made yet), where the receiver applies nothing itself:
-    # every hinted webhook is queued (with apply on, it would end the run here: issue 28)
-    with env(NEN_PUBLISH_TIMEOUT="2.5", NEN_WEBHOOK_APPLY_PROCESSING="false"):
+    with env(NEN_PUBLISH_TIMEOUT="2.5", NEN_WEBHOOK_APPLY_PROCESSING="false"):  # a context of its own
         assert receiver.direct_publisher(get_context(), create=False) is None
         for _ in range(3):
             with TestClient(create_app()) as client:

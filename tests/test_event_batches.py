@@ -65,8 +65,8 @@ def test_a_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: Simulat
 
             run_ids = [c.start() for _ in range(20)]
             c.settle(run_ids)
-            # each run's tasks: submit_run, ingest_webhook (the terminal webhook: the receiver
-            # applies `processing` itself, ingest dispatches completion) and the callback
+            # each run's tasks: submit_run, complete_run (the receiver applies both webhooks and,
+            # not knowing tests.record, hands the callback to complete_run) and the callback
             wait_for(lambda: len(succeeded()) >= 60, 30, "a task-succeeded event per task")
         finally:
             stop.set()
@@ -77,7 +77,7 @@ def test_a_worker_sends_every_task_event_in_batches(tmp_path: Path, sim: Simulat
                 kinds.setdefault(event["uuid"], set()).add(event["type"])
         assert all({"task-received", "task-started", "task-succeeded"} <= k for k in kinds.values())
         names = [e["name"] for e in events() if e["type"] == "task-received"]
-        assert sorted(set(names)) == ["nen_celery.ingest_webhook", "nen_celery.submit_run", "tests.record"]
+        assert sorted(set(names)) == ["nen_celery.complete_run", "nen_celery.submit_run", "tests.record"]
         batches = [b for b in bodies if isinstance(b, list)]
         assert batches and max(len(b) for b in batches) > 1  # several events to a message
         assert not [b for b in bodies if isinstance(b, dict) and b.get("type", "").startswith("task-")]

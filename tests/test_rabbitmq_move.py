@@ -17,7 +17,7 @@ import pytest
 
 from tests.cluster import rabbitmq_queue_types, rabbitmq_vhost_or_skip
 from tests.conftest import TEST_REDIS_URL
-from tests.helpers import ROOT, spawn_logged, stop_group, wait_for
+from tests.helpers import CHILD_PYTHONPATH, spawn_logged, stop_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ amqp_url = pytest.fixture(scope="module", name="amqp_url")(rabbitmq_vhost_or_ski
 def _worker(app: str, amqp_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": CHILD_PYTHONPATH,
         "NEN_BROKER_URL": amqp_url,  # the ready-made app's broker
         "PROJ_BROKER_URL": amqp_url,  # the user's (tests/userproj)
         "NEN_REDIS_URL": TEST_REDIS_URL,

@@ -33,7 +33,7 @@ from nen_celery import get_run, start_run
 from nen_celery.settings import get_settings
 from nen_celery.worker import app as celery_app
 from tests.conftest import TEST_REDIS_URL, Stack
-from tests.helpers import OTHER_PROCESS_HEADER, free_port, wait_for
+from tests.helpers import CHILD_PYTHONPATH, OTHER_PROCESS_HEADER, free_port, wait_for
 from tests.security_callbacks import noted, noted_key
 
 pytestmark = pytest.mark.integration
@@ -269,23 +269,24 @@ def wait_flower(flower: Flower, done: dict[str, Any]) -> dict[str, dict[str, Any
             if task.get("state") == "SUCCESS":
                 by_name.setdefault(str(task.get("name")), []).append(str(task.get("args")))
         submit = [a for a in by_name.get("nen_celery.submit_run", []) if run_id in a]
-        # the successful run completes inside its hinted ingest_webhook; the rejected one through
-        # complete_run
-        complete = [
-            a for a in by_name.get("nen_celery.complete_run", []) if any(r in a for r in done["run_ids"])
+        # the receiver applies both webhooks of the successful run (message_id) and publishes its
+        # callback itself: no task of nen's for it after the submit; the rejected run completes
+        # through complete_run
+        rejected = [
+            a
+            for a in by_name.get("nen_celery.complete_run", [])
+            if any(r in a for r in done["run_ids"] if r != run_id)
         ]
-        ingest = [a for a in by_name.get("nen_celery.ingest_webhook", []) if message_id in a]
-        # one ingest_webhook: the terminal webhook's (the receiver applies the processing one)
-        return tasks if submit and complete and ingest else None
+        return tasks if submit and rejected and message_id else None
 
-    return wait_for(mine, 30, "Flower to list the runs' submit_run, ingest_webhook and complete_run")
+    return wait_for(mine, 30, "Flower to list the runs' submit_run and complete_run")
 
 
 def check_flower(flower: Flower, done: dict[str, Any], needles: dict[str, str]) -> list[str]:
     """Flower lists the lifecycle's tasks by name, ids in their args; returns needles found."""
     tasks = wait_flower(flower, done)
     names = {t.get("name") for t in tasks.values()}
-    assert {"nen_celery.submit_run", "nen_celery.ingest_webhook", "nen_celery.complete_run"} <= names
+    assert {"nen_celery.submit_run", "nen_celery.complete_run"} <= names
     for task in tasks.values():
         if str(task.get("name", "")).startswith("nen_celery."):
             shown = f"{task.get('args')} {task.get('kwargs')}"
@@ -381,7 +382,7 @@ def deployed(stack: Stack, tmp_path: Path) -> Iterator[dict[str, Any]]:
     receiver_port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": CHILD_PYTHONPATH,
         "NEN_REDIS_URL": url,
         "NEN_BROKER_URL": url,
         "NEN_KEY_PREFIX": f"nenscan{uuid.uuid4().hex[:6]}",

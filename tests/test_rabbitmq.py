@@ -75,9 +75,15 @@ def test_lifecycle_on_quorum_queues_with_publisher_confirms(cluster: Cluster, am
     assert [c["tag"] for c in cluster.calls(failed)] == ["failure"]
     assert cluster.store.raw(failed)["status"] == "failed"
 
+    # native delayed delivery is set up: the worker declares celery_delayed_27 down to _0 at
+    # start, and a run can now settle before it is done (the receiver sends the callbacks)
+    wait_for(
+        lambda: rabbitmq_queue_types(amqp_url).get("celery_delayed_0") == "quorum",
+        60,
+        "the worker's delayed-delivery queues",
+    )
     types = rabbitmq_queue_types(amqp_url)
     assert {name: types.get(name) for name in QUEUES} == dict.fromkeys(QUEUES, "quorum")
-    assert types.get("celery_delayed_0") == "quorum"  # native delayed delivery is set up
     assert not any(key.startswith("unacked") for key in cluster.redis.keys("*"))  # no Redis broker
     with cluster.sender.connection_for_write() as conn:
         channel = conn.default_channel

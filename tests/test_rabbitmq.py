@@ -62,6 +62,16 @@ def cluster(tmp_path: Path, sim: SimulatorServer, amqp_url: str) -> Iterator[Clu
         yield c
 
 
+def delayed_delivery_ready(amqp_url: str) -> None:
+    """Celery's native delayed delivery set up: a worker declares celery_delayed_27 down to _0
+    as it starts."""
+    wait_for(
+        lambda: rabbitmq_queue_types(amqp_url).get("celery_delayed_0") == "quorum",
+        60,
+        "the worker's delayed-delivery queues",
+    )
+
+
 def test_lifecycle_on_quorum_queues_with_publisher_confirms(cluster: Cluster, amqp_url: str) -> None:
     cluster.worker()
     ok = [cluster.start() for _ in range(3)]
@@ -75,13 +85,7 @@ def test_lifecycle_on_quorum_queues_with_publisher_confirms(cluster: Cluster, am
     assert [c["tag"] for c in cluster.calls(failed)] == ["failure"]
     assert cluster.store.raw(failed)["status"] == "failed"
 
-    # native delayed delivery is set up: the worker declares celery_delayed_27 down to _0 at
-    # start, and a run can now settle before it is done (the receiver sends the callbacks)
-    wait_for(
-        lambda: rabbitmq_queue_types(amqp_url).get("celery_delayed_0") == "quorum",
-        60,
-        "the worker's delayed-delivery queues",
-    )
+    delayed_delivery_ready(amqp_url)  # a run can settle before the worker's start-up is done
     types = rabbitmq_queue_types(amqp_url)
     assert {name: types.get(name) for name in QUEUES} == dict.fromkeys(QUEUES, "quorum")
     assert not any(key.startswith("unacked") for key in cluster.redis.keys("*"))  # no Redis broker
@@ -100,6 +104,7 @@ def test_sub_second_reschedule_goes_through_the_delay_queues(
         sim.state.config.post_errors = [PlannedError(503)] * 3  # after make_cluster's reset
         c.receiver()
         c.worker()
+        delayed_delivery_ready(amqp_url)  # a countdown before its queues exist goes nowhere
         run_id = c.start()
         c.settle([run_id])
         assert [x["tag"] for x in c.calls(run_id)] == ["complete"]

@@ -25,7 +25,7 @@ from nen_celery.runtime.context import get_context
 from nen_celery.runtime.metrics import REGISTRY
 from tests.callbacks import calls
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
-from tests.helpers import wait_for
+from tests.helpers import run_ref, wait_for
 from tests.test_lifecycle import posts_for, sign, wait_callbacks
 from tests.test_nen_faults import configure, sim, start
 
@@ -54,8 +54,7 @@ def hint(run_id: str, token: str | None, nonce: str = "") -> str:
 
 def nonce_of(run_id: str) -> str:
     """The record's nonce, which its URL carries (hints.py)."""
-    store = get_context().store
-    return str(store.redis.hget(store.run_key(run_id), "nonce") or "")
+    return run_ref(get_context().store, run_id).nonce
 
 
 def refused_hints() -> float:

@@ -20,7 +20,7 @@ from nen_celery.domain.hints import hint_key, url_with_run
 from nen_celery.domain.signing import webhook_signature
 from nen_celery.settings import install_overrides
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack
-from tests.helpers import snapshot, wait_for
+from tests.helpers import run_ref, snapshot, wait_for
 
 # The test apps' callback tasks, registered at collection: before the session's worker starts.
 # Each where its framework is installed: the lowest-versions run (`make test-lowest`) has no
@@ -47,8 +47,7 @@ def hinted(run_id: str, attempt: int = 0, secret: str = SIM_WEBHOOK_SECRET, path
     and the record's nonce, as its submit would make it now (none for a record that is not there)."""
     from nen_celery.runtime.context import get_context
 
-    store = get_context().store
-    nonce = store.redis.hget(store.run_key(run_id), "nonce") or ""
+    nonce = run_ref(get_context().store, run_id).nonce
     return url_with_run(path, "nen_run", run_id, attempt, hint_key(secret), nonce)
 
 

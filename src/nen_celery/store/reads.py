@@ -23,9 +23,6 @@ class Reads(StoreCore):
         """Each run's record; None for a key that holds no run record (a foreign or damaged
         entry: another type under the run's key), logged with its key, so one bad entry never
         fails the batch. Any other Redis error raises."""
-        return self._records(run_ids)
-
-    def _records(self, run_ids: list[str]) -> list[dict[str, str] | None]:
         pipe = self.redis.pipeline(transaction=False)
         for rid in run_ids:
             pipe.hgetall(self.run_key(rid))
@@ -68,7 +65,7 @@ class Reads(StoreCore):
             if not ids:
                 break
             offset += batch
-            for rid, data in zip(ids, self._records(ids), strict=True):
+            for rid, data in zip(ids, self.raw_many(ids), strict=True):
                 if not data:
                     continue
                 if status and data.get("status") != status:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -374,13 +375,31 @@ def install_overrides(values: Mapping[str, Any]) -> None:
         hook()
 
 
-@lru_cache(maxsize=1)
+_loaded: Settings | None = None
+# Held while the settings are built and while they are forgotten: a build that read the
+# environment before a change must not be cached after the change dropped the cache (a worker
+# thread loading settings while a test or install_overrides changes them).
+_loading = threading.Lock()
+
+
 def get_settings() -> Settings:
     """The process's settings: installed overrides first, then the environment, on first use."""
-    try:
-        return Settings(**_overrides)
-    except ValidationError as exc:
-        raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
+    global _loaded
+    loaded = _loaded
+    if loaded is not None:
+        return loaded
+    with _loading:
+        if _loaded is None:
+            try:
+                _loaded = Settings(**_overrides)
+            except ValidationError as exc:
+                raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
+        return _loaded
+
+
+def settings_loaded() -> bool:
+    """Whether something loaded the settings already (read without loading them)."""
+    return _loaded is not None
 
 
 def describe(exc: ValidationError) -> str:
@@ -394,4 +413,6 @@ def describe(exc: ValidationError) -> str:
 
 def reset_settings(**_: Any) -> None:
     """Forget the cached settings (tests and CLI re-read the environment)."""
-    get_settings.cache_clear()
+    global _loaded
+    with _loading:
+        _loaded = None

@@ -43,7 +43,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import SecretStr
 
 from nen_celery.errors import ConfigurationError
-from nen_celery.settings import Settings, get_settings, installed_override_values
+from nen_celery.settings import Settings, get_settings, installed_override_values, settings_loaded
 
 REDACTED = "[REDACTED]"
 
@@ -181,7 +181,7 @@ def _current_secrets() -> list[str]:
     """
     values = env_secrets()
     values += settings_override_secrets(installed_override_values())
-    if get_settings.cache_info().currsize:
+    if settings_loaded():
         with contextlib.suppress(ConfigurationError):  # only if the cache was cleared meanwhile
             values += settings_secrets(get_settings())
     with _lock:

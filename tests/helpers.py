@@ -75,6 +75,10 @@ class TaskCounter:
     def __init__(self) -> None:
         self.published: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()
+        # by task id: a stale message of an earlier test, redelivered now, finishes a task this
+        # process never published, and must not make up for one of this process still queued
+        self._published_ids: Counter[str] = Counter()
+        self._finished_ids: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._local = threading.local()
         before_task_publish.connect(self._on_publish, weak=False)
@@ -99,14 +103,18 @@ class TaskCounter:
             return
         with self._lock:
             self.published[str(sender)] += 1
+            if isinstance(headers, dict) and headers.get("id"):
+                self._published_ids[str(headers["id"])] += 1
 
-    def _on_postrun(self, sender: Any = None, **_: Any) -> None:
+    def _on_postrun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         with self._lock:
             self.finished[getattr(sender, "name", str(sender))] += 1
+            if task_id is not None:
+                self._finished_ids[task_id] += 1
 
     def idle(self) -> bool:
         with self._lock:
-            return all(self.finished[name] >= n for name, n in self.published.items())
+            return all(self._finished_ids[tid] >= n for tid, n in self._published_ids.items())
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Every task published from this process has run (retries included)."""

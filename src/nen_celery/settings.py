@@ -206,22 +206,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{name} is set but empty: give its value or unset it")
         return value
 
-    @field_validator("api_url")
+    @field_validator("api_url", "webhook_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"NEN_API_URL must start with http:// or https://, got {value!r}")
-        return value.rstrip("/")
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_url(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        assert value is not None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"NEN_WEBHOOK_URL must start with http:// or https://, got {value!r}")
-        return value
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, "") and info.field_name == "webhook_url":
+            return None  # unset: no-webhook mode
+        if not value or not value.startswith(("http://", "https://")):
+            name = f"NEN_{str(info.field_name).upper()}"
+            raise ValueError(f"{name} must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if info.field_name == "api_url" else value
 
     @field_validator("webhook_run_param")
     @classmethod
@@ -233,21 +226,15 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("retrieval_path")
+    @field_validator("retrieval_path", "lookup_path")
     @classmethod
-    def _retrieval_path(cls, value: str) -> str:
-        if "{message_id}" not in value or not value.startswith("/"):
-            raise ValueError("NEN_RETRIEVAL_PATH must start with / and contain {message_id}")
-        return value
-
-    @field_validator("lookup_path")
-    @classmethod
-    def _lookup_path(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        assert value is not None
-        if "{idempotency_key}" not in value or not value.startswith("/"):
-            raise ValueError("NEN_LOOKUP_PATH must start with / and contain {idempotency_key}")
+    def _path_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, "") and info.field_name == "lookup_path":
+            return None  # optional
+        placeholder = "{message_id}" if info.field_name == "retrieval_path" else "{idempotency_key}"
+        if not value or placeholder not in value or not value.startswith("/"):
+            name = f"NEN_{str(info.field_name).upper()}"
+            raise ValueError(f"{name} must start with / and contain {placeholder}")
         return value
 
     @model_validator(mode="after")
@@ -375,31 +362,27 @@ def install_overrides(values: Mapping[str, Any]) -> None:
         hook()
 
 
-_loaded: Settings | None = None
-# Held while the settings are built and while they are forgotten: a build that read the
-# environment before a change must not be cached after the change dropped the cache (a worker
-# thread loading settings while a test or install_overrides changes them).
+# The process's settings once loaded. The lock is held while they are built and while they are
+# forgotten: a load that read the environment before a change is not kept after it (a worker
+# thread's first use racing install_overrides, or a test's change).
+_loaded: list[Settings] = []
 _loading = threading.Lock()
 
 
 def get_settings() -> Settings:
     """The process's settings: installed overrides first, then the environment, on first use."""
-    global _loaded
-    loaded = _loaded
-    if loaded is not None:
-        return loaded
     with _loading:
-        if _loaded is None:
+        if not _loaded:
             try:
-                _loaded = Settings(**_overrides)
+                _loaded.append(Settings(**_overrides))
             except ValidationError as exc:
                 raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
-        return _loaded
+        return _loaded[0]
 
 
 def settings_loaded() -> bool:
     """Whether something loaded the settings already (read without loading them)."""
-    return _loaded is not None
+    return bool(_loaded)
 
 
 def describe(exc: ValidationError) -> str:
@@ -413,6 +396,5 @@ def describe(exc: ValidationError) -> str:
 
 def reset_settings(**_: Any) -> None:
     """Forget the cached settings (tests and CLI re-read the environment)."""
-    global _loaded
     with _loading:
-        _loaded = None
+        _loaded.clear()

@@ -50,7 +50,7 @@ from nen_celery.runtime import metrics
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.web.answers import NOT_CONFIGURED, QUEUED, Answer, body_timeout, too_large
-from nen_celery.web.delivery import deliver_checked, deliver_hinted
+from nen_celery.web.delivery import deliver_async
 from nen_celery.web.metrics import receiver_metrics
 from nen_celery.web.refusals import refused, shown
 from nen_celery.web.resources import direct_publisher, durability
@@ -118,10 +118,8 @@ async def _answer(
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return error  # pure and fast: no thread hop for a refusal
-    answer = await deliver_hinted(ctx, body, parsed, query)  # every run we start: no thread hop
-    if answer is None:
-        answer = await run_in_threadpool(deliver_checked, ctx, body, parsed, query)
-    return answer
+    # on the loop; the thread pool only from an effect that has to block (delivery.py)
+    return await deliver_async(ctx, body, parsed, query, run_in_threadpool)
 
 
 async def webhook(request: Request) -> JSONResponse:

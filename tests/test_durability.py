@@ -292,7 +292,8 @@ def test_the_receiver_answers_503_when_the_barrier_times_out_then_200_once_durab
             covers_broker=False,
             parked_status=202,
         )
-        effects = BlockingEffects(ctx.store, ctx.sealer, ctx.settings.publish_timeout, barrier=lambda: durability)
+        timeout = ctx.settings.publish_timeout
+        effects = BlockingEffects(ctx.store, ctx.sealer, timeout, barrier=lambda: durability)
         got = drive(plan(webhook), effects.run)
         return got.status_code, got.body
 

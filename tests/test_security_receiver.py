@@ -158,7 +158,6 @@ def test_lookup_failure_still_queues_and_answers_200(idle: Stack) -> None:
     dead_store = RunStore(dead, ctx.settings, ctx.sealer)
     message_id = f"lookup-down-{uuid.uuid4()}"
     body = body_for(message_id)
-    parsed = json.loads(body)
     sent = published(stack)
     answer = _deliver(dead_store, body)
     assert answer.status_code == 200 and answer.body == {"status": "queued"}

@@ -1,7 +1,9 @@
 """The ASGI webhook receiver: ``uvicorn nen_celery.web.asgi:app``.
 
-``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. Its body must
-arrive within ``NEN_WEBHOOK_BODY_TIMEOUT`` (6 s): past it, 408 and the connection is closed.
+``POST /webhooks/nen`` answers within Nen's 5 s: verify, then the receiver's one plan
+(decide.py) on the event loop: apply or queue, reply; the thread pool only from an effect that
+has to block, such as a callback's publish (delivery.py). Its body must arrive within
+``NEN_WEBHOOK_BODY_TIMEOUT`` (6 s): past it, 408 and the connection is closed.
 ``GET /healthz``: 200, or 503 with the reason while every webhook would be refused (no secret).
 ``GET /metrics`` only with ``NEN_RECEIVER_METRICS=true`` (404 otherwise): it shows volumes and
 refusal counts, so it is not public unless you say so (or serve it apart: ``nen-celery metrics

@@ -146,10 +146,11 @@ def run() -> list[Result]:
                 ours[name].append(wrk(url, scripts[status], seconds, connections, pid))
     flush()
 
-    # since issue 28 a hinted terminal webhook is applied by the receiver (a thread: ingest.lua,
-    # the barrier, and for the one that ends the run, the callback's publish): the run here ended
-    # with the first request, so the rest are duplicates (noop, nothing published)
-    enqueue = "ingest.lua from a thread (the run already ended: a duplicate, nothing published)"
+    # since issue 28 a hinted terminal webhook is applied by the receiver (ingest.lua from the
+    # event loop, the barrier; only the one that ends the run hops to a thread, to publish the
+    # callback): the run here ended with the first request, so the rest are duplicates (noop,
+    # nothing published, no thread)
+    enqueue = "ingest.lua from the event loop (the run already ended: a duplicate, nothing published)"
     notes = {
         "sealed": f"HMAC + AES-GCM seal + {enqueue}; hinted URL",
         "clear": "as above without NEN_SECRETS_KEY",

@@ -1,6 +1,7 @@
 """The steps of tests/test_model.py: each does what one piece of nen's code does with the run
-store (submit.py, ingest.py, web/apply.py, completion.py, sweep.py, api.redrive_run), one Redis
-step at a time so that the machine can interleave them."""
+store (submit.py, ingest.py, completion.py, sweep.py, api.redrive_run), one Redis step at a time
+so that the machine can interleave them. The receiver is its own code: its plan (web/decide.py)
+driven here, its ingest.lua calls through web/apply.py, only its publishes modelled."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 from nen_celery.domain.hints import RunRef
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle import reconcile
+from nen_celery.store.durable import NotDurable
+from nen_celery.web.apply import BlockingApply
+from nen_celery.web.decide import Apply, Dispatch, Durable, Effect, End, Publish, Release, Webhook, plan
 from tests.model_world import SUBMIT_LEASE, Exec, NenRun, World
 
 POST_OUTCOMES = ("connect_error", "connect_error_spent", "accepted", "lost_answer", "lost_unsent", "refused")
@@ -137,21 +141,8 @@ class Steps(World):
         hint = RunRef(self.run_id, run.attempt, run.nonce)
         body, sealed = self.webhook(message_id, status)
         self.note(f"deliver:{path}")
-        if path == "receiver" and status == "processing":  # web/apply.py, then 2xx
-            verdict = self.store.ingest(hint, body, "", source="webhook", bind=False)[0]
-            self.barrier()
-            self.nen_applied(message_id, status, verdict)
-        elif path == "receiver":  # apply.BlockingApply.end: applied, the completion claimed with it
-            holder = f"receiver-{uuid.uuid4().hex[:8]}"
-            verdict, _, completion, data = self.store.ingest(
-                hint, body, sealed, source="webhook", holder=holder, bind=False
-            )
-            self.note(f"receiver_end:{verdict}")
-            self.nen_applied(message_id, status, verdict)
-            if completion == "claimed":  # then the barrier, dispatch_here, the 2xx: steps of their own
-                ex = self.add_exec("complete", holder, stage="claimed", data=data, redeliverable=False)
-                assert ex is not None
-                self.claimed(ex)
+        if path == "receiver":  # the receiver's plan: applied, and a terminal one may claim
+            self.receive(hint, body)
         elif path == "unhinted":  # ingest without a run hint: the messageId index, then apply
             found = self.store.find_or_park(message_id, sealed)
             if found is not None:
@@ -167,6 +158,76 @@ class Steps(World):
                 ex = self.add_exec("complete", holder, stage="claimed", data=data)
                 assert ex is not None
                 self.claimed(ex)
+
+    # -- the receiver ------------------------------------------------------------------------------
+    def receive(self, hint: RunRef, body: dict[str, Any]) -> None:
+        """The receiver's own plan for a hinted webhook (barrier on). A terminal one that claimed
+        the completion becomes an execution no message brings back: its barrier, dispatch and
+        answer are steps of their own."""
+        webhook = Webhook(
+            body=json.dumps(body).encode(),
+            parsed=body,
+            hint=hint,
+            refused=None,
+            received_at="0",
+            apply=True,
+            barrier=True,
+            covers_broker=False,
+            parked_status=202,
+        )
+        self.resume(Exec("complete", "", stage="receiving", redeliverable=False, plan=plan(webhook)))
+
+    def resume(self, ex: Exec, result: Any = None, error: Exception | None = None) -> None:
+        """Run ``ex``'s plan on until it answers, or until a claimed completion's barrier or
+        dispatch: left ``pending`` for a later step."""
+        while True:
+            try:
+                effect = ex.plan.send(result) if error is None else ex.plan.throw(error)
+            except StopIteration as answered:
+                self.note(f"receiver_answer:{answered.value.status_code}")
+                self.end_exec(ex)
+                return
+            if ex in self.execs and isinstance(effect, Durable | Dispatch):
+                ex.pending = effect
+                return
+            result, error = self.receiver_effect(ex, effect), None
+
+    def receiver_effect(self, ex: Exec, effect: Effect[Any]) -> Any:
+        """One effect of the receiver's plan, as delivery.BlockingEffects does it."""
+        match effect:
+            case Apply(ref, parsed):
+                verdict, now = BlockingApply(self.store)(ref, parsed)
+                self.nen_applied(parsed["message_id"], parsed["status"], verdict)
+                return verdict, now
+            case End(ref, parsed, raw):
+                ended = BlockingApply(self.store).end(ref, parsed, self.sealer.seal_if_enabled(raw))
+                self.note(f"receiver_end:{ended.verdict}")
+                self.nen_applied(parsed["message_id"], parsed["status"], ended.verdict)
+                if ended.data:  # claimed
+                    ex.holder, ex.stage, ex.data = ended.holder, "claimed", ended.data
+                    self.execs.append(ex)
+                    self.claimed(ex)
+                return ended
+            case Durable():
+                self.barrier()  # its 2xx comes next
+            case Release(ref, holder):
+                self.store.release_completion(ref.run_id, holder, ref.attempt)
+            case Publish():
+                pass  # queued for ingest_webhook: the mailbox's "task" path stands for it
+            case _:
+                raise AssertionError(f"the receiver's plan asked for {effect}")
+        return None
+
+    def receiver_durable(self, ex: Exec) -> bool:
+        """A claimed completion's plan up to its dispatch: through the barrier if it waits on one
+        (a rolled back write fails it: the plan releases the claim, 503). False: it answered."""
+        if isinstance(ex.pending, Durable):
+            if ex.lost_write:
+                self.resume(ex, error=NotDurable("a rollback lost this execution's writes"))
+            else:
+                self.barrier()
+                self.resume(ex)
+        return ex in self.execs and isinstance(ex.pending, Dispatch)
 
     # -- complete_run ---------------------------------------------------------------------------------
     def claimed(self, ex: Exec) -> None:
@@ -184,12 +245,14 @@ class Steps(World):
         self.claimed(ex)
 
     def complete_dispatch(self, ex: Exec) -> None:
-        if ex.lost_write:  # the barrier before the publish failed
-            if not ex.redeliverable:  # the receiver releases its claim and answers 503
-                self.store.release_completion(self.run_id, ex.holder, ex.attempt)
+        if ex.plan is not None:  # the receiver's: its plan's barrier, then the publish
+            if not self.receiver_durable(ex):
+                return
+        elif ex.lost_write:  # the barrier before the publish failed
             self.end_exec(ex, redeliver=True)  # a task's message comes back
             return
-        self.barrier()
+        else:
+            self.barrier()
         self.record_dispatch(ex)
         ex.stage = "dispatched"
 
@@ -198,15 +261,21 @@ class Steps(World):
             now = int(self.raw().get("redrives") or 0)
             assert now == ex.attempt, f"attempt {ex.attempt}'s dispatcher marked attempt {now} sent"
             self.mirror.sent.add(ex.attempt)
+        if ex.plan is not None:
+            self.resume(ex, True)  # dispatch_here done: the plan answers
         self.end_exec(ex)
 
     def complete_release(self, ex: Exec) -> None:
         """The broker refused the callback: release, and the task retries (same task id); a
-        receiver hands it to complete_run (completion.dispatch_here), a message of its own."""
+        receiver hands it to complete_run after its barrier (completion.dispatch_here), a message
+        of its own, and answers."""
+        if ex.plan is not None and not self.receiver_durable(ex):
+            return
         self.store.release_completion(self.run_id, ex.holder, ex.attempt)
         self.end_exec(ex, redeliver=True)
-        if not ex.redeliverable:
+        if ex.plan is not None:
             self.add_exec("complete")
+            self.resume(ex, True)
 
     # -- the sweep and the operator -----------------------------------------------------------------
     def sweep_read(self) -> None:

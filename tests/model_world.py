@@ -76,6 +76,8 @@ class Exec:
     # False: a receiver's dispatch (web/delivery.py), no task message: nothing comes back when it
     # dies (Nen redelivers the webhook: the mailbox keeps every one)
     redeliverable: bool = True
+    plan: Any = None  # a receiver's: its plan (web/decide.py), suspended at ``pending``
+    pending: Any = None  # the effect its plan waits on: a step of its own
 
 
 @dataclass
@@ -244,6 +246,8 @@ class World:
         assert all(len(s) == 1 for s in ids.values()), f"callbacks of one attempt: {ids}"
 
     def record_dispatch(self, ex: Exec) -> None:
+        # a side effect that cannot be taken back: no rollback may lose what it rests on any more
+        assert not self.snapshots, f"{ex.holder} published a callback before the durability barrier"
         status, attempt = ex.data["status"], int(ex.data.get("redrives") or 0)
         ex.task_id = callback_task_id(self.run_id, status, attempt)
         if any(d["attempt"] == attempt for d in self.dispatches):

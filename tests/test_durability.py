@@ -270,9 +270,9 @@ def test_the_receiver_answers_503_when_the_barrier_times_out_then_200_once_durab
 ) -> None:
     """A processing webhook applied by the receiver: not durable in time -> 503 (Nen redelivers);
     the redelivery, with the fsync confirmed, -> 200. Nothing else is sent."""
-    from nen_celery.web import apply
     from nen_celery.web.answers import NOT_DURABLE
-    from nen_celery.web.delivery import deliver
+    from nen_celery.web.decide import Webhook, plan
+    from nen_celery.web.delivery import BlockingEffects, drive
     from nen_celery.web.resources import Durability
 
     ctx = on_valkey
@@ -281,16 +281,20 @@ def test_the_receiver_answers_503_when_the_barrier_times_out_then_200_once_durab
     failing = Durability(ctx.barrier, valkey_aof.client(), None, covers_broker=False)
 
     def answer(durability: Durability) -> tuple[int, dict[str, Any]]:
-        got = deliver(
-            ctx.store.run_for_message,
-            ctx.sealer,
-            body,
-            json.loads(body),
-            ctx.settings.publish_timeout,
+        webhook = Webhook(
+            body=body,
+            parsed=json.loads(body),
             hint=run_ref(ctx.store, run_id),
-            applier=apply.blocking(ctx.store),
-            durability=durability,
+            refused=None,
+            received_at=repr(time.time()),
+            apply=True,
+            barrier=durability.barrier.on,
+            covers_broker=False,
+            parked_status=202,
         )
+        timeout = ctx.settings.publish_timeout
+        effects = BlockingEffects(ctx.store, ctx.sealer, timeout, barrier=lambda: durability)
+        got = drive(plan(webhook), effects.run)
         return got.status_code, got.body
 
     assert answer(failing) == (503, NOT_DURABLE.body)

@@ -6,7 +6,8 @@ begin_post, a POST whose answer is a 202, lost, a connect error or a refusal, bi
 webhooks duplicated, reordered, late and replayed, by the three ways in (the receiver, which
 applies a processing webhook and ends the run with a terminal one, claiming its completion and
 dispatching the callback itself, and may die anywhere in between with nothing redelivered but
-Nen's webhook; the hinted ingest task that claims the completion; the messageId index);
+Nen's webhook: its own plan, web/decide.py, driven one effect at a time; the hinted ingest task
+that claims the completion; the messageId index);
 complete_run claims, dispatches, finishes and releases by several holders; sweep decisions
 read at one step and acted on later (so possibly stale); redrives, forced or not; a fake clock
 that lets leases and timeouts lapse; executions that die (their message comes back) or are
@@ -18,7 +19,8 @@ their words, callbacks published. After every step: at most one POST per attempt
 reached Nen; every callback of an attempt is of its end's status (one task id), of the kind the
 status calls for; an attempt ends once (status and finished_at never rewritten, never undone);
 a Nen word ends only the run bound to its messageId, with Nen's own outcome; a completion
-marked sent is never claimed again, and only its own attempt's dispatcher marks it. At the end
+marked sent is never claimed again, and only its own attempt's dispatcher marks it; no callback
+is published while a rollback could still undo what it rests on. At the end
 of each example (model_steps.drain) nothing crashes any more and every task runs: the run's
 current attempt must end and its callback go out (nothing stuck, no callback lost).
 

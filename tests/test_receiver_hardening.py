@@ -9,6 +9,7 @@ import select
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["django_ready"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
+UVICORN = Path(sys.executable).parent / "uvicorn"  # the tests' venv (a worktree may share one)
 TRICKLES = 100
 HEAD = (
     "POST /webhooks/nen HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

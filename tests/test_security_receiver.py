@@ -24,7 +24,9 @@ from nen_celery.domain.signing import standard_webhook_headers, webhook_signatur
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.store.runs import RunStore
-from nen_celery.web.delivery import deliver
+from nen_celery.web.decide import Webhook as Checked
+from nen_celery.web.decide import plan
+from nen_celery.web.delivery import BlockingEffects, drive
 from nen_celery.web.resources import run_lookup
 from nen_celery.web.verify import check
 from tests.callbacks import calls, record
@@ -130,6 +132,23 @@ def test_known_message_id_is_200_and_a_replay_changes_nothing(idle: Stack) -> No
     assert len(calls(handle.run_id)) == 1
 
 
+def _deliver(store: RunStore, body: bytes, hint: RunRef | None = None) -> Any:
+    """The blocking driver on ``store`` (its lookup and apply), publishing with apply_async."""
+    ctx = get_context()
+    webhook = Checked(
+        body=body,
+        parsed=json.loads(body),
+        hint=hint,
+        refused=None,
+        received_at=repr(time.time()),
+        apply=True,
+        barrier=False,
+        covers_broker=False,
+        parked_status=202,
+    )
+    return drive(plan(webhook), BlockingEffects(store, ctx.sealer, ctx.settings.publish_timeout).run)
+
+
 def test_lookup_failure_still_queues_and_answers_200(idle: Stack) -> None:
     stack = idle
     ctx = get_context()
@@ -139,9 +158,8 @@ def test_lookup_failure_still_queues_and_answers_200(idle: Stack) -> None:
     dead_store = RunStore(dead, ctx.settings, ctx.sealer)
     message_id = f"lookup-down-{uuid.uuid4()}"
     body = body_for(message_id)
-    parsed = json.loads(body)
     sent = published(stack)
-    answer = deliver(dead_store.run_for_message, ctx.sealer, body, parsed, ctx.settings.publish_timeout)
+    answer = _deliver(dead_store, body)
     assert answer.status_code == 200 and answer.body == {"status": "queued"}
     assert published(stack) == sent + 1
     # the queued webhook still reaches the store: parked, for reconciliation
@@ -150,8 +168,6 @@ def test_lookup_failure_still_queues_and_answers_200(idle: Stack) -> None:
 
 def test_a_processing_webhook_is_queued_when_the_run_store_cannot_apply_it(idle: Stack) -> None:
     """The thread path (Flask, Django, a clustered run store): applying fails -> queued, 200."""
-    from nen_celery.web import apply
-
     stack = idle
     ctx = get_context()
     import redis
@@ -160,16 +176,7 @@ def test_a_processing_webhook_is_queued_when_the_run_store_cannot_apply_it(idle:
     dead_store = RunStore(dead, ctx.settings, ctx.sealer)
     body = body_for(f"apply-down-{uuid.uuid4()}", "processing")
     sent = published(stack)
-    answer = deliver(
-        dead_store.run_for_message,
-        ctx.sealer,
-        body,
-        json.loads(body),
-        ctx.settings.publish_timeout,
-        hint=RunRef("no-such-run", 0),
-        publisher=None,
-        applier=apply.blocking(dead_store),
-    )
+    answer = _deliver(dead_store, body, RunRef("no-such-run", 0))
     assert answer.status_code == 200 and answer.body == {"status": "queued"}
     assert published(stack) == sent + 1
     stack.counter.wait_idle()  # the worker drops it: the hint names no run

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     direct_publish: bool = False
     # Receiver: apply webhooks of hinted runs itself (one Lua script on the run store,
     # web/apply.py) instead of queueing ingest_webhook; a terminal one's callback it then
-    # publishes (web/delivery.py); false: the receiver never writes run state
+    # publishes (web/decide.py); false: the receiver never writes run state
     webhook_apply_processing: bool = True
     # Opt-in fast paths that change kombu/Celery behaviour in nen's worker processes only,
     # installed at a worker's start: kombu's Redis transport patches (fastpath/kombu_redis.py;

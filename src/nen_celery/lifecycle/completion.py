@@ -189,7 +189,7 @@ def dispatch_here(
     store: RunStore, run_id: str, holder: str, data: dict[str, str], received_at: str, publish_timeout: float
 ) -> bool:
     """The receiver's dispatch of a completion it claimed with the terminal webhook that ended
-    the run (web/delivery.py), after its durability barrier: publish the callback through the
+    the run (web/decide.py), after its durability barrier: publish the callback through the
     app the receiver publishes through, then mark it sent. No worker hop.
 
     A callback whose task this process does not know (its task class may route it, time it,

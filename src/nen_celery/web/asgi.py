@@ -1,7 +1,9 @@
 """The ASGI webhook receiver: ``uvicorn nen_celery.web.asgi:app``.
 
-``POST /webhooks/nen`` answers within Nen's 5 s: verify, look up, enqueue, reply. Its body must
-arrive within ``NEN_WEBHOOK_BODY_TIMEOUT`` (6 s): past it, 408 and the connection is closed.
+``POST /webhooks/nen`` answers within Nen's 5 s: verify, then the receiver's one plan
+(decide.py) on the event loop: apply or queue, reply; the thread pool only from an effect that
+has to block, such as a callback's publish (delivery.py). Its body must arrive within
+``NEN_WEBHOOK_BODY_TIMEOUT`` (6 s): past it, 408 and the connection is closed.
 ``GET /healthz``: 200, or 503 with the reason while every webhook would be refused (no secret).
 ``GET /metrics`` only with ``NEN_RECEIVER_METRICS=true`` (404 otherwise): it shows volumes and
 refusal counts, so it is not public unless you say so (or serve it apart: ``nen-celery metrics
@@ -50,7 +52,7 @@ from nen_celery.runtime import metrics
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.web.answers import NOT_CONFIGURED, QUEUED, Answer, body_timeout, too_large
-from nen_celery.web.delivery import deliver_checked, deliver_hinted
+from nen_celery.web.delivery import deliver_async
 from nen_celery.web.metrics import receiver_metrics
 from nen_celery.web.refusals import refused, shown
 from nen_celery.web.resources import direct_publisher, durability
@@ -118,10 +120,8 @@ async def _answer(
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return error  # pure and fast: no thread hop for a refusal
-    answer = await deliver_hinted(ctx, body, parsed, query)  # every run we start: no thread hop
-    if answer is None:
-        answer = await run_in_threadpool(deliver_checked, ctx, body, parsed, query)
-    return answer
+    # on the loop; the thread pool only from an effect that has to block (delivery.py)
+    return await deliver_async(ctx, body, parsed, query, run_in_threadpool)
 
 
 async def webhook(request: Request) -> JSONResponse:

@@ -1,7 +1,8 @@
 """The webhook endpoint for synchronous (WSGI) frameworks: Django and Flask call ``receive``.
 
 Same steps and answers as the ASGI receiver: settings, size limit and deadline while reading,
-``check``, ``deliver``. The framework only supplies the raw body reader and the headers.
+``check``, then the same plan (decide.py), every effect blocking (``delivery.deliver``). The
+framework only supplies the raw body reader and the headers.
 
 The deadline (``NEN_WEBHOOK_BODY_TIMEOUT``) is checked between reads of at most ``CHUNK`` bytes:
 a body trickled in for longer is cut (408) instead of holding a worker thread for the whole

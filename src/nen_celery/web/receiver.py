@@ -2,16 +2,20 @@
 
 1. ``check`` (verify.py): size (413), content type (415), signature (401; scheme
    ``NEN_WEBHOOK_SCHEME``), body shape (400). Pure: nothing is read or written.
-2. ``deliver`` (delivery.py): a webhook whose URL names its run (``?nen_run=``, hints.py; every
-   run this package starts has one) with a valid token is queued for that run at once: 200, no
-   Redis read; a ``processing`` one is applied here instead, with one script (apply.py): 200
-   ``applied``. A hint whose token is missing or wrong is ignored (logged at WARNING, counted
-   as ``hint_refused``): the webhook goes the messageId way. Otherwise one GET
-   of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), then ``ingest_webhook`` is
+2. ``deliver`` (delivery.py; the ASGI app: ``deliver_async``), one plan for both (decide.py):
+   a webhook whose URL names its run (``?nen_run=``, hints.py; every run this package starts
+   has one) with a valid token is applied here with one script (apply.py): a ``processing`` one
+   200 ``applied``; a terminal one ends its run, and when it claimed the run's completion its
+   callback is published before the 200. With ``NEN_WEBHOOK_APPLY_PROCESSING=false``, a run
+   store that fails, or a webhook that would bind an ``unknown`` run, it is queued for that run
+   instead: 200 ``queued``, no Redis read. A hint whose token is missing or wrong is ignored
+   (logged at WARNING, counted as ``hint_refused``): the webhook goes the messageId way. Then one
+   GET of the messageId index (bounded by ``NEN_PUBLISH_TIMEOUT``), and ``ingest_webhook`` is
    queued whatever the lookup said. Known messageId: 200. Unknown:
    ``NEN_WEBHOOK_PARKED_STATUS`` (202) ``{"status": "parked"}``: the ingest task parks it for
    the binding / reconciliation; not an error, so no retry storm from Nen. Lookup failed
-   (Redis down): still queued, 200. Broker down: 503, so Nen redelivers.
+   (Redis down): still queued, 200. Broker down: 503, so Nen redelivers. Nothing is answered
+   2xx before what it wrote is durable (store/durable.py; 503 otherwise).
 
 The run store, publisher and appliers each process keeps are in resources.py. This module
 also keeps every one of those names importable from here, where callers have found them.
@@ -23,22 +27,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from nen_celery.web.answers import Answer
-from nen_celery.web.delivery import (
-    deliver,
-    deliver_checked,
-    deliver_hinted,
-    enqueue,
-    ingest_message,
-    publish_with_celery,
-)
-from nen_celery.web.resources import (
-    Lookup,
-    async_apply,
-    blocking_apply,
-    direct_publisher,
-    run_lookup,
-    run_store,
-)
+from nen_celery.web.delivery import deliver, deliver_async, ingest_message, publish_with_celery
+from nen_celery.web.resources import Lookup, async_apply, direct_publisher, run_lookup, run_store
 from nen_celery.web.verify import SIGNATURE_HEADER, check, refused_early, run_hint, verify_signature
 
 if TYPE_CHECKING:
@@ -48,13 +38,10 @@ __all__ = [
     "SIGNATURE_HEADER",
     "Lookup",
     "async_apply",
-    "blocking_apply",
     "check",
     "deliver",
-    "deliver_checked",
-    "deliver_hinted",
+    "deliver_async",
     "direct_publisher",
-    "enqueue",
     "handle",
     "ingest_message",
     "publish_with_celery",
@@ -74,4 +61,4 @@ def handle(ctx: Context, body: bytes, headers: Mapping[str, str], query: str | b
     error, parsed = check(ctx.settings, body, headers)
     if error is not None:
         return error
-    return deliver_checked(ctx, body, parsed, query)
+    return deliver(ctx, body, parsed, query)

@@ -1,4 +1,5 @@
-"""What the receiver keeps per process: its run store, ingest_webhook publisher and appliers.
+"""What the receiver keeps per process: its run store, ingest_webhook publisher, event-loop apply
+and durability barrier.
 
 Made once per process (and remade for a new context), never per webhook: each one costs
 connections or a publisher self-check, and a webhook has 5 s for its answer.
@@ -64,16 +65,6 @@ def direct_publisher(ctx: Context, create: bool = True) -> DirectPublisher | Non
         "NEN_WEBHOOK_DIRECT_PUBLISH",
         create=create,
     )
-
-
-def blocking_apply(ctx: Context) -> apply.BlockingApply | None:
-    """This process's apply for the thread path, or None with NEN_WEBHOOK_APPLY_PROCESSING off."""
-    applier: apply.BlockingApply | None = per_context(
-        "blocking_apply",
-        ctx,
-        lambda: apply.blocking(run_store(ctx)) if ctx.settings.webhook_apply_processing else None,
-    )
-    return applier
 
 
 def async_apply(ctx: Context) -> apply.AsyncApply | None:

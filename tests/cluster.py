@@ -364,13 +364,20 @@ def amqp_ready_messages(url: str, names: tuple[str, ...] = QUEUES + DELAY_QUEUES
 
 
 def rabbitmq_queue_types(url: str) -> dict[str, str]:
-    """Queue name -> type ("quorum"/"classic") in the URL's vhost, as the broker reports them."""
+    """Queue name -> type ("quorum"/"classic") in the URL's vhost, as the broker reports them.
+    rabbitmqctl failed once (exit 64) in a loaded run right after another test restarted the
+    broker's app: it is asked again until it answers, and its own words end up in the failure."""
     vhost = url.rsplit("/", 1)[1]
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    command = ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type"]
+    tries: list[subprocess.CompletedProcess[str]] = []
+
+    def listed() -> bool:
+        tries.append(subprocess.run(command, capture_output=True, text=True, timeout=120))
+        return tries[-1].returncode == 0
+
+    try:
+        wait_for(listed, 60, "rabbitmqctl list_queues to answer")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: exit {tries[-1].returncode}: {tries[-1].stderr}") from None
+    done = tries[-1]
     return dict(line.split()[:2] for line in done.stdout.splitlines() if len(line.split()) >= 2)

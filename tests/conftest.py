@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-TEST_REDIS_URL = os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+from tests.worker_redis import worker_redis_url
+
+# A second pytest-xdist worker gets a redis-server of its own (tests/worker_redis.py); its child
+# processes and the tests that read the variable see it.
+TEST_REDIS_URL = worker_redis_url(os.environ.get("NEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))
+os.environ["NEN_TEST_REDIS_URL"] = TEST_REDIS_URL
 PREFIX = f"nentest{uuid.uuid4().hex[:8]}"
 SIM_API_KEY = "test-api-key-0f3a"
 SIM_SIGNING_KEY = "test-signing-key-77c1"
@@ -232,3 +237,22 @@ def quiet_sim(stack: Stack) -> Iterator[Stack]:
     stack.counter.wait_idle()
     stack.sim.state.config.processing_delay = 0.02
     stack.sim.state.config.terminal_delay = 0.02
+
+
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup), tests that share something of the
+# machine's beyond Redis run in one worker, one after another: RabbitMQ (one broker; a test
+# restarts its app), and the README's quick start (its fixed ports, as the README writes them).
+MACHINE_WIDE = {
+    "rabbitmq": {
+        "test_rabbitmq.py", "test_rabbitmq_move.py", "test_example_django.py",
+        "test_example_fastapi.py", "test_user_app.py", "test_init_celery.py",
+    },
+    "fixed-ports": {"test_first_hour_readme.py"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for group, files in MACHINE_WIDE.items():
+            if item.path.name in files:
+                item.add_marker(pytest.mark.xdist_group(group))

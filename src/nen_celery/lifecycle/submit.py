@@ -183,10 +183,10 @@ def submit(
     unclaimed = _unclaimed(run_id, claim)
     if unclaimed is not None:
         return unclaimed
-    runlog.bind(workflow_id=claim.data.get("workflow_id"))
     hooks = _StoreHooks(run_id, execution, counted=claim.post_counted)
     try:
-        with hooks.first_post_unsent():
+        with hooks.first_post_unsent():  # from the claim on: its count must not outlive a no-send
+            runlog.bind(workflow_id=claim.data.get("workflow_id"))
             answer = _send(ctx, run_id, claim, hooks)
     except LeaseLost:
         # This message was redelivered (a broker reconnect) and its new execution took over.

@@ -23,11 +23,13 @@ POST_OUTCOMES = ("connect_error", "connect_error_spent", "accepted", "lost_answe
 class Steps(World):
     # -- submit_run ---------------------------------------------------------------------------------
     def submit_claim(self, ex: Exec) -> None:
-        claim = self.store.claim_submit(self.run_id, SUBMIT_LEASE, ex.holder, ex.token)
+        """claim_submit with mark_post: the lease and the first POST's count, one script."""
+        claim = self.store.claim_submit(self.run_id, SUBMIT_LEASE, ex.holder, ex.token, mark_post=True)
         self.note(f"claim_submit:{claim.verdict}")
         if claim.verdict == "ok":
             self.wrote(ex)
             ex.stage, ex.attempt = "claimed", int(claim.data.get("redrives") or 0)
+            ex.counted, ex.data = claim.post_counted, claim.data  # the request is built from this read
         elif claim.verdict == "ambiguous":
             self.park_unknown(ex, "submit:redelivered")
         else:
@@ -44,22 +46,26 @@ class Steps(World):
             self.end_exec(ex)
 
     def submit_post(self, ex: Exec, outcome: str, nen_outcome: str) -> None:
-        """begin_post, the durability barrier, the POST, and what came of it."""
-        if self.store.begin_post(self.run_id, ex.token) < 0:
+        """before_send (the claim counted the first POST; begin_post counts each later one), the
+        durability barrier, the POST, and what came of it."""
+        if ex.counted:
+            ex.counted = False
+        elif self.store.begin_post(self.run_id, ex.token) < 0:
             self.note("begin_post:refused")
             self.end_exec(ex)  # LeaseLost, or the run left queued
             return
         if ex.lost_write:
-            self.end_exec(ex, redeliver=True)  # the barrier failed: Redis lost this execution's writes
+            # the barrier failed (Redis lost this execution's writes): the mark withdrawn, retried
+            self.store.post_not_sent(self.run_id, ex.token, tried=False)
+            self.end_exec(ex, redeliver=True)
             return
         self.barrier()
-        record = self.raw()
-        attempt = int(record.get("redrives") or 0)
+        attempt = ex.attempt  # the request was built from the claim's read
         created = outcome in ("accepted", "lost_answer")  # a 4xx proves Nen did not create it
         self.posts.append({"attempt": attempt, "surely_failed": not created, "holder": ex.holder})
         if outcome in ("accepted", "lost_answer"):
             mid = f"m-{uuid.uuid4().hex[:8]}"
-            self.nen[mid] = NenRun(mid, attempt, nen_outcome, record.get("nonce", ""))
+            self.nen[mid] = NenRun(mid, attempt, nen_outcome, ex.data.get("nonce", ""))
             ex.message_id = mid
         self.note(f"post:{outcome}")
         if outcome in ("connect_error", "connect_error_spent", "refused"):  # client.post_run
@@ -72,6 +78,17 @@ class Steps(World):
             ex.stage = "accepted"
         elif outcome in ("lost_answer", "lost_unsent"):
             self.park_unknown(ex, "submit:ambiguous")
+
+    def submit_unsent(self, ex: Exec) -> None:
+        """Nothing left before the POST's before_send (the rate limiter's RateLimited, a request
+        that could not be built): the claim's count withdrawn (submit.first_post_unsent), the
+        lease released, the message re-queued under its task id (task.retry)."""
+        if ex.counted:
+            ex.counted = False
+            self.store.post_not_sent(self.run_id, ex.token, tried=False)
+        self.store.release_submit(self.run_id, ex.token)
+        self.note("submit:unsent")
+        self.end_exec(ex, redeliver=True)
 
     def end_or_park(self, ex: Exec, status: str, source: str) -> None:
         """submit._end_or_park: end the queued run as never started, unless an earlier POST

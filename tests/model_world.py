@@ -68,6 +68,7 @@ class Exec:
     stage: str = "new"  # submit: new, claimed, accepted; complete: new, claimed, dispatched
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     attempt: int = -1
+    counted: bool = False  # submit: its claim counted its first POST, not yet sent or withdrawn
     message_id: str = ""
     data: dict[str, str] = field(default_factory=dict)
     task_id: str = ""
@@ -222,11 +223,14 @@ class World:
             assert end is None, f"attempt {attempt} ended {end}, now {data['status']}"
         if attempt in self.mirror.sent:
             assert data["completion"] == "sent", "a completion marked sent was forgotten"
-        self.check_posts()
+        self.check_posts(data)
         self.check_callbacks()
 
-    def check_posts(self) -> None:
-        """At most one POST per attempt, unless an earlier one surely failed."""
+    def check_posts(self, data: dict[str, str]) -> None:
+        """At most one POST per attempt, unless an earlier one surely failed; every POST that
+        went out is counted in ``attempts`` (never uncounted: a rollback cannot reach past the
+        barrier before it)."""
+        assert int(data.get("attempts") or 0) >= len(self.posts), "a POST that went out is uncounted"
         maybe: dict[int, int] = {}
         for post in self.posts:
             if not post["surely_failed"]:

@@ -137,7 +137,7 @@ def test_every_test_a_page_names_exists() -> None:
 def test_the_reference_check_can_fail() -> None:
     killed = "tests/test_faults.py::test_pool_process_killed_at_each_point_finishes_the_run_once"
     assert missing_test("tests/test_faults.py::test_no_such_thing") is not None
-    assert missing_test(f"{killed}[x]") is not None and missing_test(f"{killed}[submit:before_post]") is None
+    assert missing_test(f"{killed}[x]") is not None and missing_test(f"{killed}[submit:before_claim]") is None
     duplicates = "tests/test_lifecycle.py::test_duplicate_and_out_of_order_webhooks_fire_one_callback"
     assert markers_of(duplicates) == {"integration"}
 

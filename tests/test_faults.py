@@ -66,7 +66,7 @@ def cluster(tmp_path: Path, sim: SimulatorServer) -> Iterator[Cluster]:
 
 @pytest.mark.parametrize(
     "point",
-    ["submit:before_post", "ingest:before_apply", "complete:before_dispatch", "complete:after_dispatch"],
+    ["submit:before_claim", "ingest:before_apply", "complete:before_dispatch", "complete:after_dispatch"],
 )
 def test_pool_process_killed_at_each_point_finishes_the_run_once(
     tmp_path: Path, sim: SimulatorServer, point: str
@@ -100,7 +100,7 @@ def killed_at_point(cluster: Cluster, point: str) -> None:
 
 
 def test_whole_worker_killed_mid_task_is_redelivered_to_a_new_worker(cluster: Cluster) -> None:
-    point = "submit:before_post"
+    point = "submit:before_claim"
     worker, _ = cluster.worker(failpoints=point)
     cluster.arm(point)
     run_id = cluster.start()
@@ -110,6 +110,30 @@ def test_whole_worker_killed_mid_task_is_redelivered_to_a_new_worker(cluster: Cl
     cluster.settle([run_id], timeout=90)
     assert [c["tag"] for c in cluster.calls(run_id)] == ["complete"]
     assert cluster.posts(run_id) == 1
+
+
+def test_pool_process_killed_between_the_claim_and_the_post_is_parked_never_resent(cluster: Cluster) -> None:
+    """The claim counted the first POST as possibly sent (claim_submit's mark_post, one round
+    trip less per run); the worker dies before that POST. Its redelivered copy cannot tell this
+    from a POST on the wire, so it parks the run `unknown` and never resends; no webhook comes, so
+    the sweep ends it submit_failed (fate_unknown) after NEN_UNKNOWN_TIMEOUT: one on_failure, no
+    POST."""
+    point = "submit:before_post"
+    cluster.worker(failpoints=point)
+    cluster.beat()
+    cluster.arm(point)
+    run_id = cluster.start()
+    pid = cluster.frozen_pid(point)
+    counted = cluster.store.raw(run_id)
+    assert (counted["post_inflight"], counted["attempts"]) == ("1", "1")  # the claim's own count
+    os.kill(pid, signal.SIGKILL)
+    cluster.settle([run_id])
+    data = cluster.store.raw(run_id)
+    assert [c["tag"] for c in cluster.calls(run_id)] == ["failure"]
+    assert cluster.posts(run_id) == 0
+    assert data["status"] == "submit_failed" and json.loads(data["error"])["type"] == "fate_unknown"
+    history = [(h["status"], h["source"]) for h in json.loads(data["history"])]
+    assert ("unknown", "submit:redelivered") in history
 
 
 def killed_after_accept(cluster: Cluster) -> tuple[str, dict[str, str]]:

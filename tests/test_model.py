@@ -1,8 +1,9 @@
 """Exactly once, checked against a model (issue 25, item 2).
 
 A Hypothesis state machine drives the real Lua scripts through RunStore on a real Redis, one run
-per example, through interleavings of: submit executions, duplicated and redelivered (claim,
-begin_post, a POST whose answer is a 202, lost, a connect error or a refusal, bind); Nen's
+per example, through interleavings of: submit executions, duplicated and redelivered (the claim,
+which counts the first POST; begin_post for a later one; a POST whose answer is a 202, lost, a
+connect error or a refusal; nothing sent before the POST, the count withdrawn; bind); Nen's
 webhooks duplicated, reordered, late and replayed, by the three ways in (the receiver, which
 applies a processing webhook and ends the run with a terminal one, claiming its completion and
 dispatching the callback itself, and may die anywhere in between with nothing redelivered but
@@ -105,6 +106,11 @@ class RunModel(RuleBasedStateMachine):
     @rule(i=N, outcome=st.sampled_from(POST_OUTCOMES), nen=st.sampled_from(["success", "failed"]))
     def submit_post(self, i: int, outcome: str, nen: str) -> None:
         self.w.submit_post(pick(stage_execs(self.w, "submit", "claimed"), i), outcome, nen)
+
+    @_has("submit", "claimed")
+    @rule(i=N)
+    def submit_unsent(self, i: int) -> None:
+        self.w.submit_unsent(pick(stage_execs(self.w, "submit", "claimed"), i))
 
     @_has("submit", "accepted")
     @rule(i=N)

@@ -113,7 +113,7 @@ def test_sub_second_reschedule_goes_through_the_delay_queues(
         assert "re-scheduling" in c.logs()
 
 
-@pytest.mark.parametrize("point", ["submit:before_post", "complete:before_dispatch"])
+@pytest.mark.parametrize("point", ["submit:before_claim", "complete:before_dispatch"])
 def test_pool_process_killed_finishes_the_run_once(cluster: Cluster, point: str) -> None:
     pool_process_killed(cluster, point)  # the Redis-broker fault test, on RabbitMQ
 
@@ -121,7 +121,7 @@ def test_pool_process_killed_finishes_the_run_once(cluster: Cluster, point: str)
 def test_whole_worker_killed_is_redelivered_at_once_without_a_visibility_timeout(
     cluster: Cluster,
 ) -> None:
-    point = "submit:before_post"
+    point = "submit:before_claim"
     worker, _ = cluster.worker(failpoints=point)
     cluster.arm(point)
     run_id = cluster.start()

@@ -16,6 +16,10 @@ marks it sent (finish_completion.lua).
 
 Nen's later word on a run that already ended (a webhook after ``submit_failed``) is no move of
 this table: it goes in fields of its own (record_late), and the run's end stays as recorded.
+
+The submit's steps inside ``queued`` move no status; they are the second table, ``SUBMIT``:
+which script takes each step, what must hold (else it writes nothing), and what it writes.
+tests/test_submit_steps.py runs each script against its row, one guard broken at a time.
 """
 
 from __future__ import annotations
@@ -93,6 +97,45 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
+class Guard(StrEnum):
+    QUEUED = "queued"  # the run's status is queued
+    # no live lease of another message, nor of its own with a POST counted; no POST counted once
+    # the lease lapsed (else ``ambiguous``: parked, unless NEN_RETRY_AMBIGUOUS)
+    LEASE_FREE = "lease_free"
+    HOLDER = "holder"  # this execution holds the submit lease
+    SECURE_SEALED = "secure_sealed"  # no secure params, or their sealed copy is still there
+
+
+class Write(StrEnum):
+    LEASE = "lease"  # submit_lease_until, submit_holder '<task id>/<execution>', the sweep's timer
+    COUNT_POST = "count_post"  # post_inflight + 1, attempts + 1, last_attempt_at: maybe sent
+    UNCOUNT_POST = "uncount_post"  # post_inflight - 1 (attempts - 1 if it was never tried)
+
+
+class Step(NamedTuple):
+    script: str  # store/lua/<script>.lua
+    needs: frozenset[Guard]
+    writes: frozenset[Write]
+
+
+G, W = Guard, Write
+# The submit's steps, in order. ``first_post`` is ``claim`` and the first POST's count in one
+# script (claim_submit with mark_post, one round trip less per run); when only SECURE_SEALED
+# fails, claim_submit takes the ``claim`` row (the task then ends the run secure_gone, which a
+# count would refuse as maybe_sent). Every proof that a counted POST never left (a connect error,
+# the barrier, the rate limiter, a request that could not be built) takes ``not_sent``.
+SUBMIT: dict[str, Step] = {
+    "claim": Step("claim_submit", frozenset({G.QUEUED, G.LEASE_FREE}), frozenset({W.LEASE})),
+    "first_post": Step(
+        "claim_submit",
+        frozenset({G.QUEUED, G.LEASE_FREE, G.SECURE_SEALED}),
+        frozenset({W.LEASE, W.COUNT_POST}),
+    ),
+    "post": Step("begin_post", frozenset({G.QUEUED, G.HOLDER}), frozenset({W.COUNT_POST})),
+    "not_sent": Step("post_not_sent", frozenset({G.HOLDER}), frozenset({W.UNCOUNT_POST})),
+}
+
+
 def move(status: str, event: Event) -> Move | None:
     """The row for ``event`` in ``status``; None: the table has no such move (refused)."""
     return TABLE.get((Status(status), event))
@@ -130,4 +173,14 @@ def markdown_table() -> str:
     for (frm, event), mv in TABLE.items():
         effects = ", ".join(sorted(e.value for e in mv.effects)) or "-"
         lines.append(f"| {frm.value} | {event.value} | {mv.to.value} | {effects} |")
+    return "\n".join(lines) + "\n"
+
+
+def submit_markdown_table() -> str:
+    """``SUBMIT`` as docs/guarantees.md shows it (a test holds the page to this)."""
+    lines = ["| step | script | needs | writes |", "|---|---|---|---|"]
+    for name, step in SUBMIT.items():
+        needs = ", ".join(sorted(g.value for g in step.needs))
+        writes = ", ".join(sorted(w.value for w in step.writes))
+        lines.append(f"| {name} | {step.script}.lua | {needs} | {writes} |")
     return "\n".join(lines) + "\n"

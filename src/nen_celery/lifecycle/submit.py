@@ -1,9 +1,11 @@
 """Submitting a run: POST /runs once per run, never twice when its fate is unknown.
 
-A submit takes the run's lease (claim_submit.lua), marks each POST before it is sent
-(begin_post.lua, through the client's AttemptHooks), and binds Nen's messageId on a 202. An
-answer that leaves the POST's fate unknown parks the run as ``unknown``: it is never resent
-blindly; Nen's own word (a webhook, the lookup, or the sweep's timeout) decides.
+A submit takes the run's lease and marks its first POST as possibly sent in one script
+(claim_submit.lua), marks each later POST before it is sent (begin_post.lua, through the
+client's AttemptHooks), and binds Nen's messageId on a 202. Whatever proves a POST was not sent
+uncounts it (post_not_sent.lua). An answer that leaves the POST's fate unknown parks the run as
+``unknown``: it is never resent blindly; Nen's own word (a webhook, the lookup, or the sweep's
+timeout) decides.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -107,19 +110,27 @@ class LeaseLost(Exception):
 
 
 class _StoreHooks(AttemptHooks):
-    def __init__(self, run_id: str, execution: str) -> None:
+    """The POST marks of one submit execution. ``counted``: its claim counted the first POST
+    (claim_submit's ``mark_post``), so the first before_send does not count it again (the round
+    trip begin_post took); until that before_send the POST surely has not left."""
+
+    def __init__(self, run_id: str, execution: str, counted: bool = False) -> None:
         self.run_id = run_id
         self.execution = execution
         self.ctx = get_context()
         self.store = self.ctx.store
+        self.counted = counted  # counted by the claim, not yet handed to the client's send
 
     def before_send(self) -> None:
         failpoint("submit:before_post")
-        attempt = self.store.begin_post(self.run_id, self.execution)
-        if attempt == -2:
-            raise LeaseLost(self.run_id)
-        if attempt < 0:
-            raise RuntimeError(f"run {self.run_id} left 'queued' while being submitted")
+        if self.counted:
+            self.counted = False  # from here on the client tells when it surely did not leave
+        else:
+            attempt = self.store.begin_post(self.run_id, self.execution)
+            if attempt == -2:
+                raise LeaseLost(self.run_id)
+            if attempt < 0:
+                raise RuntimeError(f"run {self.run_id} left 'queued' while being submitted")
         try:
             # the POST mark durable before the POST: a crash must not forget a POST that went out
             self.ctx.durable()
@@ -127,12 +138,29 @@ class _StoreHooks(AttemptHooks):
             # not sent: clear the mark (else the retry would park the run as unknown), then
             # let the task retry it as a Redis error (NotDurable is a redis TimeoutError)
             log.warning("run %s: its POST mark is not durable yet; not sent, retrying", self.run_id)
-            with contextlib.suppress(*REDIS_ERRORS):  # else the mark stays: parked unknown
-                self.not_sent()  # once: post_not_sent uncounts, so a retry could uncount twice
+            self._withdraw()  # once: post_not_sent uncounts, so a retry could uncount twice
             raise
 
     def not_sent(self) -> None:
         self.store.post_not_sent(self.run_id, self.execution)
+
+    @contextlib.contextmanager
+    def first_post_unsent(self) -> Iterator[None]:
+        """Around everything from the claim to the first before_send: if that was never reached
+        (decrypting, building the request, a setting missing, the rate limiter's RateLimited),
+        the first POST surely did not leave, so the claim's count is withdrawn as a connect
+        error's is; else a redelivered copy would find it possibly sent and park the run."""
+        try:
+            yield
+        finally:
+            if self.counted:
+                self.counted = False
+                self._withdraw()
+
+    def _withdraw(self) -> None:
+        """Uncount a POST whose request was never made (``attempts`` too)."""
+        with contextlib.suppress(*REDIS_ERRORS):  # else the mark stays: parked unknown, never resent
+            self.store.post_not_sent(self.run_id, self.execution, tried=False)
 
 
 def submit(
@@ -149,13 +177,17 @@ def submit(
         status = bind_accepted(run_id, accepted["messageId"], accepted, attempt)
         return {"run_id": run_id, "status": status, "message_id": accepted["messageId"]}
     execution = uuid.uuid4().hex[:12]
-    claim = ctx.store.claim_submit(run_id, ctx.settings.submit_lease, str(task.request.id), execution)
+    failpoint("submit:before_claim")
+    lease, holder = ctx.settings.submit_lease, str(task.request.id)
+    claim = ctx.store.claim_submit(run_id, lease, holder, execution, mark_post=True)
     unclaimed = _unclaimed(run_id, claim)
     if unclaimed is not None:
         return unclaimed
-    runlog.bind(workflow_id=claim.data.get("workflow_id"))
+    hooks = _StoreHooks(run_id, execution, counted=claim.post_counted)
     try:
-        answer = _send(ctx, run_id, claim, execution)
+        with hooks.first_post_unsent():  # from the claim on: its count must not outlive a no-send
+            runlog.bind(workflow_id=claim.data.get("workflow_id"))
+            answer = _send(ctx, run_id, claim, hooks)
     except LeaseLost:
         # This message was redelivered (a broker reconnect) and its new execution took over.
         log.warning("run %s: another execution of its submit took over; this one stops", run_id)
@@ -195,9 +227,9 @@ def _unclaimed(run_id: str, claim: Claim) -> dict[str, Any] | None:
     return None
 
 
-def _send(ctx: Context, run_id: str, claim: Claim, execution: str) -> Accepted | None:
+def _send(ctx: Context, run_id: str, claim: Claim, hooks: _StoreHooks) -> Accepted | None:
     """POST the claimed run (retries inside the submit deadline); None if the run was ended
-    instead because its sealed secure params are gone."""
+    instead because its sealed secure params are gone (the claim counted no POST then)."""
     data = claim.data  # read in the claim's own script: no further round trip
     secure = ctx.store.open_secure(claim.secure)
     if data.get("has_secure") == "1" and secure is None:
@@ -208,9 +240,7 @@ def _send(ctx: Context, run_id: str, claim: Claim, execution: str) -> Accepted |
     started, outcome = time.monotonic(), "accepted"
     try:
         with redacting(secure.values() if secure else None):  # out of Nen's error texts
-            return ctx.client.post_run(
-                request, idempotency_key=data.get("idem_key") or run_id, hooks=_StoreHooks(run_id, execution)
-            )
+            return ctx.client.post_run(request, idempotency_key=data.get("idem_key") or run_id, hooks=hooks)
     except BaseException as exc:
         outcome = _outcome(exc)
         raise

@@ -45,6 +45,12 @@ class Claim(NamedTuple):
     data: dict[str, str]
     secure: str | None  # sealed secure params (claim_submit only)
 
+    @property
+    def post_counted(self) -> bool:
+        """claim_submit counted the first POST as possibly sent (``mark_post``): whoever then
+        proves it never left must uncount it (``post_not_sent``)."""
+        return self.verdict == "ok" and self.detail not in ("", "0")
+
 
 class RunStore(Webhooks, Reads, Sweeps, CallbackState):
     # -- submit -------------------------------------------------------------------------------
@@ -101,11 +107,15 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         pipe.zrem(self.timers_key(run_id), run_id)
         pipe.execute()
 
-    def claim_submit(self, run_id: str, lease: float, holder: str, execution: str) -> Claim:
+    def claim_submit(
+        self, run_id: str, lease: float, holder: str, execution: str, *, mark_post: bool = False
+    ) -> Claim:
         """verdict ok | done | busy | ambiguous | missing; with ok, the record and sealed secure params.
 
         ``holder`` is the task id (its own redelivery may take the lease back while no POST is
-        marked); ``execution`` is unique per task execution and gates begin_post.
+        marked); ``execution`` is unique per task execution and gates begin_post. ``mark_post``:
+        count the first POST in the same script, as begin_post would (one round trip less per
+        run), unless the run's sealed secure params are gone; ``Claim.post_counted`` tells.
         """
         res = self._call(
             ClaimSubmitArgs(
@@ -115,6 +125,7 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
                 retry_ambiguous="1" if self.settings.retry_unknown else "0",
                 holder=holder,
                 execution=execution,
+                mark_post="1" if mark_post else "0",
             )
         )
         data = pairs(res[2]) if len(res) > 2 else {}
@@ -122,16 +133,19 @@ class RunStore(Webhooks, Reads, Sweeps, CallbackState):
         return Claim(str(res[0]), str(res[1]), data, secure)
 
     def begin_post(self, run_id: str, execution: str) -> int:
-        """Mark a POST as possibly sent; returns the attempt number.
+        """Mark a later POST of the execution as possibly sent (``claim_submit`` with
+        ``mark_post`` counted the first); returns the attempt number.
 
         -1: the run is no longer queued; -2: another execution holds the submit lease.
         """
         return int(self._call(BeginPostArgs(run_id, now=self.clock.time(), execution=execution)))
 
-    def post_not_sent(self, run_id: str, execution: str) -> None:
-        """The last POST surely never reached Nen (connect error): uncount it. An earlier POST
-        of the attempt whose fate is unknown stays counted (post_not_sent.lua)."""
-        self._call(PostNotSentArgs(run_id, execution=execution))
+    def post_not_sent(self, run_id: str, execution: str, *, tried: bool = True) -> None:
+        """The last POST counted surely never reached Nen: uncount it. ``tried``: the request
+        was made (a connect error), so it stays in ``attempts``; else (the request was never
+        made: the rate limiter, the barrier, building it) ``attempts`` is uncounted too. An
+        earlier POST of the attempt whose fate is unknown stays counted (post_not_sent.lua)."""
+        self._call(PostNotSentArgs(run_id, execution=execution, untried="0" if tried else "1"))
 
     def release_submit(self, run_id: str, execution: str) -> None:
         self._call(HolderHsetArgs(run_id, execution=execution, field="submit_lease_until", value=0))

@@ -137,6 +137,7 @@ class ClaimSubmitArgs(Script):
     retry_ambiguous: str
     holder: str
     execution: str
+    mark_post: str
 
     def keys(self, layout: KeyLayout) -> list[str]:
         rid = self.run_id
@@ -154,6 +155,7 @@ class BeginPostArgs(OnRunRecord):
 class PostNotSentArgs(OnRunRecord):
     NAME: ClassVar[str] = "post_not_sent"
     execution: str
+    untried: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,15 @@ local function holds_submit(key, token)
   local holder = redis.call('HGET', key, 'submit_holder') or ''
   return string.sub(holder, -string.len(token) - 1) == '/' .. token
 end
+-- Count a POST as possibly on the wire before it is sent (runstate.SUBMIT: count_post):
+-- post_inflight counts the attempt's POSTs that may have reached Nen (post_not_sent.lua uncounts
+-- one that surely did not). claim_submit.lua counts the first, begin_post.lua each later one.
+-- Returns the attempt number (attempts counts one per POST).
+local function count_post(key, now)
+  redis.call('HINCRBY', key, 'post_inflight', 1)
+  redis.call('HSET', key, 'last_attempt_at', now)
+  return redis.call('HINCRBY', key, 'attempts', 1)
+end
 -- Bind Nen's messageId (bind.lua: the 202; ingest.lua: a hinted webhook of an unknown run) and
 -- drop the secure params (Nen has them) and the submit bookkeeping (memory per record).
 -- Returns the status now and whether it moved to submitted.

@@ -205,3 +205,24 @@ def test_one_attempt_per_post_when_the_first_is_refused_to_connect_then_accepted
     fake.answer = lambda: next(answers)()
     assert submit_mod.submit(task, run_id)["status"] == "submitted"
     assert fake.posts == 2 and store.raw(run_id)["attempts"] == "2"
+
+
+def test_with_a_rate_limit_the_claim_counts_no_post_begin_post_does(
+    store: Any, runs: list[str], nen: tuple[Nen, Limiter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With NEN_RATE_LIMIT a token may be waited for between the claim and the POST (up to
+    NEN_RATE_LIMIT_MAX_WAIT): a crash there must not leave a POST never sent counted."""
+    fake, _ = nen
+    run_id, task = _run(store, runs), Task()
+    seen: list[tuple[bool, tuple[int, int]]] = []
+    begin_post = type(store).begin_post
+
+    def counted_at_begin_post(self: Any, rid: str, execution: str) -> int:
+        seen.append((True, _counts(store, rid)))  # what the claim left
+        return begin_post(self, rid, execution)
+
+    monkeypatch.setattr(type(store), "begin_post", counted_at_begin_post)
+    with env(NEN_RATE_LIMIT="50"):
+        assert submit_mod.submit(task, run_id)["status"] == "submitted"
+    assert seen == [(True, (0, 0))]  # the claim counted nothing; begin_post counted the POST
+    assert fake.posts == 1 and store.raw(run_id)["attempts"] == "1"

@@ -179,7 +179,10 @@ def submit(
     execution = uuid.uuid4().hex[:12]
     failpoint("submit:before_claim")
     lease, holder = ctx.settings.submit_lease, str(task.request.id)
-    claim = ctx.store.claim_submit(run_id, lease, holder, execution, mark_post=True)
+    # The claim counts the first POST (one round trip less) unless a token may be waited for
+    # between the two: a crash then would leave a POST never sent counted (parked unknown).
+    mark_post = ctx.settings.rate_limit <= 0
+    claim = ctx.store.claim_submit(run_id, lease, holder, execution, mark_post=mark_post)
     unclaimed = _unclaimed(run_id, claim)
     if unclaimed is not None:
         return unclaimed

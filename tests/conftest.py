@@ -251,6 +251,7 @@ MACHINE_WIDE = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for group, files in MACHINE_WIDE.items():

@@ -2,7 +2,7 @@
 and the parsing of the pages (markdown table rows, the tests docs/guarantees.md names).
 
 `python -m tests.docs_truth` prints the settings table's rows as the code has them, to paste
-into the README after a change.
+into docs/configuration.md after a change.
 """
 
 from __future__ import annotations

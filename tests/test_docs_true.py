@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 README = ROOT / "README.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
+CONFIGURATION = ROOT / "docs" / "configuration.md"  # every setting; the README's table a few
 
 
-@pytest.mark.parametrize("page", [README, OPERATIONS], ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [README, CONFIGURATION, OPERATIONS], ids=lambda p: p.name)
 def test_the_settings_tables_show_each_default_and_bound_as_the_code_has_them(page: object) -> None:
     expected = setting_rows()
     problems = []
@@ -47,7 +48,7 @@ def test_the_settings_tables_show_each_default_and_bound_as_the_code_has_them(pa
         problems.append(default_problem(variable, row[1], default) or "")
         if row[2] != bounds:
             problems.append(f"{variable}: bounds {row[2]!r}, the code has {bounds!r}")
-    if page == README:
+    if page == CONFIGURATION:
         listed = {row[0].strip("`") for row in rows}
         problems += [f"{name}: a setting the table lacks" for name in expected if name not in listed]
     assert [p for p in problems if p] == []
@@ -56,7 +57,7 @@ def test_the_settings_tables_show_each_default_and_bound_as_the_code_has_them(pa
 def test_the_settings_table_fails_on_a_changed_default_or_bound() -> None:
     """The check above can fail: a row as it would read after a change in Settings."""
     assert default_problem("NEN_RECONCILE_INTERVAL", "`10`", "15") is not None
-    rows = table_rows(read(README), "| variable | default | bounds | meaning |")
+    rows = table_rows(read(CONFIGURATION), "| variable | default | bounds | meaning |")
     bounds = {row[0].strip("`"): row[2] for row in rows}
     assert bounds["NEN_CALLBACK_LEASE"] == setting_rows()["NEN_CALLBACK_LEASE"][1] == "> 0, ≤ 120"
 

@@ -11,6 +11,11 @@ class Answer:
     status_code: int
     body: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def word(self) -> str:
+        """The word that names it, its error or its status: what observers hear (``answer``)."""
+        return str(self.body.get("error") or self.body.get("status") or "")
+
 
 HEALTHY = Answer(200, {"status": "ok"})
 NOT_CONFIGURED = Answer(503, {"error": "not_configured", "message": "receiver is misconfigured"})

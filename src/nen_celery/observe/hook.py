@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from nen_celery.observe.builtin import PrometheusMetrics, RunLogContext
 from nen_celery.observe.observer import Observer
@@ -26,6 +26,7 @@ from nen_celery.observe.observer import Observer
 log = logging.getLogger("nen_celery.observe")
 
 Scope = Callable[[str | None, str | None, str | None], AbstractContextManager[None]]
+O = TypeVar("O", bound=Observer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,9 @@ class _GuardedScope:
         if self.cm is not None:
             try:
                 self.cm.__exit__(kind, exc, tb)  # it may not swallow the block's exception
-            except Exception:
-                self.guard.failed()
+            except Exception as error:
+                if error is not exc:  # the block's own exception, passed through: not its failure
+                    self.guard.failed()
 
 
 def _overrides(observer: Observer, event: str) -> bool:
@@ -162,7 +164,7 @@ def observers() -> tuple[Observer, ...]:
 
 
 @contextlib.contextmanager
-def observing(observer: Observer) -> Iterator[Observer]:
+def observing(observer: O) -> Iterator[O]:
     """``observer`` added for the block (tests, a script)."""
     add_observer(observer)
     try:

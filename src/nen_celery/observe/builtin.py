@@ -79,9 +79,9 @@ class RunLogContext(Observer):
     """The ids ``RunIdFilter`` stamps on log records (logs/runlog.py)."""
 
     def run_ids(self, run_id: str | None, message_id: str | None, workflow_id: str | None) -> None:
-        runlog.bind(run_id=run_id, message_id=message_id, workflow_id=workflow_id)
+        runlog.bind_ids(run_id, message_id, workflow_id)
 
     def run_scope(
         self, run_id: str | None, message_id: str | None, workflow_id: str | None
     ) -> AbstractContextManager[None]:
-        return runlog.bound(run_id=run_id, message_id=message_id, workflow_id=workflow_id)
+        return runlog.bound_ids(run_id, message_id, workflow_id)

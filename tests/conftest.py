@@ -68,6 +68,7 @@ from nen_celery.web.asgi import create_app  # noqa: E402
 from nen_celery.worker import app as celery_app  # noqa: E402
 from tests import callbacks  # noqa: E402,F401  (registers tests.record on the app)
 from tests.helpers import TaskCounter, serve_in_thread, wait_for  # noqa: E402
+from tests.observers import Recorder  # noqa: E402
 
 
 class AckedTaskCounter(TaskCounter):
@@ -198,6 +199,15 @@ def stack(redis_client: redis.Redis) -> Iterator[Stack]:
         os.environ.pop("NEN_API_URL", None)
         os.environ.pop("NEN_WEBHOOK_URL", None)
         reload_settings()
+
+
+@pytest.fixture
+def heard() -> Iterator[Recorder]:
+    """An observer added for the test that writes down every event of this process."""
+    from nen_celery.observe import observing
+
+    with observing(Recorder()) as recorder:
+        yield recorder
 
 
 @pytest.fixture

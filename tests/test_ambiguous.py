@@ -19,6 +19,7 @@ from nen_celery.runtime.context import get_context
 from tests.callbacks import calls
 from tests.conftest import Stack, env
 from tests.helpers import wait_for
+from tests.observers import Recorder
 from tests.test_lifecycle import posts_for
 from tests.test_nen_faults import configure, one_callback, runs_created_for, sim, start
 from tests.test_reconcile import FAST
@@ -88,7 +89,7 @@ def test_a_run_that_may_have_started_is_not_redriven_without_force(sim: Stack) -
 
 
 def test_nens_word_after_the_run_ended_may_have_started_is_recorded_without_a_second_callback(
-    sim: Stack, beat: None, caplog: pytest.LogCaptureFixture
+    sim: Stack, beat: None, caplog: pytest.LogCaptureFixture, heard: Recorder
 ) -> None:
     """The POST's answer was cut, Nen's webhooks come only after NEN_UNKNOWN_TIMEOUT: the run
     ended submit_failed ("may have started in Nen", one on_failure); then Nen says success.
@@ -115,5 +116,8 @@ def test_nens_word_after_the_run_ended_may_have_started_is_recorded_without_a_se
     assert sources[-1] == ("success", "webhook:late")
     assert run.completion == "sent"
     assert metrics.LATE_WEBHOOKS.labels(status="success")._value.get() == late_before + 1
+    # an observer hears it too (and Nen's late processing webhook, counted under its own status)
+    assert [e for e in heard.of("late_webhook") if e[1] == "success"] == [(handle.run_id, "success")]
+    assert any(counts.get("expire_unknown") for (counts,) in heard.of("reconciled"))
     assert any(r.levelname == "ERROR" and "may have started in Nen" in r.getMessage() for r in caplog.records)
     assert posts_for(sim, handle.run_id) == 1 and runs_created_for(sim, handle.run_id) == 1

@@ -27,6 +27,7 @@ from nen_celery.worker import app
 from tests.callbacks import calls, record
 from tests.conftest import SIM_WEBHOOK_SECRET, Stack, env
 from tests.helpers import snapshot, wait_for
+from tests.observers import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +142,7 @@ def assert_dead_lettered(stack: Stack, run_id: str, task: str, before_metric: fl
 @pytest.mark.usefixtures("fast_backoff")
 @pytest.mark.parametrize("options", [{}, {"expires": 3600}], ids=["direct publish", "apply_async"])
 def test_a_record_whose_callback_does_not_fit_is_dead_lettered(
-    stack: Stack, caplog: pytest.LogCaptureFixture, options: dict[str, Any]
+    stack: Stack, caplog: pytest.LogCaptureFixture, options: dict[str, Any], heard: Recorder
 ) -> None:
     """A record whose signature was never checked (written by an older version, or a task known
     only in the workers): the worker tries a bounded number of times, then dead-letters it."""
@@ -155,6 +156,8 @@ def test_a_record_whose_callback_does_not_fit_is_dead_lettered(
         assert get_context().store.create(run_id, WF, {"A": "b"}, None, bad, None)
         enqueue_submit(run_id, WF)  # the hinted webhook dispatches the callback (ingest_webhook)
         assert_dead_lettered(stack, run_id, "tests.record", before, caplog)
+    assert heard.of("callback_dead_lettered") == [(run_id, "arguments")]  # an observer hears it too
+    assert not [e for e in heard.of("run_completed") if e[0] == run_id]  # no callback went out
 
 
 @pytest.mark.usefixtures("fast_backoff")

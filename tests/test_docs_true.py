@@ -13,6 +13,7 @@ from tests.docs_truth import (
     DOCS,
     ROOT,
     cited_runs,
+    code_spans,
     default_problem,
     fault_table_refs,
     layout_patterns,
@@ -203,3 +204,36 @@ def test_no_countdown_exceeds_60_s_the_callback_lease_is_bounded() -> None:
     assert longest == {"callback_lease": 60, "reschedule_delay": 60, "completion_lease": 60} == {
         name: MAX_COUNTDOWN for name in bounded
     }
+
+
+def test_the_metrics_table_is_what_a_scrape_shows() -> None:
+    """docs/operations.md's metrics table: each metric of a scrape, with its type and labels."""
+    from prometheus_client import Counter, Histogram
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from nen_celery.runtime import metrics
+
+    rows = table_rows(read(OPERATIONS), "| metric | type | labels | meaning |")
+    documented = {row[0].strip("`"): (row[1], tuple(code_spans(row[2]))) for row in rows}
+    collectors = [m for m in vars(metrics).values() if isinstance(m, Counter | Histogram)]
+    labels = {m._name: tuple(m._labelnames) for m in collectors}
+    scraped = {}
+    for family in text_string_to_metric_families(metrics.render()[0].decode()):
+        if family.name.endswith("_created"):  # prometheus_client's creation times, not ours
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        scraped[name] = (family.type, labels.get(family.name, ()))
+    assert "nen_runs_pending" in scraped  # the run store answered: its gauges are in
+    assert documented == scraped
+
+
+def test_the_observer_table_is_the_observer() -> None:
+    """docs/operations.md's observer events: Observer's methods, in order, with their arguments."""
+    import inspect
+
+    from nen_celery import Observer
+    from nen_celery.observe import EVENTS
+
+    rows = table_rows(read(OPERATIONS), "| event | when, and in which process |")
+    signatures = {e: list(inspect.signature(getattr(Observer, e)).parameters)[1:] for e in EVENTS}
+    assert [row[0].strip("`") for row in rows] == [f"{e}({', '.join(signatures[e])})" for e in EVENTS]

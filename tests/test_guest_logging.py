@@ -52,7 +52,7 @@ logging.getLogger("uvicorn").addHandler(logging.StreamHandler(sys.stdout))
 GUEST = """
 before = snapshot()
 
-import nen_celery, nen_celery.logs.redaction, nen_celery.logs.runlog
+import nen_celery, nen_celery.logs.redaction, nen_celery.logs.runlog, nen_celery.observe
 import nen_celery.web.asgi, nen_celery.web.fastapi, nen_celery.web.flask
 from starlette.testclient import TestClient
 

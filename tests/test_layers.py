@@ -139,3 +139,54 @@ def test_importing_nen_celery_loads_no_publishing_or_logging_machinery() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# What the /metrics endpoints may use of runtime/metrics.py: rendering, not counting.
+METRICS_RENDERING = {"render", "render_apart", "scrape_executor", "public_on_receiver", "REGISTRY"}
+RUNLOG_BINDING = {"bind", "bound"}
+REPORTERS = ("lifecycle", "web", "celery", "worker.py")
+
+
+def _direct_reports(path: Path) -> list[str]:
+    """Where ``path`` counts a metric or binds run-log ids itself, not through the hook."""
+    tree = ast.parse(path.read_text())
+    aliases: dict[str, set[str]] = {}  # a local name of runtime.metrics / logs.runlog -> forbidden
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("nen_celery.runtime", "nen_celery.logs"):
+            for name in node.names:
+                if name.name in ("metrics", "runlog"):
+                    aliases[name.asname or name.name] = set() if name.name == "metrics" else RUNLOG_BINDING
+        elif isinstance(node, ast.ImportFrom) and node.module == "nen_celery.runtime.metrics":
+            counting = [n.name for n in node.names if n.name not in METRICS_RENDERING]
+            found += [f"{node.lineno}: imports {name}" for name in counting]
+        elif isinstance(node, ast.ImportFrom) and node.module == "nen_celery.logs.runlog":
+            found += [f"{node.lineno}: imports {n.name}" for n in node.names if n.name in RUNLOG_BINDING]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            forbidden = aliases[node.value.id]
+            if (node.attr in forbidden) if forbidden else (node.attr not in METRICS_RENDERING):
+                found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return sorted(found, key=lambda line: int(line.split(":")[0]))
+
+
+def test_lifecycle_and_web_report_events_only_through_the_observer_hook() -> None:
+    """Issue 28: one hook (nen_celery.observe) for metrics and run-log ids; a call site that
+    counted or bound by itself would bypass the user's observers."""
+    offenders = {}
+    for part in REPORTERS:
+        paths = [PACKAGE / part] if part.endswith(".py") else sorted((PACKAGE / part).rglob("*.py"))
+        for path in paths:
+            if found := _direct_reports(path):
+                offenders[str(path.relative_to(PACKAGE))] = found
+    assert offenders == {}, "report through nen_celery.observe (observe.run_completed(...), ...)"
+
+
+def test_the_direct_report_check_sees_a_direct_report(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from nen_celery.runtime import metrics as m\nfrom nen_celery.logs import runlog\n"
+        "from nen_celery.runtime.metrics import LATE_WEBHOOKS, render\n"
+        "m.RUNS_STARTED.inc()\nm.render()\nrunlog.bind(run_id='r')\nrunlog.clear()\n"
+    )
+    assert _direct_reports(sample) == ["3: imports LATE_WEBHOOKS", "4: m.RUNS_STARTED", "6: runlog.bind"]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         redrive_run,
         start_run,
     )
+    from nen_celery.observe import Observer, add_observer, remove_observer
     from nen_celery.settings import Settings, get_settings
 
 _EXPORTS = {
@@ -46,16 +47,19 @@ _EXPORTS = {
     "NenError": "nen_celery.errors",
     "NenProtocolError": "nen_celery.errors",
     "NenTransportError": "nen_celery.errors",
+    "Observer": "nen_celery.observe",
     "Run": "nen_celery.domain.models",
     "RunConflict": "nen_celery.lifecycle.api",
     "RunHandle": "nen_celery.lifecycle.api",
     "Settings": "nen_celery.settings",
     "Status": "nen_celery.domain.status",
+    "add_observer": "nen_celery.observe",
     "get_run": "nen_celery.lifecycle.api",
     "get_settings": "nen_celery.settings",
     "init_celery": "nen_celery.celery.install",
     "redrive_run": "nen_celery.lifecycle.api",
     "register_workflow": "nen_celery.domain.params",
+    "remove_observer": "nen_celery.observe",
     "start_run": "nen_celery.lifecycle.api",
     "unregister_workflow": "nen_celery.domain.params",
 }
@@ -85,16 +89,19 @@ __all__ = [
     "NenError",
     "NenProtocolError",
     "NenTransportError",
+    "Observer",
     "Run",
     "RunConflict",
     "RunHandle",
     "Settings",
     "Status",
+    "add_observer",
     "get_run",
     "get_settings",
     "init_celery",
     "redrive_run",
     "register_workflow",
+    "remove_observer",
     "start_run",
     "unregister_workflow",
 ]

@@ -39,6 +39,7 @@ from celery.signals import (
 )
 from kombu.entity import Exchange, Queue
 
+from nen_celery import observe
 from nen_celery.celery.callback_task import CallbackTask, NenTask
 from nen_celery.celery.install import set_ready_made
 from nen_celery.errors import ConfigurationError
@@ -212,7 +213,7 @@ def _bind_callback_ids(task: Any = None, args: Any = None, **_: object) -> None:
     runlog.clear()
     first = args[0] if args else None
     if isinstance(first, dict):
-        runlog.bind(**{k: first.get(k) for k in runlog.IDS})
+        observe.run_ids(**{k: first.get(k) for k in runlog.IDS})
 
 
 @task_postrun.connect

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from nen_celery import observe
 from nen_celery.logs import runlog
 from nen_celery.runtime.app import (
     CALLBACK_HEADER,
@@ -134,7 +135,7 @@ class NenTask(CallbackTask):
             return super().__call__(*args, **kwargs)
         runlog.clear()  # a pool thread never lends one task's ids to the next
         if args and isinstance(args[0], str) and self.name in _RUN_ID_TASKS:
-            runlog.bind(run_id=args[0])
+            observe.run_ids(run_id=args[0])
         try:
             return self.run(*args, **kwargs)
         finally:

@@ -213,7 +213,7 @@ class NenWorkerStep(bootsteps.Step):
             redis_transport.install()
         worker_ready.connect(_check_clock, weak=False, dispatch_uid="nen_celery.check_clock")
         worker_process_shutdown.connect(
-            _metrics_process_exited, weak=False, dispatch_uid="nen_celery.metrics_exit"
+            _process_exited, weak=False, dispatch_uid="nen_celery.metrics_exit"
         )
 
 
@@ -287,9 +287,9 @@ def _check_clock(sender: Any = None, **_: object) -> None:
             check_clock(settings, http)
 
 
-def _metrics_process_exited(pid: int | None = None, **_: object) -> None:
+def _process_exited(pid: int | None = None, **_: object) -> None:
     import os
 
-    from nen_celery.runtime import metrics
+    from nen_celery import observe
 
-    metrics.process_exited(pid or os.getpid())
+    observe.process_exited(pid or os.getpid())

@@ -10,12 +10,12 @@ from typing import Any
 
 from celery.canvas import Signature
 
+from nen_celery import observe
 from nen_celery.domain.models import Run
 from nen_celery.domain.params import utf8_problem, validate_params
 from nen_celery.domain.run_ids import RULE, valid_run_id
 from nen_celery.errors import ConfigurationError, InvalidCallback, InvalidParams
 from nen_celery.lifecycle.callback_args import check_callback_args
-from nen_celery.runtime import metrics
 from nen_celery.runtime.context import Context, get_context
 from nen_celery.settings import get_settings
 
@@ -129,7 +129,7 @@ def start_run(
         raise
     if ctx.settings.durable_start:  # NotDurable (a redis TimeoutError): the run may still go on
         ctx.durable()
-    metrics.RUNS_STARTED.inc()
+    observe.run_started(run_id, wid)
     return RunHandle(run_id)
 
 

@@ -30,6 +30,7 @@ from celery import Task
 from celery.canvas import signature
 from celery.utils.saferepr import saferepr
 
+from nen_celery import observe
 from nen_celery.domain.models import Run
 from nen_celery.domain.status import Status, is_terminal
 from nen_celery.fastpath import direct_publish
@@ -37,8 +38,6 @@ from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
 from nen_celery.lifecycle.callback_args import callback_argsrepr
 from nen_celery.lifecycle.deadletter import argument_mismatch
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
-from nen_celery.logs import runlog
-from nen_celery.runtime import metrics
 from nen_celery.runtime.app import CALLBACK_HEADER, current, nen_task, ready_made, request_header, run_repr
 from nen_celery.runtime.context import get_context, per_context
 from nen_celery.runtime.faults import failpoint
@@ -149,9 +148,8 @@ def finish_claimed(store: RunStore, claim: Claimed, received_at: str | None) -> 
     """Mark the completion sent (the broker has the callback), count it, log it.
     ``received_at``: when the receiver got the terminal webhook (the latency metric)."""
     store.finish_completion(claim.run_id, claim.task_id, claim.holder, claim.run.redrives)
-    metrics.RUNS_COMPLETED.labels(status=claim.run.status).inc()
-    if received_at:
-        metrics.WEBHOOK_TO_CALLBACK_SECONDS.observe(max(0.0, time.time() - float(received_at)))
+    seconds = max(0.0, time.time() - float(received_at)) if received_at else None
+    observe.run_completed(claim.run_id, claim.run.status, seconds)
     sig = claim.sig
     log.info("run %s completed %s; callback %s", claim.run_id, claim.run.status, sig["task"] if sig else None)
 
@@ -168,7 +166,7 @@ def dispatch_completion(task: Task, run_id: str, holder: str, data: dict[str, st
     ctx = get_context()
     claim = claimed(ctx.store, run_id, holder, data)  # the record came back with the claim
     run, sig = claim.run, claim.sig
-    runlog.bind(message_id=run.message_id, workflow_id=run.workflow_id)
+    observe.run_ids(message_id=run.message_id, workflow_id=run.workflow_id)
     try:
         publish_claimed(claim, ctx.durable)  # NotDurable: released below, retried
     except Exception as exc:

@@ -19,10 +19,10 @@ import logging
 import time
 from typing import Any
 
+from nen_celery import observe
 from nen_celery.domain.models import Run
 from nen_celery.domain.status import Status
 from nen_celery.errors import shown_text
-from nen_celery.runtime import metrics
 from nen_celery.runtime.context import get_context
 
 log = logging.getLogger("nen_celery.lifecycle.deadletter")
@@ -75,7 +75,7 @@ def argument_mismatch(
         "at": time.time(),
     }
     store.add_dead_letter(entry, DEADLETTER_MAX)
-    metrics.CALLBACKS_DEAD_LETTERED.labels(reason=REASON).inc()
+    observe.callback_dead_lettered(run_id, REASON)
     log.error(
         "run %s: %s task %s dead-lettered after %d attempts, never dispatched: %s",
         run_id,

@@ -7,10 +7,10 @@ from typing import Any
 
 from celery import Task
 
+from nen_celery import observe
 from nen_celery.domain.hints import RunRef
 from nen_celery.lifecycle.completion import apply_nen_status, dispatch_completion
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER, REUSED, log_hinted, parse_webhook
-from nen_celery.logs import runlog
 from nen_celery.runtime.app import request_header
 from nen_celery.runtime.context import get_context
 from nen_celery.runtime.faults import failpoint
@@ -24,7 +24,7 @@ def ingest(task: Task, sealed_body: str, hint: RunRef | None = None) -> dict[str
     ctx = get_context()
     body = parse_webhook(ctx.sealer.open(sealed_body))
     message_id, status = body["message_id"], body["status"]
-    runlog.bind(message_id=message_id, workflow_id=body.get("workflow_id"))
+    observe.run_ids(message_id=message_id, workflow_id=body.get("workflow_id"))
     if hint is not None:
         result = _ingest_hinted(task, hint, body, sealed_body)
         if result["verdict"] != REUSED:
@@ -32,7 +32,7 @@ def ingest(task: Task, sealed_body: str, hint: RunRef | None = None) -> dict[str
         # the URL was made for another record of this run id (or before records had a nonce):
         # the messageId says which run it is, if any still is
     run_id = ctx.store.find_or_park(message_id, sealed_body)
-    runlog.bind(run_id=run_id)
+    observe.run_ids(run_id=run_id)
     if run_id is None:
         log.info("webhook %s for message %s parked: messageId not bound yet", status, message_id)
         return {"message_id": message_id, "status": status, "verdict": "parked"}
@@ -48,7 +48,7 @@ def _ingest_hinted(task: Task, hint: RunRef, body: dict[str, Any], sealed_body: 
     callback is dispatched from here, with no complete_run hop."""
     ctx = get_context()
     run_id = hint.run_id
-    runlog.bind(run_id=run_id)
+    observe.run_ids(run_id=run_id)
     message_id, status = body["message_id"], body["status"]
     failpoint("ingest:before_apply")
     holder = str(task.request.id)

@@ -23,6 +23,7 @@ from celery import Task
 from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from nen_celery import observe
 from nen_celery.connections import REDIS_ERRORS
 from nen_celery.domain.hints import url_with_run
 from nen_celery.domain.status import Status
@@ -30,10 +31,8 @@ from nen_celery.errors import ConfigurationError, NenAPIError, NenError, redacti
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
 from nen_celery.lifecycle.completion import apply_nen_status, end_run
-from nen_celery.logs import runlog
 from nen_celery.nen.client import Accepted, AttemptHooks, RunRequest
 from nen_celery.nen.ratelimit import RateLimited
-from nen_celery.runtime import metrics
 from nen_celery.runtime.app import current, nen_task, run_repr
 from nen_celery.runtime.context import Context, get_context
 from nen_celery.runtime.faults import failpoint
@@ -189,7 +188,7 @@ def submit(
     hooks = _StoreHooks(run_id, execution, counted=claim.post_counted)
     try:
         with hooks.first_post_unsent():  # from the claim on: its count must not outlive a no-send
-            runlog.bind(workflow_id=claim.data.get("workflow_id"))
+            observe.run_ids(workflow_id=claim.data.get("workflow_id"))
             answer = _send(ctx, run_id, claim, hooks)
     except LeaseLost:
         # This message was redelivered (a broker reconnect) and its new execution took over.
@@ -206,7 +205,7 @@ def submit(
         return _submit_error(task, run_id, reschedule, exc, execution)
     if answer is None:
         return {"run_id": run_id, "status": Status.SUBMIT_FAILED.value}
-    metrics.RUNS_ACCEPTED.inc()
+    observe.run_accepted(run_id, answer.message_id)
     failpoint("submit:after_accept")
     return _bind_answer(task, run_id, reschedule, answer, int(claim.data.get("redrives") or 0))
 
@@ -248,7 +247,7 @@ def _send(ctx: Context, run_id: str, claim: Claim, hooks: _StoreHooks) -> Accept
         outcome = _outcome(exc)
         raise
     finally:
-        metrics.SUBMIT_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
+        observe.submit_finished(run_id, outcome, time.monotonic() - started)
 
 
 def _request(

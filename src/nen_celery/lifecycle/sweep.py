@@ -9,11 +9,11 @@ from typing import Any
 
 from celery import Task
 
+from nen_celery import observe
 from nen_celery.domain.status import Status
 from nen_celery.lifecycle import reconcile
 from nen_celery.lifecycle.completion import end_run, enqueue_complete
 from nen_celery.lifecycle.submit import enqueue_submit, park_unknown
-from nen_celery.runtime import metrics
 from nen_celery.runtime.app import nen_task, run_repr
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import Settings
@@ -47,7 +47,7 @@ def sweep(task: Task) -> dict[str, int]:
     finally:
         store.release_reconcile_lock(token)
     if counts:
-        metrics.reconciled(counts)
+        observe.reconciled(counts)
     # INFO only when the sweep acted on a run; waiting on timers and forgetting ended runs is
     # bookkeeping, at DEBUG (a guest's beat is quiet in the user's worker log)
     acted = any(action not in QUIET_ACTIONS for action in counts)

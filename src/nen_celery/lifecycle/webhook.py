@@ -8,8 +8,8 @@ import json
 import logging
 from typing import Any
 
+from nen_celery import observe
 from nen_celery.domain.status import WEBHOOK_STATUSES
-from nen_celery.runtime.metrics import LATE_WEBHOOKS
 
 # Unix time the receiver got a webhook: rides ingest_webhook -> complete_run for a latency metric.
 RECEIVED_AT_HEADER = "nen_received_at"
@@ -75,7 +75,7 @@ def log_hinted(
         )
     elif verdict == "late":
         # the run ended submit_failed ("may have started in Nen"), and Nen did start it
-        LATE_WEBHOOKS.labels(status=status).inc()
+        observe.late_webhook(run_id, status)
         log.error(
             "run %s ended submit_failed as 'may have started in Nen', and Nen now reports %s for "
             "message %s: recorded on the run; no second callback (its on_failure already ran)",

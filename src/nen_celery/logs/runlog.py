@@ -6,7 +6,8 @@ task, a webhook request); ``RunIdFilter`` on a handler stamps them on every reco
 never collides). A handler filter, not a LogRecord factory: nen_celery changes nothing
 process-wide in a process it does not own, so the filter goes on handlers: yours (add it to your
 logging config), or those of the processes nen starts itself (``configure``). Importing this
-module changes no logging. The tasks bind what they know as soon as they know it; Celery's
+module changes no logging. The tasks bind what they know as soon as they know it, through the
+observer hook (``observe.run_ids``; its built-in ``RunLogContext`` calls ``bind_ids``); Celery's
 task_prerun/postrun clear it so a pool thread never lends one task's ids to the next.
 
 ``NEN_LOG_FORMAT=json`` makes the worker, beat and receiver log one JSON object per line:
@@ -21,6 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -38,13 +40,46 @@ def _merged(ids: dict[str, str | None]) -> dict[str, str]:
     return {**(_ids.get() or {}), **{k: str(v) for k, v in ids.items() if v}}
 
 
+def _with(run_id: str | None, message_id: str | None, workflow_id: str | None) -> dict[str, str]:
+    """``_merged`` for the three ids, positionally: no keyword dict on the observer's hot path."""
+    merged = dict(_ids.get() or {})
+    if run_id:
+        merged["run_id"] = str(run_id)
+    if message_id:
+        merged["message_id"] = str(message_id)
+    if workflow_id:
+        merged["workflow_id"] = str(workflow_id)
+    return merged
+
+
 def bind(**ids: str | None) -> None:
     """Add ids to the current context (None values are ignored)."""
     _ids.set(_merged(ids))
 
 
+def bind_ids(run_id: str | None, message_id: str | None, workflow_id: str | None) -> None:
+    """``bind`` of the three ids (None: not known here)."""
+    _ids.set(_with(run_id, message_id, workflow_id))
+
+
 def clear() -> None:
     _ids.set(None)
+
+
+class _Bound:
+    """The ids added for a block, the context's own restored at its end (``bound_ids``; a class,
+    cheaper than ``bound``'s generator on every webhook delivery)."""
+
+    __slots__ = ("ids", "token")
+
+    def __init__(self, ids: tuple[str | None, str | None, str | None]) -> None:
+        self.ids = ids
+
+    def __enter__(self) -> None:
+        self.token = _ids.set(_with(*self.ids))
+
+    def __exit__(self, *exc: object) -> None:
+        _ids.reset(self.token)
 
 
 @contextlib.contextmanager
@@ -54,6 +89,13 @@ def bound(**ids: str | None) -> Iterator[None]:
         yield
     finally:
         _ids.reset(token)
+
+
+def bound_ids(
+    run_id: str | None, message_id: str | None, workflow_id: str | None
+) -> AbstractContextManager[None]:
+    """``bound`` of the three ids, positionally."""
+    return _Bound((run_id, message_id, workflow_id))
 
 
 class RunIdFilter(logging.Filter):

@@ -6,7 +6,8 @@ prefork children included, writes its values to files there and ``render()`` sum
 receiver's ``GET /metrics`` (or ``nen-celery metrics serve`` on a worker host) reports every
 process of the host. Without it, ``render()`` reports the calling process only.
 
-Labels are statuses, outcomes, reasons and actions: small fixed sets, never ids.
+Labels are statuses, outcomes, reasons and actions: small fixed sets, never ids. What each
+lifecycle event counts is the built-in observer's (observe/builtin.py: ``PrometheusMetrics``).
 ``nen_runs_pending`` and ``nen_parked_webhooks`` are read from Redis at scrape time.
 """
 
@@ -91,36 +92,6 @@ CALLBACKS_DEAD_LETTERED = Counter(
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-_webhook_children: dict[tuple[int, str], Any] = {}
-
-
-def webhook_answered(status_code: int, body: dict[str, Any], hint_refused: bool = False) -> None:
-    """Count one answered delivery; ``hint_refused``: taken in (2xx) without its run hint, whose
-    token was missing or wrong (hints.py)."""
-    if hint_refused and status_code < 300:
-        result = "hint_refused"
-    elif status_code == 200:
-        result = str(body.get("status") or "queued")  # queued | applied | ignored
-    else:
-        result = "parked" if body.get("status") == "parked" else str(body.get("error") or status_code)
-    # one labelled child per process and result: labels() takes a lock and builds a tuple each call
-    key = (os.getpid(), result)
-    child = _webhook_children.get(key)
-    if child is None:
-        child = _webhook_children.setdefault(key, WEBHOOKS.labels(result=result))
-    child.inc()
-
-
-def webhook_refused(reason: str) -> None:
-    WEBHOOK_REFUSALS.labels(reason=reason).inc()
-
-
-def reconciled(counts: dict[str, int]) -> None:
-    for action, n in counts.items():
-        if action != "locked":
-            RECONCILE_ACTIONS.labels(action=action).inc(n)
 
 
 class _RedisGauges:

@@ -10,6 +10,12 @@ from typing import Any
 class Answer:
     status_code: int
     body: dict[str, Any] = field(default_factory=dict)
+    # the word that names it, its error or its status: what observers hear (``answer``); made
+    # once, since most answers are the constants below
+    word: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "word", str(self.body.get("error") or self.body.get("status") or ""))
 
 
 HEALTHY = Answer(200, {"status": "ok"})

@@ -43,12 +43,12 @@ with requires_extra("receiver", __name__):
     from starlette.routing import Route
     from starlette.types import Receive, Scope, Send
 
+from nen_celery import observe
 from nen_celery.celery.install import init_celery
 from nen_celery.errors import ConfigurationError
 from nen_celery.logs import runlog
 from nen_celery.logs.redaction import add_redaction
 from nen_celery.runtime import app as app_state
-from nen_celery.runtime import metrics
 from nen_celery.runtime.context import get_context
 from nen_celery.settings import get_settings
 from nen_celery.web.answers import NOT_CONFIGURED, QUEUED, Answer, body_timeout, too_large
@@ -155,7 +155,7 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     if request.method == "POST":
         path = request.url.path  # never the query: it may carry a run hint's token
         refused("unknown_path", f"POST to {shown(path)}, not a route of the receiver (.../webhooks/nen)")
-        metrics.webhook_answered(404, {"error": "not_found"})
+        observe.webhook_answered(404, "not_found")
     if isinstance(exc, HTTPException):
         return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
     return PlainTextResponse("Not Found", 404)

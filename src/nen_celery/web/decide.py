@@ -20,11 +20,11 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
+from nen_celery import observe
 from nen_celery.domain import hints
 from nen_celery.domain.hints import RunRef
 from nen_celery.domain.status import is_terminal
 from nen_celery.lifecycle.webhook import MISFITS, log_hinted
-from nen_celery.runtime import metrics
 from nen_celery.web.answers import APPLIED, IGNORED, NOT_DURABLE, NOT_QUEUED, QUEUED, Answer
 from nen_celery.web.apply import BINDS, Ended
 
@@ -141,7 +141,7 @@ def do(effect: Effect[T]) -> Step[T]:
 def plan(webhook: Webhook) -> Plan:
     """The answer to a checked webhook, with the effects it takes; counted once."""
     answer = yield from _decide(webhook)
-    metrics.webhook_answered(answer.status_code, answer.body, hint_refused=webhook.refused is not None)
+    observe.webhook_answered(answer.status_code, answer.word, webhook.refused is not None)
     return answer
 
 

@@ -22,11 +22,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from nen_celery import observe
 from nen_celery.domain import hints
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
 from nen_celery.lifecycle.completion import dispatch_here
 from nen_celery.lifecycle.webhook import RECEIVED_AT_HEADER
-from nen_celery.logs import runlog
 from nen_celery.runtime.app import nen_task
 from nen_celery.runtime.context import per_context
 from nen_celery.store.runs import RunStore
@@ -282,7 +282,7 @@ def blocking_effects(ctx: Context) -> BlockingEffects:
 def deliver(ctx: Context, body: bytes, parsed: dict[str, Any], query: str | bytes = "") -> Answer:
     """The answer to a checked webhook, every effect from this thread (Flask, Django)."""
     webhook = checked(ctx, body, parsed, query, durability_made(ctx))
-    with runlog.bound(**webhook.log_ids()):
+    with observe.run_scope(**webhook.log_ids()):
         return drive(plan(webhook), blocking_effects(ctx).run)
 
 
@@ -294,5 +294,5 @@ async def deliver_async(
     made = durability_made(ctx)
     webhook = checked(ctx, body, parsed, query, made)
     effects = AsyncEffects(async_apply(ctx), made, direct_publisher(ctx, create=False), ctx.sealer)
-    with runlog.bound(**webhook.log_ids()):
+    with observe.run_scope(**webhook.log_ids()):
         return await drive_async(plan(webhook), effects.native, blocking_effects(ctx).run, to_thread)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from nen_celery.runtime import metrics
+from nen_celery import observe
 
 log = logging.getLogger("nen_celery.web")
 
@@ -55,7 +55,7 @@ LOG = RateLimitedLog(log)
 
 def refused(reason: str, detail: str) -> None:
     """Count a refused delivery under ``reason`` and warn (rate-limited)."""
-    metrics.webhook_refused(reason)
+    observe.webhook_refused(reason)
     LOG.warn(reason, detail)
 
 

@@ -13,10 +13,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from nen_celery import observe
 from nen_celery.domain import hints, signing
 from nen_celery.errors import ConfigurationError
 from nen_celery.lifecycle.webhook import parse_webhook
-from nen_celery.runtime import metrics
 from nen_celery.settings import Settings, get_settings
 from nen_celery.web.answers import HEALTHY, NOT_CONFIGURED, Answer
 from nen_celery.web.refusals import refused, shown
@@ -34,7 +34,7 @@ def refused_early(answer: Answer) -> Answer:
         refused("not_configured", "the receiver's settings are invalid (see its start-up error)")
     else:
         refused(str(answer.body.get("error")), str(answer.body.get("message")))
-    metrics.webhook_answered(answer.status_code, answer.body)
+    observe.webhook_answered(answer.status_code, answer.word)
     return answer
 
 
@@ -103,7 +103,7 @@ def check(
     """
     error, parsed = _check(settings, body, headers, now)
     if error is not None:
-        metrics.webhook_answered(error.status_code, error.body)
+        observe.webhook_answered(error.status_code, error.word)
     return error, parsed
 
 

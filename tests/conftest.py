@@ -216,6 +216,15 @@ def store() -> Any:
 
 
 @pytest.fixture
+def runs(store: Any) -> Iterator[list[str]]:
+    """Run ids a test made directly on the store: deleted afterwards."""
+    made: list[str] = []
+    yield made
+    for run_id in made:
+        store.delete(run_id)
+
+
+@pytest.fixture
 def beat(stack: Stack) -> Iterator[None]:
     """Stands in for `celery beat`: publishes reconcile_runs on a short schedule."""
     import threading

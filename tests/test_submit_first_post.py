@@ -88,14 +88,6 @@ def nen(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Nen, Limiter]]:
         yield fake, limiter
 
 
-@pytest.fixture
-def runs(store: Any) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for run_id in made:
-        store.delete(run_id)
-
-
 def _run(store: Any, runs: list[str], secure: bool = False) -> str:
     run_id = f"first-{uuid.uuid4()}"
     sealed = store.sealer.seal(json.dumps({"TOKEN": "s3cret"}).encode()) if secure else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.integration
 WF = "12345678-1234-1234-1234-123456789abc"
 X = "x-step"  # the execution taking the step
 Setup = Callable[[Any, str], None]
-
-
-@pytest.fixture
-def runs(store: Any) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for run_id in made:
-        store.delete(run_id)
 
 
 def _fresh(store: Any, runs: list[str]) -> str:

@@ -12,7 +12,7 @@ import pytest
 from nen_celery.errors import NenAPIError
 from nen_celery.logs import redaction as lf
 from nen_celery.nen.client import NenClient
-from nen_celery.settings import get_settings, settings_loaded
+from nen_celery.settings import get_settings, loaded_settings
 from tests.conftest import SIM_API_KEY, SIM_SIGNING_KEY, SIM_WEBHOOK_SECRET, Stack, env
 
 PRESIGNED = "https://files.example/bucket/out.json?X-Amz-Credential=AKIA%2F&X-Amz-Signature=deadbeefcafe&X-Amz-Expires=60"
@@ -219,4 +219,4 @@ def test_redaction_reads_the_environment_and_never_loads_settings(caplog: pytest
 
 
 def get_settings_cached() -> int:
-    return int(settings_loaded())
+    return int(loaded_settings() is not None)

@@ -238,6 +238,21 @@ class Scripted:
 
         return lambda effect: on_loop(effect) if isinstance(effect, kinds) else None
 
+    def eager(self, kinds: tuple[type, ...]) -> Callable[[Effect[Any]], Awaitable[Any] | None]:
+        """A native that fails while it builds the awaitable (as sealing the body can)."""
+
+        def build(effect: Effect[Any]) -> Awaitable[Any] | None:
+            if not isinstance(effect, kinds):
+                return None
+            result = self.run(effect)
+
+            async def done() -> Any:
+                return result
+
+            return done()
+
+        return build
+
 
 def _async(case: tuple[Webhook, dict[type, Any], Answer, list[type], int], kinds: tuple[type, ...]) -> Any:
     hook, results, _, _, _ = case
@@ -261,6 +276,20 @@ def test_both_drivers_give_the_same_answer_for_the_same_effect_results(name: str
     assert _async(case, everything) == (expected, effects, 0)  # all on the loop
     assert _async(case, ()) == (expected, effects, 1 if effects else 0)  # handed over at once
     assert _async(case, NATIVE_HERE) == (expected, effects, hops)  # the receiver's own split
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_an_effect_failing_while_the_loop_builds_it_is_the_plans_to_answer(name: str) -> None:
+    """Not a 500 from the loop: the plan is told, as the blocking driver tells it."""
+    hook, results, expected, effects, _ = CASES[name]
+    scripted = Scripted(results)
+
+    async def to_thread(func: Callable[..., Any], *args: Any) -> Any:
+        return func(*args)
+
+    everything = (Probe, Apply, End, Durable, Publish, Lookup, Dispatch, Release)
+    answer = asyncio.run(drive_async(plan(hook), scripted.eager(everything), scripted.run, to_thread))
+    assert (answer, scripted.done) == (expected, effects)
 
 
 def test_an_effect_the_plan_does_not_expect_to_fail_propagates_from_both_drivers() -> None:
@@ -304,13 +333,24 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Callable[..., Any]]]:
 
 @pytest.mark.integration
 def test_a_duplicate_terminal_webhook_to_an_ended_run_is_answered_without_a_thread_hop(
-    stack: Stack, hops: list[Callable[..., Any]]
+    stack: Stack, hops: list[Callable[..., Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The terminal webhook that ends the run hops once (the callback's publish); its duplicates,
-    a stale one and a processing one are answered from the event loop."""
+    a stale one and a processing one are answered from the event loop, which never builds the
+    blocking effects (their first use connects a Redis Cluster client)."""
     from nen_celery.runtime.context import get_context
+    from nen_celery.web import delivery
     from nen_celery.web.asgi import create_app
     from nen_celery.web.resources import durability
+
+    real_effects = delivery.blocking_effects
+
+    def off_the_loop(ctx: Any) -> Any:
+        with pytest.raises(RuntimeError):  # no running event loop in this thread
+            asyncio.get_running_loop()
+        return real_effects(ctx)
+
+    monkeypatch.setattr(delivery, "blocking_effects", off_the_loop)
 
     store = get_context().store
     durability(get_context())  # probed, as the standalone receiver does at start

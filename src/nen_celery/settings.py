@@ -198,8 +198,7 @@ class Settings(BaseSettings):
     @field_validator("api_key", "signing_key", "webhook_secret", "secrets_key", mode="before")
     @classmethod
     def _not_blank(cls, value: object, info: ValidationInfo) -> object:
-        """A secret set to "" (or only blanks and commas) is a mistake, never "unset": refused,
-        named, so that it fails at start and not as "missing setting" retries later."""
+        """A secret set to "" (or only blanks and commas) is a mistake, not "unset": refused at start."""
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(text, str) and not _split(text):
             name = f"NEN_{str(info.field_name).upper()}"
@@ -355,16 +354,16 @@ def install_overrides(values: Mapping[str, Any]) -> None:
         Settings(**names)
     except ValidationError as exc:  # one clear message, values hidden
         raise ConfigurationError(f"invalid settings: {describe(exc)}") from None
-    _overrides.clear()
-    _overrides.update(names)
-    reset_settings()
+    with _loading:  # never half-replaced under a load
+        _overrides.clear()
+        _overrides.update(names)
+        _loaded.clear()
     for hook in list(_on_change):
         hook()
 
 
-# The process's settings once loaded. The lock is held while they are built and while they are
-# forgotten: a load that read the environment before a change is not kept after it (a worker
-# thread's first use racing install_overrides, or a test's change).
+# The settings once loaded; the lock is held to build, change or forget them: a load that read
+# the environment before a change is never kept after it (a worker thread's first use racing one).
 _loaded: list[Settings] = []
 _loading = threading.Lock()
 
@@ -380,18 +379,19 @@ def get_settings() -> Settings:
         return _loaded[0]
 
 
-def settings_loaded() -> bool:
-    """Whether something loaded the settings already (read without loading them)."""
-    return bool(_loaded)
+def loaded_settings() -> Settings | None:
+    """The settings if something loaded them already, else None (never loads them)."""
+    with _loading:
+        return _loaded[0] if _loaded else None
 
 
 def describe(exc: ValidationError) -> str:
     """Each problem as ``NEN_<NAME>: <why>``, the variable a user sets; never the value given."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        name = "NEN_" + ".".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
-        problems.append(f"{name}: {error['msg']}")
-    return "; ".join(problems)
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return "; ".join(
+        f"{'NEN_' + '.'.join(str(p) for p in e['loc']).upper() if e['loc'] else 'settings'}: {e['msg']}"
+        for e in errors
+    )
 
 
 def reset_settings(**_: Any) -> None:

@@ -30,7 +30,6 @@ Secure params cannot be recognised by value: the code never logs them, and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -42,8 +41,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import SecretStr
 
-from nen_celery.errors import ConfigurationError
-from nen_celery.settings import Settings, get_settings, installed_override_values, settings_loaded
+from nen_celery.settings import Settings, installed_override_values, loaded_settings
 
 REDACTED = "[REDACTED]"
 
@@ -181,9 +179,9 @@ def _current_secrets() -> list[str]:
     """
     values = env_secrets()
     values += settings_override_secrets(installed_override_values())
-    if settings_loaded():
-        with contextlib.suppress(ConfigurationError):  # only if the cache was cleared meanwhile
-            values += settings_secrets(get_settings())
+    loaded = loaded_settings()
+    if loaded is not None:
+        values += settings_secrets(loaded)
     with _lock:
         values += _extra_secrets
     return values

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import redis
@@ -52,7 +52,7 @@ class Apply(Effect[tuple[str, str]]):
     """ingest.lua for a ``processing`` webhook: (verdict, status now)."""
 
     ref: RunRef
-    parsed: dict[str, Any]
+    parsed: dict[str, Any] = field(repr=False)  # never in a repr: the body holds presigned URLs
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,8 @@ class End(Effect[Ended]):
     """ingest.lua for a terminal webhook, claiming the completion it makes pending."""
 
     ref: RunRef
-    parsed: dict[str, Any]
-    body: bytes
+    parsed: dict[str, Any] = field(repr=False)  # never in a repr: the body holds presigned URLs
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,8 @@ class Durable(Effect[None]):
 class Publish(Effect[None]):
     """Queue ingest_webhook for the webhook (for its hinted run, if ``ref``)."""
 
-    parsed: dict[str, Any]
-    body: bytes
+    parsed: dict[str, Any] = field(repr=False)  # never in a repr: the body holds presigned URLs
+    body: bytes = field(repr=False)
     ref: RunRef | None
 
 
@@ -108,8 +108,8 @@ class Release(Effect[None]):
 class Webhook:
     """One checked webhook and what its plan depends on in this receiver."""
 
-    body: bytes
-    parsed: dict[str, Any]
+    body: bytes = field(repr=False)
+    parsed: dict[str, Any] = field(repr=False)  # never in a repr: the body holds presigned URLs
     hint: RunRef | None  # the verified run hint, if any
     refused: hints.Hint | None  # a hint whose token was missing or wrong (then ``hint`` is None)
     received_at: str  # when it came in (repr of a time.time()): the webhook -> callback metric

@@ -234,7 +234,11 @@ async def drive_async(plan: Plan, native: Native, run: Run, to_thread: ToThread)
         except StopIteration as done:
             answer: Answer = done.value
             return answer
-        awaitable = native(effect)
+        try:  # building the awaitable may fail too (sealing the body): the plan decides, as in drive
+            awaitable = native(effect)
+        except Exception as exc:
+            result, error = None, exc
+            continue
         if awaitable is None:
             handed: Answer = await to_thread(drive, plan, run, effect)
             return handed
@@ -295,4 +299,9 @@ async def deliver_async(
     webhook = checked(ctx, body, parsed, query, made)
     effects = AsyncEffects(async_apply(ctx), made, direct_publisher(ctx, create=False), ctx.sealer)
     with observe.run_scope(**webhook.log_ids()):
-        return await drive_async(plan(webhook), effects.native, blocking_effects(ctx).run, to_thread)
+        # the blocking effects are looked up in the thread: their first use builds the run
+        # store's client (a Redis Cluster's connects to its nodes), never on the loop
+        def run(effect: Effect[Any]) -> Any:
+            return blocking_effects(ctx).run(effect)
+
+        return await drive_async(plan(webhook), effects.native, run, to_thread)

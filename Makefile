@@ -98,11 +98,11 @@ demo: install
 # Then the Celery/kombu/redis-py/httpx part again on the lowest versions allowed (test-lowest).
 # Two test processes (pytest-xdist): most tests wait on real processes and deadlines, not on the
 # CPU; each process has a redis-server of its own (tests/worker_redis.py), and tests that share
-# RabbitMQ or fixed ports run in one (tests/conftest.py: MACHINE_WIDE). TEST_WORKERS=0: one process.
+# RabbitMQ or fixed ports run in one (tests/conftest.py: MACHINE_WIDE, its own scheduler). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install lint typecheck
 	NEN_TEST_DURABLE_SERVER="$${NEN_TEST_DURABLE_SERVER:-$$($(PY) scripts/durable_redis.py)}" \
-		$(PY) scripts/with_redis.py $(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+		$(PY) scripts/with_redis.py $(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-lowest
 
 # Supported versions are tested, not hoped for: LOWEST_TESTS on constraints/lowest.txt.

@@ -258,9 +258,11 @@ def quiet_sim(stack: Stack) -> Iterator[Stack]:
     stack.sim.state.config.terminal_delay = 0.02
 
 
-# Under pytest-xdist (`make test`: -n 2 --dist loadgroup), tests that share something of the
-# machine's beyond Redis run in one worker, one after another: RabbitMQ (one broker; a test
-# restarts its app), and the README's quick start (its fixed ports, as the README writes them).
+# Under pytest-xdist (`make test`: -n 2), tests that share something of the machine's beyond
+# Redis run in one worker, one after another: RabbitMQ (one broker; a test restarts its app), and
+# the README's quick start (its fixed ports, as the README writes them). xdist's own groups
+# (--dist loadgroup) rename node ids, which pytest 9 no longer allows: a scheduler of our own,
+# xdist's load-scope one with every other test a scope of its own.
 MACHINE_WIDE = {
     "rabbitmq": {
         "test_rabbitmq.py", "test_rabbitmq_move.py", "test_example_django.py",
@@ -270,9 +272,17 @@ MACHINE_WIDE = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for group, files in MACHINE_WIDE.items():
-            if item.path.name in files:
-                item.add_marker(pytest.mark.xdist_group(group))
+def machine_wide_scope(nodeid: str) -> str:
+    """The scheduling scope of a test: its group, or the test itself."""
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return next((group for group, files in MACHINE_WIDE.items() if name in files), nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class MachineWideScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return machine_wide_scope(nodeid)
+
+    return MachineWideScheduling(config, log)

@@ -278,6 +278,7 @@ def machine_wide_scope(nodeid: str) -> str:
     return next((group for group, files in MACHINE_WIDE.items() if name in files), nodeid)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the lowest-versions venv has no xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 

@@ -31,6 +31,7 @@ from nen_celery.errors import ConfigurationError, NenAPIError, NenError, redacti
 from nen_celery.fastpath import direct_publish
 from nen_celery.fastpath.direct_publish import DirectPublisher, Outgoing
 from nen_celery.lifecycle.completion import apply_nen_status, end_run
+from nen_celery.nen import ratelimit
 from nen_celery.nen.client import Accepted, AttemptHooks, RunRequest
 from nen_celery.nen.ratelimit import RateLimited
 from nen_celery.runtime.app import current, nen_task, run_repr
@@ -180,7 +181,7 @@ def submit(
     lease, holder = ctx.settings.submit_lease, str(task.request.id)
     # The claim counts the first POST (one round trip less) unless a token may be waited for
     # between the two: a crash then would leave a POST never sent counted (parked unknown).
-    mark_post = ctx.settings.rate_limit <= 0
+    mark_post = not ratelimit.limited(ctx.settings)
     claim = ctx.store.claim_submit(run_id, lease, holder, execution, mark_post=mark_post)
     unclaimed = _unclaimed(run_id, claim)
     if unclaimed is not None:

@@ -149,10 +149,15 @@ class RateLimiter:
             self.pause(retry_after if retry_after is not None else self.pause_default)
 
 
+def limited(settings: Settings) -> bool:
+    """Whether requests to Nen wait for the shared bucket's tokens (NEN_RATE_LIMIT > 0)."""
+    return settings.rate_limit > 0
+
+
 def new_limiter(settings: Settings) -> RateLimiter | None:
     """A limiter for these settings, or None when NEN_RATE_LIMIT is 0 (off). The process's
     context holds one (runtime/context.py): one Redis pool per process and settings."""
-    if settings.rate_limit <= 0:
+    if not limited(settings):
         return None
     # the one place that understands redis+cluster:// and redis+sentinel:// URLs
     client = redis_client(
